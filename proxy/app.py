@@ -1,0 +1,98 @@
+"""The gateway's ASGI application: split, forward, stamp.
+
+A plain ASGI callable rather than a routed framework app: every request on this
+listener is proxied, so routing would only add cost to the hot path.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import httpx
+
+from .config import Settings
+from .forwarder import BadRequest, ClientDisconnected, Forwarder, UpstreamBodyError
+from .problem import send_problem
+from .splitter import Splitter
+from .types import Receive, Scope, Send
+from .upstream import Upstream
+from .upstream_aiohttp import AiohttpUpstream
+from .upstream_httpx import HttpxUpstream
+
+logger = logging.getLogger("cutover.app")
+
+
+def build_upstreams(
+    settings: Settings, transport: httpx.AsyncBaseTransport | None
+) -> dict[str, Upstream]:
+    upstreams: dict[str, Upstream] = {}
+    for name in ("legacy", "new"):
+        url = getattr(settings.backends, name).url
+        if transport is None:
+            upstreams[name] = AiohttpUpstream(url, settings.timeouts)
+        else:
+            upstreams[name] = HttpxUpstream(url, settings.timeouts, transport)
+    return upstreams
+
+
+class CutoverApp:
+    def __init__(
+        self, settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None
+    ) -> None:
+        self.settings = settings
+        self.splitter = Splitter(settings)
+        self.upstreams = build_upstreams(settings, transport)
+        self.forwarder = Forwarder(settings, self.upstreams)
+
+    async def startup(self) -> None:
+        for upstream in self.upstreams.values():
+            await upstream.start()
+
+    async def shutdown(self) -> None:
+        for upstream in self.upstreams.values():
+            await upstream.aclose()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self.handle(scope, receive, send)
+        elif kind == "lifespan":
+            await self.lifespan(receive, send)
+        elif kind == "websocket":
+            # WebSocket proxying is not supported: refuse the handshake (403).
+            await send({"type": "websocket.close", "code": 1008})
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        decision = self.splitter.decide(scope["path"], scope["headers"], scope.get("client"))
+        try:
+            await self.forwarder.forward(scope, receive, send, decision)
+        except ClientDisconnected:
+            pass
+        except BadRequest as exc:
+            await send_problem(send, 400, "Bad Request", str(exc), slug="bad-request")
+        except UpstreamBodyError as exc:
+            # Returning without finishing the response makes the server drop the
+            # connection, so the client sees a truncated response, not a clean end.
+            logger.warning("%s backend: %s", decision.backend, exc)
+
+    async def lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.startup()
+                except Exception as exc:
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+
+def create_app(
+    settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None
+) -> CutoverApp:
+    """Build the gateway. ``transport`` replaces the aiohttp client (tests pass respx)."""
+    return CutoverApp(settings, transport=transport)

@@ -1,0 +1,81 @@
+"""The ``cutover`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+from .config import ConfigError, load_settings
+
+EXIT_CONFIG = 2
+
+
+def _config_path(args: argparse.Namespace) -> str:
+    path = args.config or os.environ.get("CUTOVER_CONFIG")
+    if not path:
+        raise ConfigError(["config: no config file given (use --config FILE or CUTOVER_CONFIG)"])
+    return path
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    settings = load_settings(args.file)
+    print(f"{args.file}: OK ({len(settings.routes)} routes, weight {settings.split.weight:g}%)")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .server import serve
+
+    settings = load_settings(_config_path(args))
+    serve(settings, log_level=args.log_level)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    path = _config_path(args)
+    return run_demo(load_settings(path), path, duration=args.duration, rate=args.rate)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cutover", description="Migration gateway: split traffic between legacy and new."
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="run the proxy")
+    run.add_argument("--config", help="YAML config file (default: $CUTOVER_CONFIG)")
+    run.add_argument(
+        "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]
+    )
+    run.set_defaults(func=cmd_run)
+
+    check = commands.add_parser("check-config", help="validate a config file and exit")
+    check.add_argument("file")
+    check.set_defaults(func=cmd_check_config)
+
+    demo = commands.add_parser("demo", help="run both demo backends, the proxy and demo traffic")
+    demo.add_argument("--config", help="YAML config file (default: $CUTOVER_CONFIG)")
+    demo.add_argument("--duration", type=float, default=None, help="stop after N seconds")
+    demo.add_argument("--rate", type=float, default=20.0, help="demo requests per second")
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return EXIT_CONFIG
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

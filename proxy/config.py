@@ -1,0 +1,267 @@
+"""Cutover's configuration: one validated object, loaded once.
+
+Sources, highest priority first: environment variables (``CUTOVER_`` prefix, nested
+with ``__``, e.g. ``CUTOVER_SPLIT__WEIGHT=25``), then the YAML file.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+BackendName = Literal["legacy", "new"]
+BACKEND_NAMES: tuple[BackendName, ...] = ("legacy", "new")
+
+_DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_TOKEN_RE = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+
+
+class ConfigError(Exception):
+    """A configuration could not be loaded; ``problems`` lists ``path.to.field: reason``."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _weight(value: float) -> float:
+    if not 0 <= value <= 100:
+        raise ValueError("must be between 0 and 100")
+    return value
+
+
+Weight = Annotated[float, AfterValidator(_weight)]
+
+
+def _positive(value: float) -> float:
+    if value <= 0:
+        raise ValueError("must be greater than 0")
+    return value
+
+
+PositiveSeconds = Annotated[float, AfterValidator(_positive)]
+
+
+class Listener(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+
+
+class AdminListener(Listener):
+    port: int = Field(9180, ge=0, le=65535)
+
+
+class Backend(_Section):
+    url: str
+    metrics_url: str | None = None
+
+    @field_validator("url", "metrics_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https"):
+            raise ValueError("must be an http:// or https:// URL")
+        if not parts.hostname:
+            raise ValueError("must name a host")
+        if parts.query or parts.fragment:
+            raise ValueError("must not have a query or fragment")
+        try:
+            parts.port  # noqa: B018 - raises ValueError on a bad port
+        except ValueError as exc:
+            raise ValueError(f"has an invalid port: {exc}") from None
+        return value.rstrip("/")
+
+
+class Backends(_Section):
+    legacy: Backend
+    new: Backend
+
+
+class Split(_Section):
+    weight: Weight = 0.0
+    sticky: str = "none"
+    override_header: str = "X-Cutover-Backend"
+
+    @field_validator("sticky")
+    @classmethod
+    def _sticky(cls, value: str) -> str:
+        kind, _, name = value.partition(":")
+        if value in ("none", "client_ip"):
+            return value
+        if kind in ("header", "cookie") and name:
+            if not _TOKEN_RE.match(name):
+                raise ValueError(f"{name!r} is not a valid {kind} name")
+            return value
+        raise ValueError("must be header:NAME, cookie:NAME, client_ip or none")
+
+    @field_validator("override_header")
+    @classmethod
+    def _override_header(cls, value: str) -> str:
+        if value and not _TOKEN_RE.match(value):
+            raise ValueError(f"{value!r} is not a valid header name")
+        return value
+
+
+class Deprecation(_Section):
+    deprecated_at: datetime
+    sunset_at: datetime | None = None
+    link: str | None = None
+    legacy_headers: bool = False
+
+    @field_validator("deprecated_at", "sunset_at", mode="before")
+    @classmethod
+    def _date_is_midnight_utc(cls, value: Any) -> Any:
+        if isinstance(value, str) and _DATE_RE.match(value):
+            value = date.fromisoformat(value)
+        if isinstance(value, date) and not isinstance(value, datetime):
+            return datetime(value.year, value.month, value.day, tzinfo=UTC)
+        return value
+
+    @field_validator("deprecated_at", "sunset_at")
+    @classmethod
+    def _aware(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("must include a time zone, e.g. 2026-12-01T00:00:00Z")
+        return value.astimezone(UTC) if value is not None else None
+
+    @field_validator("sunset_at")
+    @classmethod
+    def _sunset_after_deprecation(cls, value: datetime | None, info: ValidationInfo) -> Any:
+        deprecated_at = info.data.get("deprecated_at")
+        if value is not None and deprecated_at is not None and value < deprecated_at:
+            raise ValueError("must not be earlier than deprecated_at (RFC 9745 section 3)")
+        return value
+
+    @field_validator("link")
+    @classmethod
+    def _link(cls, value: str | None) -> str | None:
+        if value is not None and urlsplit(value).scheme not in ("http", "https"):
+            raise ValueError("must be an http:// or https:// URL")
+        return value
+
+
+class Route(_Section):
+    prefix: str
+    backend: BackendName | None = None
+    weight: Weight | None = None
+    deprecation: bool = True
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError("must start with '/'")
+        return value
+
+    @model_validator(mode="after")
+    def _pin_or_weight(self) -> Route:
+        if self.backend is not None and self.weight is not None:
+            raise ValueError("set either backend (a pin) or weight, not both")
+        return self
+
+    @property
+    def name(self) -> str:
+        return self.prefix
+
+
+class Timeouts(_Section):
+    connect: PositiveSeconds = 2.0
+    read: PositiveSeconds = 30.0
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="CUTOVER_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+
+    listen: Listener = Listener()
+    admin: AdminListener = AdminListener()
+    backends: Backends
+    split: Split = Split()
+    deprecation: Deprecation | None = None
+    routes: list[Route] = []
+    timeouts: Timeouts = Timeouts()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The file's contents arrive as init kwargs; the environment overrides them.
+        return env_settings, init_settings
+
+
+_FRIENDLY = {
+    "extra_forbidden": "unknown key",
+    "missing": "required",
+}
+
+
+def _problems(exc: ValidationError) -> list[str]:
+    problems = []
+    for error in exc.errors():
+        loc = ".".join(str(part) for part in error["loc"]) or "config"
+        message = _FRIENDLY.get(error["type"], error["msg"])
+        message = message.removeprefix("Value error, ")
+        problems.append(f"{loc}: {message}")
+    return problems
+
+
+def parse_settings(data: Any) -> Settings:
+    """Validate an already-parsed mapping; raise ConfigError listing every problem."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError([f"config: must be a mapping of keys, got {type(data).__name__}"])
+    try:
+        return Settings(**data)
+    except ValidationError as exc:
+        raise ConfigError(_problems(exc)) from None
+
+
+def load_settings(path: str | Path) -> Settings:
+    """Read and validate a YAML config file; raise ConfigError on any problem."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([f"config: cannot read {path}: {exc.strerror or exc}"]) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        where = ""
+        mark = getattr(exc, "problem_mark", None)
+        if mark is not None:
+            where = f" (line {mark.line + 1}, column {mark.column + 1})"
+        reason = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError([f"config: {path} is not valid YAML{where}: {reason}"]) from None
+    return parse_settings(data)

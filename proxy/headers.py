@@ -1,0 +1,97 @@
+"""RFC 9110 proxy header rules: hop-by-hop removal, ``Via`` and ``X-Forwarded-*``."""
+
+from __future__ import annotations
+
+from .types import RawHeaders
+
+HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+    }
+)
+# Not hop-by-hop by definition, but the proxy re-derives them for the next hop:
+# Host comes from the backend URL, Expect was answered by the server already.
+_REQUEST_DROPPED = HOP_BY_HOP | {b"host", b"expect", b"x-forwarded-proto", b"x-forwarded-host"}
+
+PSEUDONYM = b"cutover"
+BACKEND_HEADER = b"x-cutover-backend"
+_RESPONSE_DROPPED = HOP_BY_HOP | {BACKEND_HEADER}
+
+
+def connection_tokens(headers: RawHeaders) -> frozenset[bytes]:
+    """Header names listed in ``Connection`` (RFC 9110 §7.6.1): also hop-by-hop."""
+    tokens: set[bytes] = set()
+    for name, value in headers:
+        if name.lower() == b"connection":
+            tokens.update(token.strip().lower() for token in value.split(b","))
+    return frozenset(tokens)
+
+
+def via_value(http_version: str) -> bytes:
+    return http_version.encode("latin-1") + b" " + PSEUDONYM
+
+
+def upstream_request_headers(
+    headers: RawHeaders,
+    *,
+    client_host: str | None,
+    scheme: str,
+    http_version: str,
+) -> list[tuple[str, str]]:
+    """The headers to send upstream for a client request's (lowercased ASGI) headers."""
+    dropped = _REQUEST_DROPPED
+    if any(name == b"connection" for name, _ in headers):
+        dropped = dropped | connection_tokens(headers)
+    out: list[tuple[str, str]] = []
+    host = forwarded_for = via = None
+    for name, value in headers:
+        if name in dropped:
+            if name == b"host":
+                host = value
+            continue
+        if name == b"x-forwarded-for":
+            forwarded_for = value if forwarded_for is None else forwarded_for + b", " + value
+            continue
+        if name == b"via":
+            via = value if via is None else via + b", " + value
+            continue
+        out.append((name.decode("latin-1"), value.decode("latin-1")))
+
+    if client_host is not None:
+        client = client_host.encode("latin-1")
+        forwarded_for = client if forwarded_for is None else forwarded_for + b", " + client
+    if forwarded_for is not None:
+        out.append(("x-forwarded-for", forwarded_for.decode("latin-1")))
+    out.append(("x-forwarded-proto", scheme))
+    if host is not None:
+        out.append(("x-forwarded-host", host.decode("latin-1")))
+    hop = via_value(http_version)
+    out.append(("via", (hop if via is None else via + b", " + hop).decode("latin-1")))
+    return out
+
+
+_RESPONSE_VIA = via_value("1.1")
+
+
+def client_response_headers(raw: RawHeaders, extra: RawHeaders) -> RawHeaders:
+    """An upstream response's headers for the client: lowercased, hop-by-hop removed,
+    ``Via`` appended, then ``extra`` (backend name, deprecation, cookies) added."""
+    dropped = _RESPONSE_DROPPED
+    out: RawHeaders = []
+    for name, value in raw:
+        name = name.lower()
+        if name == b"connection":
+            dropped = _RESPONSE_DROPPED | connection_tokens(raw)
+        out.append((name, value))
+    out = [(name, value) for name, value in out if name not in dropped]
+    out.append((b"via", _RESPONSE_VIA))
+    out.extend(extra)
+    return out

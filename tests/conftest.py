@@ -1,0 +1,56 @@
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+import respx
+from starlette.testclient import TestClient
+
+from proxy.app import create_app
+from proxy.config import Settings, parse_settings
+
+LEGACY_URL = "http://legacy.test"
+NEW_URL = "http://new.test"
+
+
+def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def make_settings(**sections: Any) -> Settings:
+    base = {"backends": {"legacy": {"url": LEGACY_URL}, "new": {"url": NEW_URL}}}
+    return parse_settings(deep_merge(base, sections))
+
+
+@pytest.fixture
+def upstreams() -> Iterator[respx.MockRouter]:
+    """One respx router standing in for both backends; every request must be mocked."""
+    with respx.MockRouter(assert_all_mocked=True, assert_all_called=False) as router:
+        yield router
+
+
+@pytest.fixture
+def proxy(upstreams: respx.MockRouter) -> Iterator[Callable[..., TestClient]]:
+    """Build the gateway over the respx router: ``proxy(split={"weight": 50})``."""
+    clients: list[TestClient] = []
+
+    def build(**sections: Any) -> TestClient:
+        app = create_app(
+            make_settings(**sections), transport=httpx.MockTransport(upstreams.async_handler)
+        )
+        client = TestClient(app, follow_redirects=False)
+        client.__enter__()
+        clients.append(client)
+        return client
+
+    yield build
+    for client in clients:
+        client.__exit__(None, None, None)
