@@ -2,10 +2,25 @@
 
 from __future__ import annotations
 
+import copy
+
 import uvicorn
+from uvicorn.config import LOGGING_CONFIG
 
 from .app import create_app
 from .config import Settings
+
+
+def logging_config(log_level: str) -> dict:
+    """uvicorn's logging setup, plus Cutover's own ``cutover.*`` loggers on stderr."""
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["formatters"]["default"]["fmt"] = "%(asctime)s %(levelprefix)s %(name)s: %(message)s"
+    config["loggers"]["cutover"] = {
+        "handlers": ["default"],
+        "level": log_level.upper(),
+        "propagate": False,
+    }
+    return config
 
 
 def uvicorn_config(settings: Settings, *, log_level: str = "info") -> uvicorn.Config:
@@ -17,6 +32,7 @@ def uvicorn_config(settings: Settings, *, log_level: str = "info") -> uvicorn.Co
         http="auto",
         lifespan="on",
         log_level=log_level,
+        log_config=logging_config(log_level),
         access_log=False,
         # The upstream's Server and Date headers pass through; don't add a second pair.
         server_header=False,
