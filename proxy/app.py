@@ -12,6 +12,7 @@ import httpx
 
 from .config import Settings
 from .forwarder import BadRequest, ClientDisconnected, Forwarder, UpstreamBodyError
+from .metrics import Metrics
 from .problem import send_problem
 from .splitter import Splitter
 from .types import Receive, Scope, Send
@@ -37,12 +38,17 @@ def build_upstreams(
 
 class CutoverApp:
     def __init__(
-        self, settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None
+        self,
+        settings: Settings,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.settings = settings
+        self.metrics = metrics if metrics is not None else Metrics()
         self.splitter = Splitter(settings)
         self.upstreams = build_upstreams(settings, transport)
-        self.forwarder = Forwarder(settings, self.upstreams)
+        self.forwarder = Forwarder(settings, self.upstreams, self.metrics)
 
     async def startup(self) -> None:
         for upstream in self.upstreams.values():
@@ -92,7 +98,11 @@ class CutoverApp:
 
 
 def create_app(
-    settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None
+    settings: Settings,
+    *,
+    transport: httpx.AsyncBaseTransport | None = None,
+    metrics: Metrics | None = None,
 ) -> CutoverApp:
-    """Build the gateway. ``transport`` replaces the aiohttp client (tests pass respx)."""
-    return CutoverApp(settings, transport=transport)
+    """Build the proxy listener's app. ``transport`` replaces the aiohttp client (tests
+    pass respx); ``metrics`` shares a registry with the admin listener."""
+    return CutoverApp(settings, transport=transport, metrics=metrics)

@@ -7,6 +7,7 @@ import os
 import sys
 from collections.abc import Sequence
 
+from .admin_client import add_admin_commands
 from .config import ConfigError, load_settings
 
 EXIT_CONFIG = 2
@@ -26,10 +27,23 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .server import serve
+    from .server import ListenError, serve
+    from .state import StateError
 
-    settings = load_settings(_config_path(args))
-    serve(settings, log_level=args.log_level)
+    path = _config_path(args)
+    settings = load_settings(path)
+    try:
+        serve(settings, config_path=path, log_level=args.log_level)
+    except StateError as exc:
+        print(f"state: {exc}", file=sys.stderr)
+        print(
+            "state: fix or move the file away to start fresh (its history is lost then)",
+            file=sys.stderr,
+        )
+        return EXIT_CONFIG
+    except ListenError as exc:
+        print(f"cutover: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -62,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--duration", type=float, default=None, help="stop after N seconds")
     demo.add_argument("--rate", type=float, default=20.0, help="demo requests per second")
     demo.set_defaults(func=cmd_demo)
+    add_admin_commands(commands)
     return parser
 
 

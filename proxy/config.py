@@ -6,6 +6,7 @@ with ``__``, e.g. ``CUTOVER_SPLIT__WEIGHT=25``), then the YAML file.
 
 from __future__ import annotations
 
+import itertools
 import re
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -18,6 +19,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    SecretStr,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -191,6 +193,109 @@ class Timeouts(_Section):
     read: PositiveSeconds = 30.0
 
 
+class Stage(_Section):
+    weight: Weight
+    hold: PositiveSeconds | None = None
+
+    @field_validator("weight")
+    @classmethod
+    def _above_zero(cls, value: float) -> float:
+        if value <= 0:
+            raise ValueError("a stage must send some traffic to new (weight above 0)")
+        return value
+
+
+class Rollout(_Section):
+    stages: list[Stage]
+    hold: PositiveSeconds = 300.0
+
+    @field_validator("stages", mode="before")
+    @classmethod
+    def _numbers_are_stages(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            return [{"weight": item} if isinstance(item, int | float) else item for item in value]
+        return value
+
+    @field_validator("stages")
+    @classmethod
+    def _ascending(cls, value: list[Stage]) -> list[Stage]:
+        if not value:
+            raise ValueError("must list at least one stage")
+        weights = [stage.weight for stage in value]
+        if any(b <= a for a, b in itertools.pairwise(weights)):
+            raise ValueError(f"weights must rise from stage to stage, got {weights}")
+        return value
+
+    def hold_for(self, index: int) -> float:
+        return self.stages[index].hold or self.hold
+
+
+DEFAULT_QUERIES = {
+    "new_requests": 'sum(increase(cutover_requests_total{backend="new"}[$window]))',
+    "new_errors": 'sum(increase(cutover_requests_total{backend="new",code=~"5xx|error"}[$window]))',
+    "legacy_requests": 'sum(increase(cutover_requests_total{backend="legacy"}[$window]))',
+    "new_p95": "histogram_quantile(0.95, sum by (le) "
+    '(rate(cutover_request_duration_seconds_bucket{backend="new"}[$window])))',
+    "legacy_p95": "histogram_quantile(0.95, sum by (le) "
+    '(rate(cutover_request_duration_seconds_bucket{backend="legacy"}[$window])))',
+    "new_memory": 'max(cutover_backend_resident_memory_bytes{backend="new"})',
+}
+
+
+class PrometheusQueries(_Section):
+    """PromQL for each reading; ``$window`` becomes the guard window (e.g. ``60s``)."""
+
+    new_requests: str = DEFAULT_QUERIES["new_requests"]
+    new_errors: str = DEFAULT_QUERIES["new_errors"]
+    legacy_requests: str = DEFAULT_QUERIES["legacy_requests"]
+    new_p95: str = DEFAULT_QUERIES["new_p95"]
+    legacy_p95: str = DEFAULT_QUERIES["legacy_p95"]
+    new_memory: str = DEFAULT_QUERIES["new_memory"]
+
+
+class PrometheusSource(_Section):
+    url: str = "http://127.0.0.1:9090"
+    timeout: PositiveSeconds = 5.0
+    queries: PrometheusQueries = PrometheusQueries()
+
+    _url = field_validator("url")(Backend._http_url.__func__)  # type: ignore[attr-defined]
+
+
+class Guard(_Section):
+    interval: PositiveSeconds = 5.0
+    window: PositiveSeconds = 60.0
+    min_requests: int = Field(50, ge=1)
+    failures_to_rollback: int = Field(2, ge=1)
+    max_error_rate: float = Field(0.05, ge=0, le=1)
+    max_latency_ratio: float = Field(2.0, gt=0)
+    max_memory_ratio: float = Field(1.5, gt=0)
+    rollback_on_source_error: bool = False
+    source: Literal["embedded", "prometheus"] = "embedded"
+    prometheus: PrometheusSource = PrometheusSource()
+    webhook: str | None = None
+
+    @field_validator("webhook")
+    @classmethod
+    def _webhook(cls, value: str | None) -> str | None:
+        if value is not None and urlsplit(value).scheme not in ("http", "https"):
+            raise ValueError("must be an http:// or https:// URL")
+        return value
+
+    @model_validator(mode="after")
+    def _window_covers_interval(self) -> Guard:
+        if self.window < self.interval:
+            raise ValueError("window must be at least as long as interval")
+        return self
+
+
+class StateFile(_Section):
+    path: Path = Path("./cutover-state.json")
+
+
+def is_loopback(host: str) -> bool:
+    return host in ("localhost", "::1") or host.startswith("127.")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="CUTOVER_",
@@ -206,6 +311,25 @@ class Settings(BaseSettings):
     deprecation: Deprecation | None = None
     routes: list[Route] = []
     timeouts: Timeouts = Timeouts()
+    rollout: Rollout | None = None
+    guard: Guard = Guard()
+    state: StateFile = StateFile()
+    # From CUTOVER_ADMIN_TOKEN only (load_settings refuses it in the file).
+    admin_token: SecretStr | None = Field(None, validate_default=True)
+
+    @field_validator("admin_token")
+    @classmethod
+    def _public_admin_needs_token(
+        cls, value: SecretStr | None, info: ValidationInfo
+    ) -> SecretStr | None:
+        if value is not None and not value.get_secret_value():
+            value = None
+        admin = info.data.get("admin")
+        if value is None and admin is not None and not is_loopback(admin.host):
+            raise ValueError(
+                f"required when admin.host ({admin.host}) is not loopback: set CUTOVER_ADMIN_TOKEN"
+            )
+        return value
 
     @classmethod
     def settings_customise_sources(
@@ -242,6 +366,8 @@ def parse_settings(data: Any) -> Settings:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError([f"config: must be a mapping of keys, got {type(data).__name__}"])
+    if "admin_token" in data:
+        raise ConfigError(["admin_token: keep it out of the file; set CUTOVER_ADMIN_TOKEN"])
     try:
         return Settings(**data)
     except ValidationError as exc:

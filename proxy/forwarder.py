@@ -5,16 +5,24 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
+from time import perf_counter
 
 from .config import Settings
 from .deprecation import deprecation_headers
 from .headers import BACKEND_HEADER, client_response_headers, upstream_request_headers
+from .metrics import ERROR, Metrics, code_class
 from .problem import send_problem
 from .splitter import Decision
 from .types import RawHeaders, Receive, Scope, Send
 from .upstream import RequestBody, Upstream, UpstreamError, UpstreamResponse
 
 logger = logging.getLogger("cutover.forwarder")
+
+# A request still waiting for response headers after this long gets a watcher for the
+# client leaving; quicker ones never pay for one.
+WATCH_AFTER = 0.5
+# No body may follow these statuses, so a Content-Length on them only trips the server.
+BODILESS = frozenset({204, 304})
 
 # Bodies up to this size (by Content-Length) are read whole before sending: one write
 # upstream is cheaper than a streamed payload, and later features can replay them.
@@ -31,6 +39,10 @@ class BadRequest(Exception):
 
 class UpstreamBodyError(Exception):
     """The backend failed after the response started; the client connection is aborted."""
+
+    def __init__(self, cause: UpstreamError) -> None:
+        super().__init__(f"backend failed mid-response: {cause}")
+        self.kind = cause.kind
 
 
 def request_length(headers: RawHeaders) -> tuple[int | None, bool]:
@@ -77,9 +89,45 @@ async def wait_for_disconnect(receive: Receive, response: UpstreamResponse) -> N
     response.abort()
 
 
+class ClientWatch:
+    """Cancel the current task if the client disconnects while the backend is slow to
+    answer. Costs one timer per request; the watching task starts only after
+    ``WATCH_AFTER`` seconds without response headers."""
+
+    def __init__(self, receive: Receive) -> None:
+        self._receive = receive
+        self._task = asyncio.current_task()
+        self._gone = False
+        self._watcher: asyncio.Task[None] | None = None
+        self._timer = asyncio.get_running_loop().call_later(WATCH_AFTER, self._start)
+
+    def _start(self) -> None:
+        self._watcher = asyncio.ensure_future(self._watch())
+
+    async def _watch(self) -> None:
+        while (await self._receive())["type"] != "http.disconnect":
+            pass
+        self._gone = True
+        if self._task is not None:
+            self._task.cancel()
+
+    def client_gone(self) -> bool:
+        if self._gone and self._task is not None:
+            self._task.uncancel()
+        return self._gone
+
+    def stop(self) -> None:
+        self._timer.cancel()
+        if self._watcher is not None:
+            self._watcher.cancel()
+
+
 class Forwarder:
-    def __init__(self, settings: Settings, upstreams: dict[str, Upstream]) -> None:
+    def __init__(
+        self, settings: Settings, upstreams: dict[str, Upstream], metrics: Metrics
+    ) -> None:
         self.upstreams = upstreams
+        self.metrics = metrics
         self.base_urls = {
             "legacy": settings.backends.legacy.url,
             "new": settings.backends.new.url,
@@ -125,25 +173,44 @@ class Forwarder:
         else:
             body_done.set()
 
+        started = perf_counter()
+        watch = ClientWatch(receive) if body_done.is_set() else None
         try:
             response = await self.upstreams[backend].send(
                 scope["method"], self.target_url(scope, backend), upstream_headers, body
             )
+        except asyncio.CancelledError:
+            if watch is not None and watch.client_gone():
+                raise ClientDisconnected from None
+            raise
         except UpstreamError as exc:
+            if watch is not None:
+                watch.stop()
+            self.metrics.observe(backend, decision.route, ERROR, perf_counter() - started)
+            self.metrics.upstream_error(backend, exc.kind)
             await self.fail(send, scope, decision, exc)
             return
+        answered = perf_counter()
+        if watch is not None:
+            watch.stop()
+        self.metrics.observe(backend, decision.route, code_class(response.status),
+                             answered - started)  # fmt: skip
+        response_headers = client_response_headers(response.headers, self.response_extras(decision))
+        if response.status in BODILESS:
+            response_headers = [(n, v) for n, v in response_headers if n != b"content-length"]
 
         try:
             await send(
                 {
                     "type": "http.response.start",
                     "status": response.status,
-                    "headers": client_response_headers(
-                        response.headers, self.response_extras(decision)
-                    ),
+                    "headers": response_headers,
                 }
             )
             await self.relay_body(response, receive, send, body_done)
+        except UpstreamBodyError as exc:
+            self.metrics.upstream_error(backend, exc.kind)
+            raise
         finally:
             await response.aclose()
 
@@ -153,7 +220,7 @@ class Forwarder:
         try:
             chunk, more = await response.read()
         except UpstreamError as exc:
-            raise UpstreamBodyError(f"backend failed mid-response: {exc}") from exc
+            raise UpstreamBodyError(exc) from exc
         if not more:
             await send({"type": "http.response.body", "body": chunk, "more_body": False})
             return
@@ -171,7 +238,7 @@ class Forwarder:
                 except UpstreamError as exc:
                     if watcher is not None and watcher.done():
                         return  # the client left and we aborted the read
-                    raise UpstreamBodyError(f"backend failed mid-response: {exc}") from exc
+                    raise UpstreamBodyError(exc) from exc
             await send({"type": "http.response.body", "body": chunk, "more_body": False})
         finally:
             if watcher is not None:

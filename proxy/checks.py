@@ -1,0 +1,122 @@
+"""The guard's checks as pure statistics: numbers and arrays in, a verdict out.
+
+Each verdict is one of pass / fail / nodata / error. ``nodata`` never promotes and never
+rolls back; ``error`` (the source itself failed) is decided by the guard, not here.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from enum import StrEnum
+
+import numpy as np
+import numpy.typing as npt
+
+
+class Result(StrEnum):
+    PASS = "pass"
+    FAIL = "fail"
+    NODATA = "nodata"
+    ERROR = "error"
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    check: str
+    result: Result
+    value: float | None = None
+    threshold: float | None = None
+    detail: str = ""
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def _number(value: float | None) -> float | None:
+    """None for a missing or NaN reading, else the float."""
+    if value is None or math.isnan(value):
+        return None
+    return float(value)
+
+
+def histogram_quantile(q: float, upper_bounds: npt.ArrayLike, counts: npt.ArrayLike) -> float:
+    """The q-quantile of a histogram, interpolated linearly inside the bucket that holds it
+    (Prometheus's ``histogram_quantile``). ``counts`` are per bucket (not cumulative), one per
+    upper bound; the last bound may be ``inf``. NaN when the histogram is empty."""
+    bounds = np.asarray(upper_bounds, dtype=float)
+    per_bucket = np.asarray(counts, dtype=float)
+    if bounds.shape != per_bucket.shape or bounds.ndim != 1:
+        raise ValueError("upper_bounds and counts must be 1-d arrays of the same length")
+    cumulative = np.cumsum(per_bucket)
+    total = cumulative[-1] if cumulative.size else 0.0
+    if total <= 0:
+        return math.nan
+    rank = q * total
+    index = int(np.searchsorted(cumulative, rank, side="left"))
+    index = min(index, len(bounds) - 1)
+    if math.isinf(bounds[index]):
+        # Like Prometheus: the quantile is in the +Inf bucket, report the highest finite bound.
+        return float(bounds[index - 1]) if index > 0 else math.nan
+    lower = bounds[index - 1] if index > 0 else 0.0
+    below = cumulative[index - 1] if index > 0 else 0.0
+    in_bucket = per_bucket[index]
+    if in_bucket <= 0:
+        return float(bounds[index])
+    return float(lower + (bounds[index] - lower) * (rank - below) / in_bucket)
+
+
+def error_rate_check(
+    requests: float | None, errors: float | None, *, max_error_rate: float, min_requests: int
+) -> Verdict:
+    """Share of new's requests that got a 5xx or no response at all."""
+    total, failed = _number(requests), _number(errors)
+    if total is None or failed is None or total < min_requests:
+        seen = int(total or 0)
+        detail = f"{seen} requests to new in the window, need {min_requests}"
+        return Verdict("error_rate", Result.NODATA, None, max_error_rate, detail)
+    rate = failed / total
+    result = Result.FAIL if rate > max_error_rate else Result.PASS
+    detail = f"{failed:.0f} of {total:.0f} requests failed"
+    return Verdict("error_rate", result, rate, max_error_rate, detail)
+
+
+def latency_check(
+    new_p95: float | None,
+    legacy_p95: float | None,
+    *,
+    new_requests: float | None,
+    max_latency_ratio: float,
+    min_requests: int,
+) -> Verdict:
+    """new's p95 against legacy's p95 (the caller passes the last good legacy p95 when
+    legacy had too little traffic in the window)."""
+    new, legacy, seen = _number(new_p95), _number(legacy_p95), _number(new_requests)
+    if seen is None or seen < min_requests or new is None:
+        return Verdict("latency", Result.NODATA, None, max_latency_ratio, "too few requests to new")
+    if legacy is None or legacy <= 0:
+        # No legacy baseline (or a zero one, which no ratio can be taken against).
+        detail = "no legacy latency to compare with"
+        return Verdict("latency", Result.NODATA, None, max_latency_ratio, detail)
+    ratio = new / legacy
+    result = Result.FAIL if ratio > max_latency_ratio else Result.PASS
+    detail = f"p95 new {new * 1000:.1f} ms vs legacy {legacy * 1000:.1f} ms"
+    return Verdict("latency", result, ratio, max_latency_ratio, detail)
+
+
+def memory_check(
+    current_bytes: float | None, baseline_bytes: float | None, *, max_memory_ratio: float
+) -> Verdict:
+    """new's resident memory against its memory when the rollout started."""
+    current, baseline = _number(current_bytes), _number(baseline_bytes)
+    if current is None or baseline is None or baseline <= 0:
+        detail = "no memory reading or baseline"
+        return Verdict("memory", Result.NODATA, None, max_memory_ratio, detail)
+    ratio = current / baseline
+    result = Result.FAIL if ratio > max_memory_ratio else Result.PASS
+    detail = f"{current / 2**20:.1f} MiB vs baseline {baseline / 2**20:.1f} MiB"
+    return Verdict("memory", result, ratio, max_memory_ratio, detail)
+
+
+def source_error(check: str, message: str, threshold: float | None = None) -> Verdict:
+    return Verdict(check, Result.ERROR, None, threshold, message)

@@ -1,0 +1,294 @@
+"""One Cutover process: the proxy listener's app, the admin app, the rollout, the guard,
+and config reloads, assembled once from the settings."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+from prometheus_client import CollectorRegistry
+
+from .admin import create_admin_app
+from .app import CutoverApp, build_upstreams
+from .config import ConfigError, Settings, load_settings
+from .forwarder import Forwarder
+from .guard import Guard
+from .metrics import Metrics
+from .rollout import Rollout, iso
+from .source_prometheus import PrometheusSource
+from .sources import EmbeddedSource, MemoryScraper
+from .splitter import DEFAULT_ROUTE, Splitter
+from .state import RolloutState, StateStore, Transition
+from .types import Receive, Scope, Send
+from .webhook import Webhook
+
+logger = logging.getLogger("cutover.gateway")
+transitions_log = logging.getLogger("cutover.rollout")
+
+RESTART_ONLY = ("listen", "admin", "state")
+
+
+def route_weights(settings: Settings, weight: float) -> list[tuple[str, float]]:
+    weights = [(DEFAULT_ROUTE, weight)]
+    for route in settings.routes:
+        if route.backend is not None:
+            weights.append((route.name, 100.0 if route.backend == "new" else 0.0))
+        else:
+            weights.append((route.name, weight if route.weight is None else route.weight))
+    return weights
+
+
+class Gateway:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        config_path: str | Path | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        side_transport: httpx.AsyncBaseTransport | None = None,
+        registry: CollectorRegistry | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        """Build everything; raises StateError if the saved rollout state is unusable.
+        ``transport`` replaces the upstream client, ``side_transport`` the client used for
+        scrapes, Prometheus queries and webhooks (tests pass respx to both)."""
+        self.settings = settings
+        self.config_path = Path(config_path) if config_path is not None else None
+        self._config_digest = self._digest()
+        self._transport = transport
+        self._side_transport = side_transport
+        self.clock = clock
+        self.metrics = Metrics(registry)
+        self.rollout = Rollout.restore(settings, StateStore(settings.state.path), clock=clock)
+        self.proxy = CutoverApp(settings, transport=transport, metrics=self.metrics)
+        self.proxy.splitter.set_weight(self.rollout.weight)
+        self.admin = create_admin_app(self)
+        self.webhook: Webhook | None = None
+        self.guard: Guard | None = None
+        self.ready = False
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._guard_task: asyncio.Task[Any] | None = None
+        self._closers: list[Any] = []
+        self.rollout.listeners.append(self._on_transition)
+        self.metrics.set_phase(self.rollout.phase)
+        self.metrics.set_weights(route_weights(settings, self.rollout.weight))
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def startup(self) -> None:
+        await self.proxy.startup()
+        if self.settings.guard.webhook:
+            self.webhook = Webhook(self.settings.guard.webhook, transport=self._side_transport)
+        self._start_guard()
+        if self.config_path is not None:
+            self._tasks.append(asyncio.create_task(self._watch_config()))
+            with contextlib.suppress(ValueError, NotImplementedError, RuntimeError):
+                # Only possible in the main thread (not when tests run the server in one).
+                asyncio.get_running_loop().add_signal_handler(
+                    signal.SIGHUP, lambda: self._tasks.append(asyncio.create_task(self.reload()))
+                )
+        self.ready = True
+
+    async def shutdown(self) -> None:
+        self.ready = False
+        await self._stop_guard()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.webhook is not None:
+            await self.webhook.aclose()
+        await self.proxy.shutdown()
+
+    def _start_guard(self) -> None:
+        settings = self.settings
+        config = settings.guard
+        urls = {
+            name: backend.metrics_url
+            for name, backend in (
+                ("legacy", settings.backends.legacy),
+                ("new", settings.backends.new),
+            )
+            if backend.metrics_url
+        }
+        scraper = (
+            MemoryScraper(urls, self.metrics, transport=self._side_transport) if urls else None
+        )
+        if config.source == "prometheus":
+            source = PrometheusSource(config, transport=self._side_transport)
+            observe, closers = source.observe, [source.aclose]
+        else:
+            observe, closers = EmbeddedSource(self.metrics, config.window).observe, []
+        if scraper is not None:
+            closers.append(scraper.aclose)
+        self.guard = Guard(
+            config,
+            self.rollout,
+            self.metrics,
+            observe,
+            scraper=scraper,
+            memory_from_scrape=config.source == "embedded",
+            clock=self.clock,
+        )
+        self._closers = closers
+        self._guard_task = asyncio.create_task(self.guard.run())
+
+    async def _stop_guard(self) -> None:
+        if self._guard_task is not None:
+            self._guard_task.cancel()
+            await asyncio.gather(self._guard_task, return_exceptions=True)
+            self._guard_task = None
+        for close in self._closers:
+            await close()
+        self._closers = []
+
+    # -- transitions -------------------------------------------------------------------
+
+    def _on_transition(self, transition: Transition, state: RolloutState) -> None:
+        self.proxy.splitter.set_weight(state.weight)
+        self.metrics.set_phase(state.phase)
+        self.metrics.set_weights(route_weights(self.settings, state.weight))
+        if transition.kind == "promote":
+            self.metrics.promotions.inc()
+        elif transition.kind == "rollback":
+            reason = transition.failure["check"] if transition.failure else "operator"
+            self.metrics.rollbacks.labels(reason).inc()
+        event = {"event": "rollout_transition", **vars(transition), "at": iso(transition.at)}
+        transitions_log.info(json.dumps(event, default=str))
+        if self.webhook is not None:
+            self.webhook.notify(event)
+
+    # -- config reload -----------------------------------------------------------------
+
+    def _digest(self) -> bytes | None:
+        if self.config_path is None:
+            return None
+        try:
+            return hashlib.sha256(self.config_path.read_bytes()).digest()
+        except OSError:
+            return None
+
+    async def _watch_config(self) -> None:
+        from watchfiles import awatch
+
+        assert self.config_path is not None
+        path = self.config_path.resolve()
+        async for _ in awatch(
+            path.parent,
+            debounce=200,
+            step=50,
+            watch_filter=lambda _, changed: Path(changed).name == path.name,
+        ):
+            digest = self._digest()
+            if digest is not None and digest != self._config_digest:
+                await self.reload()
+
+    async def reload(self) -> bool:
+        """Re-read the config file and apply it; keep the running config if it is invalid."""
+        assert self.config_path is not None
+        self._config_digest = self._digest()
+        try:
+            settings = load_settings(self.config_path)
+        except ConfigError as exc:
+            self.metrics.config_reload_failures.inc()
+            for problem in exc.problems:
+                logger.error("config reload refused, keeping the running config: %s", problem)
+            return False
+        await self.apply(settings)
+        logger.info("config reloaded from %s", self.config_path)
+        return True
+
+    async def apply(self, settings: Settings) -> None:
+        old = self.settings
+        for key in RESTART_ONLY:
+            if getattr(old, key) != getattr(settings, key):
+                logger.warning("config: %s changed; it takes effect after a restart", key)
+        if old.split.weight != settings.split.weight:
+            logger.warning(
+                "config: split.weight changed; the live weight is the rollout's (%g%%), "
+                "use `cutover set-weight` to change it", self.rollout.weight,
+            )  # fmt: skip
+        keep = ("listen", "admin", "state", "admin_token")
+        settings = settings.model_copy(update={key: getattr(old, key) for key in keep})
+
+        proxy = self.proxy
+        old_upstreams = proxy.upstreams
+        upstreams = old_upstreams
+        if settings.backends != old.backends or settings.timeouts != old.timeouts:
+            upstreams = build_upstreams(settings, self._transport)
+            for upstream in upstreams.values():
+                await upstream.start()
+        splitter = Splitter(settings)
+        splitter.set_weight(self.rollout.weight)
+        forwarder = Forwarder(settings, upstreams, self.metrics)
+        # No await between these: a request sees either the old or the new trio.
+        proxy.settings, proxy.upstreams, proxy.splitter, proxy.forwarder = (
+            settings, upstreams, splitter, forwarder,
+        )  # fmt: skip
+        self.settings = settings
+        if upstreams is not old_upstreams:
+            self._tasks.append(asyncio.create_task(self._close_later(old_upstreams, old)))
+
+        self.rollout.config = settings.rollout
+        self.rollout.failures_to_rollback = settings.guard.failures_to_rollback
+        self.rollout.manual_weight = settings.split.weight
+        self.metrics.set_weights(route_weights(settings, self.rollout.weight))
+        if settings.guard != old.guard or settings.backends != old.backends:
+            await self._stop_guard()
+            if self.webhook is not None and settings.guard.webhook != old.guard.webhook:
+                await self.webhook.aclose()
+                self.webhook = None
+            if settings.guard.webhook and self.webhook is None:
+                self.webhook = Webhook(settings.guard.webhook, transport=self._side_transport)
+            self._start_guard()
+
+    async def _close_later(self, upstreams: dict[str, Any], settings: Settings) -> None:
+        # Requests already in flight keep their old upstream until they finish.
+        await asyncio.sleep(settings.timeouts.read + 1)
+        for upstream in upstreams.values():
+            await upstream.aclose()
+
+    # -- ASGI --------------------------------------------------------------------------
+
+    async def lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.startup()
+                except Exception as exc:
+                    logger.exception("startup failed")
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+
+class Listeners:
+    """The ASGI app uvicorn runs: requests on the admin socket go to the admin app,
+    everything else to the proxy; lifespan goes to the gateway."""
+
+    def __init__(self, gateway: Gateway, admin_port: int) -> None:
+        self.gateway = gateway
+        self.admin_port = admin_port
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self.gateway.lifespan(receive, send)
+            return
+        server = scope.get("server")
+        if server is not None and server[1] == self.admin_port:
+            await self.gateway.admin(scope, receive, send)
+        else:
+            await self.gateway.proxy(scope, receive, send)

@@ -1,0 +1,142 @@
+"""The guard loop: every ``guard.interval`` seconds, read the window, judge it, and let
+the rollout promote or roll back. It runs beside the proxy, never on the request path."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+from .checks import Result, Verdict, error_rate_check, latency_check, memory_check, source_error
+from .config import Guard as GuardConfig
+from .metrics import Metrics
+from .rollout import Rollout
+from .sources import MemoryScraper, Observation, ScrapeError
+
+logger = logging.getLogger("cutover.guard")
+
+Observe = Callable[[float], Awaitable[Observation]]
+
+
+def _first_error(observation: Observation, *readings: str) -> str | None:
+    for reading in readings:
+        if reading in observation.errors:
+            return observation.errors[reading]
+    return None
+
+
+class Guard:
+    def __init__(
+        self,
+        config: GuardConfig,
+        rollout: Rollout,
+        metrics: Metrics,
+        observe: Observe,
+        *,
+        scraper: MemoryScraper | None = None,
+        memory_from_scrape: bool = True,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.rollout = rollout
+        self.metrics = metrics
+        self.observe = observe
+        self.scraper = scraper
+        self.memory_from_scrape = memory_from_scrape
+        self.clock = clock
+        self.memory_enabled = scraper is not None and "new" in scraper.urls
+
+    async def read_memory(self, observation: Observation) -> None:
+        """Scrape each backend's memory for the gauge. With the embedded source, new's
+        reading is also the memory check's input; the Prometheus source brings its own."""
+        if self.scraper is None:
+            return
+        for backend in self.scraper.urls:
+            try:
+                value = await self.scraper.scrape(backend)
+            except ScrapeError as exc:
+                if backend == "new" and self.memory_from_scrape:
+                    observation.errors["new_memory"] = str(exc)
+                continue
+            if backend == "new" and self.memory_from_scrape:
+                observation.new_memory = value
+
+    def judge(self, observation: Observation) -> list[Verdict]:
+        c = self.config
+        verdicts = []
+        error = _first_error(observation, "new_requests", "new_errors")
+        verdicts.append(
+            source_error("error_rate", error, c.max_error_rate)
+            if error
+            else error_rate_check(
+                observation.new_requests,
+                observation.new_errors,
+                max_error_rate=c.max_error_rate,
+                min_requests=c.min_requests,
+            )
+        )
+        legacy_p95 = self.legacy_baseline(observation)
+        error = _first_error(observation, "new_requests", "new_p95", "legacy_p95")
+        verdicts.append(
+            source_error("latency", error, c.max_latency_ratio)
+            if error
+            else latency_check(
+                observation.new_p95,
+                legacy_p95,
+                new_requests=observation.new_requests,
+                max_latency_ratio=c.max_latency_ratio,
+                min_requests=c.min_requests,
+            )
+        )
+        if self.memory_enabled:
+            error = _first_error(observation, "new_memory")
+            verdicts.append(
+                source_error("memory", error, c.max_memory_ratio)
+                if error
+                else memory_check(
+                    observation.new_memory,
+                    self.rollout.state.baseline_memory_bytes,
+                    max_memory_ratio=c.max_memory_ratio,
+                )
+            )
+        return verdicts
+
+    def legacy_baseline(self, observation: Observation) -> float | None:
+        """Legacy's p95 in this window when it had enough traffic; otherwise the last one
+        that did (at 100 % legacy serves almost nothing)."""
+        state = self.rollout.state
+        enough = (observation.legacy_requests or 0) >= self.config.min_requests
+        if enough and observation.legacy_p95 is not None:
+            state.last_legacy_p95 = observation.legacy_p95
+            return observation.legacy_p95
+        return state.last_legacy_p95
+
+    async def tick(self) -> list[Verdict]:
+        observation = await self.observe(self.clock())
+        await self.read_memory(observation)
+        state = self.rollout.state
+        if (
+            self.memory_enabled
+            and state.baseline_memory_bytes is None
+            and observation.new_memory is not None
+            and state.phase != "rolled_back"
+        ):
+            self.rollout.set_baseline_memory(observation.new_memory)
+        verdicts = self.judge(observation)
+        for verdict in verdicts:
+            self.metrics.guard_checks.labels(verdict.check, verdict.result.value).inc()
+            if verdict.result is Result.ERROR:
+                logger.warning("guard check %s: source error: %s", verdict.check, verdict.detail)
+        self.rollout.evaluate(verdicts, errors_fail=self.config.rollback_on_source_error)
+        return verdicts
+
+    async def run(self) -> None:
+        while True:
+            started = time.monotonic()
+            try:
+                await self.tick()
+            except Exception:
+                logger.exception("guard evaluation failed; trying again next interval")
+            elapsed = time.monotonic() - started
+            await asyncio.sleep(max(0.0, self.config.interval - elapsed))

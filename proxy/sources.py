@@ -1,0 +1,143 @@
+"""Where the guard's readings come from: the proxy's own metrics over a sliding window
+(``embedded``), and each backend's resident memory from its ``/metrics``.
+
+The ``prometheus`` source (``source_prometheus.py``) produces the same ``Observation``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass, field
+
+import httpx
+import numpy as np
+from prometheus_client.parser import text_string_to_metric_families
+
+from .checks import histogram_quantile
+from .metrics import LATENCY_BUCKETS, Metrics
+
+READINGS = ("new_requests", "new_errors", "legacy_requests", "new_p95", "legacy_p95", "new_memory")
+
+
+@dataclass
+class Observation:
+    """One evaluation's readings. None means no data; a reading whose source failed is
+    None too, with the reason in ``errors`` under the reading's name."""
+
+    new_requests: float | None = None
+    new_errors: float | None = None
+    legacy_requests: float | None = None
+    new_p95: float | None = None
+    legacy_p95: float | None = None
+    new_memory: float | None = None
+    errors: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Totals:
+    """Cumulative counters at one instant, per backend."""
+
+    requests: dict[str, float]
+    errors: dict[str, float]
+    buckets: dict[str, np.ndarray]  # cumulative counts per upper bound, +Inf last
+
+
+BOUNDS = np.array([*LATENCY_BUCKETS, math.inf])
+
+
+def read_totals(metrics: Metrics) -> Totals:
+    requests: dict[str, float] = {"legacy": 0.0, "new": 0.0}
+    errors: dict[str, float] = {"legacy": 0.0, "new": 0.0}
+    buckets = {name: np.zeros(len(BOUNDS)) for name in requests}
+    for family in metrics.requests.collect():
+        for sample in family.samples:
+            if not sample.name.endswith("_total"):
+                continue
+            backend = sample.labels["backend"]
+            requests[backend] = requests.get(backend, 0.0) + sample.value
+            if sample.labels["code"] in ("5xx", "error"):
+                errors[backend] = errors.get(backend, 0.0) + sample.value
+    index = {bound: i for i, bound in enumerate(BOUNDS)}
+    for family in metrics.request_duration.collect():
+        for sample in family.samples:
+            if sample.name.endswith("_bucket"):
+                backend = sample.labels["backend"]
+                buckets[backend][index[float(sample.labels["le"])]] += sample.value
+    return Totals(requests, errors, buckets)
+
+
+def p95(cumulative: np.ndarray) -> float | None:
+    per_bucket = np.diff(cumulative, prepend=0.0)
+    value = histogram_quantile(0.95, BOUNDS, per_bucket)
+    return None if math.isnan(value) else value
+
+
+class EmbeddedSource:
+    """Readings from this proxy's own metrics: the difference between now and the
+    snapshot taken ``window`` seconds ago (what PromQL's ``increase`` computes)."""
+
+    def __init__(self, metrics: Metrics, window: float) -> None:
+        self.metrics = metrics
+        self.window = window
+        self._snapshots: deque[tuple[float, Totals]] = deque()
+
+    async def observe(self, now: float) -> Observation:
+        latest = read_totals(self.metrics)
+        self._snapshots.append((now, latest))
+        # Keep the newest snapshot at least `window` old as the base; drop older ones.
+        while len(self._snapshots) > 1 and self._snapshots[1][0] <= now - self.window:
+            self._snapshots.popleft()
+        base = self._snapshots[0][1]
+        if base is latest:
+            return Observation()
+        new_requests = latest.requests["new"] - base.requests["new"]
+        legacy_requests = latest.requests["legacy"] - base.requests["legacy"]
+        return Observation(
+            new_requests=new_requests,
+            new_errors=latest.errors["new"] - base.errors["new"],
+            legacy_requests=legacy_requests,
+            new_p95=p95(latest.buckets["new"] - base.buckets["new"]),
+            legacy_p95=p95(latest.buckets["legacy"] - base.buckets["legacy"]),
+        )
+
+
+class ScrapeError(Exception):
+    """A backend's /metrics could not be read or had no resident memory."""
+
+
+def resident_memory(text: str) -> float:
+    for family in text_string_to_metric_families(text):
+        if family.name == "process_resident_memory_bytes":
+            for sample in family.samples:
+                return float(sample.value)
+    raise ScrapeError("no process_resident_memory_bytes in the metrics")
+
+
+class MemoryScraper:
+    """Reads ``process_resident_memory_bytes`` from each backend that has a metrics_url."""
+
+    def __init__(
+        self,
+        urls: dict[str, str],
+        metrics: Metrics,
+        *,
+        timeout: float = 5.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.urls = urls
+        self.metrics = metrics
+        self._client = httpx.AsyncClient(timeout=timeout, transport=transport, trust_env=False)
+
+    async def scrape(self, backend: str) -> float:
+        try:
+            response = await self._client.get(self.urls[backend])
+            response.raise_for_status()
+            value = resident_memory(response.text)
+        except (httpx.HTTPError, ValueError) as exc:
+            raise ScrapeError(f"{self.urls[backend]}: {exc or type(exc).__name__}") from exc
+        self.metrics.backend_memory.labels(backend).set(value)
+        return value
+
+    async def aclose(self) -> None:
+        await self._client.aclose()

@@ -1,0 +1,90 @@
+"""Run real uvicorn servers on free ports in background threads (for end-to-end tests).
+
+The socket is bound here (port 0, so the OS picks a free port) and handed to
+``uvicorn.Server.run(sockets=[...])``: whatever host/port the ``uvicorn.Config`` names
+is ignored, so a production config (``proxy.server.uvicorn_config``) can be served as is.
+
+    with serve(app) as url:               # a plain ASGI app, test-friendly defaults
+        ...
+    with serve_config(config) as url:     # a ready uvicorn.Config
+        ...
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import uvicorn
+
+STARTUP_DEADLINE = 10.0
+SHUTDOWN_DEADLINE = 10.0
+
+_DEFAULTS: dict[str, Any] = {
+    "lifespan": "auto",
+    "loop": "asyncio",
+    "log_level": "warning",
+    "access_log": False,
+}
+
+
+def free_socket(host: str = "127.0.0.1") -> socket.socket:
+    """A TCP socket bound to a free port on ``host`` (not yet listening).
+
+    ``proto`` must be IPPROTO_TCP, not the default 0: asyncio only sets TCP_NODELAY on
+    accepted sockets whose proto says TCP, and without it every response written in
+    two parts waits out the peer's delayed ACK (~40 ms a request)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, 0))
+    return sock
+
+
+def _wait(predicate: Any, deadline: float, interval: float = 0.005) -> bool:
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return predicate()
+
+
+@contextmanager
+def serve_config(config: uvicorn.Config) -> Iterator[str]:
+    """Serve ``config`` on a fresh 127.0.0.1 port in a daemon thread; yield the base URL."""
+    sock = free_socket()
+    host, port = sock.getsockname()[:2]
+    server = uvicorn.Server(config)
+    thread = threading.Thread(
+        target=server.run, kwargs={"sockets": [sock]}, name=f"uvicorn:{port}", daemon=True
+    )
+    thread.start()
+    try:
+        # Startup failure (e.g. lifespan.startup.failed) ends the thread without `started`.
+        if not _wait(lambda: server.started or not thread.is_alive(), STARTUP_DEADLINE):
+            raise RuntimeError(f"uvicorn on port {port} did not start in {STARTUP_DEADLINE}s")
+        if not server.started:
+            raise RuntimeError(f"uvicorn on port {port} failed to start (see its log)")
+        yield f"http://{host}:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(SHUTDOWN_DEADLINE)
+        if thread.is_alive():
+            # A connection or task that never finishes: stop waiting for it.
+            server.force_exit = True
+            thread.join(SHUTDOWN_DEADLINE)
+        sock.close()
+        if thread.is_alive():
+            raise RuntimeError(f"uvicorn on port {port} did not shut down")
+
+
+@contextmanager
+def serve(app: Any, **uvicorn_config_kwargs: Any) -> Iterator[str]:
+    """Serve an ASGI app (lifespan auto, asyncio loop, quiet logs unless overridden)."""
+    kwargs = {**_DEFAULTS, **uvicorn_config_kwargs}
+    with serve_config(uvicorn.Config(app, **kwargs)) as url:
+        yield url
