@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -13,6 +14,16 @@ from proxy.config import Settings, parse_settings
 
 LEGACY_URL = "http://legacy.test"
 NEW_URL = "http://new.test"
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _hermetic_environment() -> Iterator[None]:
+    """Settings read CUTOVER_* variables; a developer's own must not leak into tests."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name in list(os.environ):
+            if name.startswith("CUTOVER_") or name == "NEW_BACKEND_ADMIN_TOKEN":
+                patch.delenv(name)
+        yield
 
 
 def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:

@@ -54,9 +54,10 @@ def _wait(predicate: Any, deadline: float, interval: float = 0.005) -> bool:
 
 
 @contextmanager
-def serve_config(config: uvicorn.Config) -> Iterator[str]:
-    """Serve ``config`` on a fresh 127.0.0.1 port in a daemon thread; yield the base URL."""
-    sock = free_socket()
+def serve_config(config: uvicorn.Config, sock: socket.socket | None = None) -> Iterator[str]:
+    """Serve ``config`` on a fresh 127.0.0.1 port (or on ``sock``, already bound) in a
+    daemon thread; yield the base URL. The socket is closed on exit."""
+    sock = sock if sock is not None else free_socket()
     host, port = sock.getsockname()[:2]
     server = uvicorn.Server(config)
     thread = threading.Thread(

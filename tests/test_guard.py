@@ -1,0 +1,209 @@
+"""The guard loop's judgement, with readings from a stub source and respx-mocked scrapes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import pytest
+import respx
+
+from proxy.checks import Result
+from proxy.guard import Guard
+from proxy.metrics import Metrics
+from proxy.rollout import Rollout
+from proxy.sources import EmbeddedSource, MemoryScraper, Observation
+from proxy.state import StateStore
+from tests.conftest import make_settings
+
+pytestmark = pytest.mark.anyio
+
+NEW_METRICS = "http://new.test/metrics"
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 5_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def memory_page(megabytes: float) -> str:
+    return (
+        "# HELP process_resident_memory_bytes Resident memory size in bytes.\n"
+        "# TYPE process_resident_memory_bytes gauge\n"
+        f"process_resident_memory_bytes {megabytes * 2**20}\n"
+    )
+
+
+def build(
+    tmp_path: Path, readings: list[Observation], router: respx.MockRouter | None = None, **guard
+) -> tuple[Guard, Rollout, Metrics, Clock]:
+    clock = Clock()
+    settings = make_settings(
+        rollout={"stages": [10, 50, 100], "hold": 10},
+        guard={"min_requests": 50, "failures_to_rollback": 2, **guard},
+        state={"path": str(tmp_path / "state.json")},
+    )
+    rollout = Rollout.restore(settings, StateStore(settings.state.path), clock=clock)
+    metrics = Metrics()
+    queue = list(readings)
+
+    async def observe(now: float) -> Observation:
+        return queue.pop(0) if len(queue) > 1 else queue[0]
+
+    scraper = None
+    if router is not None:
+        transport = httpx.MockTransport(router.async_handler)
+        scraper = MemoryScraper({"new": NEW_METRICS}, metrics, transport=transport)
+    guard_ = Guard(settings.guard, rollout, metrics, observe, scraper=scraper, clock=clock)
+    return guard_, rollout, metrics, clock
+
+
+HEALTHY = Observation(new_requests=200, new_errors=1, legacy_requests=800, new_p95=0.02,
+                      legacy_p95=0.02)  # fmt: skip
+
+
+async def test_healthy_readings_promote_after_the_hold(tmp_path) -> None:
+    guard, rollout, metrics, clock = build(tmp_path, [HEALTHY])
+    for _ in range(3):
+        verdicts = await guard.tick()
+        clock.now += 5
+    assert [v.result for v in verdicts] == [Result.PASS, Result.PASS]
+    assert rollout.weight == 50
+    assert (
+        metrics.registry.get_sample_value(
+            "cutover_guard_checks_total", {"check": "error_rate", "result": "pass"}
+        )
+        == 3
+    )
+
+
+async def test_error_rate_rolls_back_after_two_evaluations(tmp_path) -> None:
+    bad = Observation(new_requests=100, new_errors=30, legacy_requests=900, new_p95=0.02,
+                      legacy_p95=0.02)  # fmt: skip
+    guard, rollout, _metrics, _ = build(tmp_path, [bad])
+    await guard.tick()
+    assert rollout.phase == "progressing"
+    await guard.tick()
+    assert (rollout.phase, rollout.weight) == ("rolled_back", 0)
+    assert rollout.state.failure["check"] == "error_rate"
+    assert rollout.state.failure["value"] == pytest.approx(0.3)
+
+
+async def test_latency_uses_the_last_legacy_p95_when_legacy_is_quiet(tmp_path) -> None:
+    busy = Observation(new_requests=200, new_errors=0, legacy_requests=800, new_p95=0.02,
+                       legacy_p95=0.05)  # fmt: skip
+    quiet = Observation(new_requests=1000, new_errors=0, legacy_requests=3, new_p95=0.2,
+                        legacy_p95=0.001)  # fmt: skip
+    guard, _rollout, _, _ = build(tmp_path, [busy, quiet, quiet])
+    await guard.tick()
+    verdicts = await guard.tick()
+    latency = next(v for v in verdicts if v.check == "latency")
+    assert latency.result is Result.FAIL
+    assert latency.value == pytest.approx(0.2 / 0.05)  # against 50 ms, not legacy's 1 ms
+
+
+async def test_low_traffic_is_nodata(tmp_path) -> None:
+    low = Observation(new_requests=10, new_errors=10, legacy_requests=90, new_p95=9.0,
+                      legacy_p95=0.01)  # fmt: skip
+    guard, rollout, metrics, _ = build(tmp_path, [low])
+    for _ in range(10):
+        verdicts = await guard.tick()
+    assert {v.result for v in verdicts} == {Result.NODATA}
+    assert rollout.phase == "progressing"
+    assert (
+        metrics.registry.get_sample_value(
+            "cutover_guard_checks_total", {"check": "latency", "result": "nodata"}
+        )
+        == 10
+    )
+
+
+async def test_source_errors_pause_promotion_without_rolling_back(tmp_path) -> None:
+    broken = Observation(errors={r: "prometheus down" for r in ("new_requests", "new_p95")})
+    guard, rollout, _, _ = build(tmp_path, [broken])
+    for _ in range(10):
+        verdicts = await guard.tick()
+    assert [v.result for v in verdicts] == [Result.ERROR, Result.ERROR]
+    assert rollout.phase == "progressing"
+
+
+async def test_source_errors_roll_back_when_configured(tmp_path) -> None:
+    broken = Observation(errors={"new_requests": "prometheus down"})
+    guard, rollout, _, _ = build(tmp_path, [broken], rollback_on_source_error=True)
+    await guard.tick()
+    await guard.tick()
+    assert rollout.phase == "rolled_back"
+
+
+async def test_memory_baseline_and_growth(tmp_path) -> None:
+    with respx.MockRouter(assert_all_mocked=True) as router:
+        route = router.get(NEW_METRICS)
+        route.side_effect = [
+            httpx.Response(200, text=memory_page(mb)) for mb in (100, 120, 160, 170)
+        ]
+        guard, rollout, metrics, _ = build(tmp_path, [HEALTHY], router)
+        first = await guard.tick()
+        assert rollout.state.baseline_memory_bytes == 100 * 2**20
+        assert StateStore(tmp_path / "state.json").load().baseline_memory_bytes == 100 * 2**20
+        assert next(v for v in first if v.check == "memory").result is Result.PASS
+        second = await guard.tick()
+        assert next(v for v in second if v.check == "memory").value == pytest.approx(1.2)
+        await guard.tick()
+        await guard.tick()
+        await guard.scraper.aclose()
+    assert rollout.state.failure["check"] == "memory"
+    assert (
+        metrics.registry.get_sample_value(
+            "cutover_backend_resident_memory_bytes", {"backend": "new"}
+        )
+        == 170 * 2**20
+    )
+
+
+@pytest.mark.parametrize(
+    "response",
+    [httpx.Response(503), httpx.Response(200, text="no memory here 1\n"), httpx.ConnectError("x")],
+)
+async def test_scrape_failures_are_errors(tmp_path, response) -> None:
+    with respx.MockRouter(assert_all_mocked=True) as router:
+        route = router.get(NEW_METRICS)
+        if isinstance(response, Exception):
+            route.side_effect = response
+        else:
+            route.return_value = response
+        guard, _rollout, _, _ = build(tmp_path, [HEALTHY], router)
+        verdicts = await guard.tick()
+        await guard.scraper.aclose()
+    memory = next(v for v in verdicts if v.check == "memory")
+    assert memory.result is Result.ERROR
+    assert NEW_METRICS in memory.detail
+
+
+async def test_embedded_window_counts_only_recent_requests() -> None:
+    metrics = Metrics()
+    source = EmbeddedSource(metrics, window=60)
+    for _ in range(100):
+        metrics.observe("new", "default", "2xx", 0.01)
+    assert (await source.observe(0)).new_requests is None  # the first snapshot is the base
+    for _ in range(40):
+        metrics.observe("new", "default", "5xx", 0.2)
+    for _ in range(60):
+        metrics.observe("legacy", "/api/", "2xx", 0.01)
+    seen = await source.observe(30)
+    assert (seen.new_requests, seen.new_errors, seen.legacy_requests) == (40, 40, 60)
+    assert 0.15 < seen.new_p95 <= 0.2
+    assert seen.legacy_p95 <= 0.01
+    metrics.observe("new", "default", "error", 0.5)
+    # The base is the newest snapshot at least a window old: at 61 that is still the one
+    # at 0 (the one at 30 is too recent); at 91 it is the one at 30.
+    assert (await source.observe(61)).new_requests == 41
+    later = await source.observe(91)
+    assert (later.new_requests, later.new_errors) == (1, 1)
