@@ -3,7 +3,7 @@ PYTHON ?= python3
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test lint bench clean
+.PHONY: venv demo demo-rollback test lint bench clean
 
 venv: $(STAMP)
 
@@ -15,6 +15,9 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(BIN)/cutover demo --config config/cutover.yaml
+
+demo-rollback: $(STAMP)
+	$(BIN)/cutover demo --config config/cutover.yaml --fault error-rate
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

@@ -51,7 +51,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
     path = _config_path(args)
-    return run_demo(load_settings(path), path, duration=args.duration, rate=args.rate)
+    return run_demo(
+        load_settings(path), path, duration=args.duration, rate=args.rate, fault=args.fault
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -74,7 +76,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="run both demo backends, the proxy and demo traffic")
     demo.add_argument("--config", help="YAML config file (default: $CUTOVER_CONFIG)")
     demo.add_argument("--duration", type=float, default=None, help="stop after N seconds")
-    demo.add_argument("--rate", type=float, default=20.0, help="demo requests per second")
+    demo.add_argument("--rate", type=float, default=50.0, help="demo requests per second")
+    demo.add_argument(
+        "--fault",
+        choices=["error-rate", "latency", "memory"],
+        help="inject this fault into the new backend once the rollout reaches 50%%",
+    )
     demo.set_defaults(func=cmd_demo)
     add_admin_commands(commands)
     return parser
