@@ -7,6 +7,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 
 from .checks import Result, Verdict, error_rate_check, latency_check, memory_check, source_error
 from .config import Guard as GuardConfig
@@ -24,6 +25,13 @@ def _first_error(observation: Observation, *readings: str) -> str | None:
         if reading in observation.errors:
             return observation.errors[reading]
     return None
+
+
+def worse(whole: Verdict, last: Verdict) -> Verdict:
+    """The window's verdict, unless the last interval alone already fails."""
+    if last.result is Result.FAIL and whole.result is not Result.FAIL:
+        return replace(last, detail=f"last interval: {last.detail}")
+    return whole
 
 
 class Guard:
@@ -63,44 +71,57 @@ class Guard:
                 observation.new_memory = value
 
     def judge(self, observation: Observation) -> list[Verdict]:
-        c = self.config
-        verdicts = []
-        error = _first_error(observation, "new_requests", "new_errors")
-        verdicts.append(
-            source_error("error_rate", error, c.max_error_rate)
-            if error
-            else error_rate_check(
-                observation.new_requests,
-                observation.new_errors,
-                max_error_rate=c.max_error_rate,
-                min_requests=c.min_requests,
-            )
-        )
         legacy_p95 = self.legacy_baseline(observation)
-        error = _first_error(observation, "new_requests", "new_p95", "legacy_p95")
-        verdicts.append(
-            source_error("latency", error, c.max_latency_ratio)
-            if error
-            else latency_check(
-                observation.new_p95,
-                legacy_p95,
-                new_requests=observation.new_requests,
-                max_latency_ratio=c.max_latency_ratio,
-                min_requests=c.min_requests,
-            )
-        )
+        verdicts = [self.error_rate(observation), self.latency(observation, legacy_p95)]
+        if observation.recent is not None:
+            recent = observation.recent
+            enough_legacy = (recent.legacy_requests or 0) >= self.config.min_requests
+            recent_legacy = recent.legacy_p95 if enough_legacy else legacy_p95
+            verdicts = [
+                worse(whole, last)
+                for whole, last in zip(
+                    verdicts,
+                    [self.error_rate(recent), self.latency(recent, recent_legacy)],
+                    strict=True,
+                )
+            ]
         if self.memory_enabled:
             error = _first_error(observation, "new_memory")
             verdicts.append(
-                source_error("memory", error, c.max_memory_ratio)
+                source_error("memory", error, self.config.max_memory_ratio)
                 if error
                 else memory_check(
                     observation.new_memory,
                     self.rollout.state.baseline_memory_bytes,
-                    max_memory_ratio=c.max_memory_ratio,
+                    max_memory_ratio=self.config.max_memory_ratio,
                 )
             )
         return verdicts
+
+    def error_rate(self, observation: Observation) -> Verdict:
+        c = self.config
+        error = _first_error(observation, "new_requests", "new_errors")
+        if error:
+            return source_error("error_rate", error, c.max_error_rate)
+        return error_rate_check(
+            observation.new_requests,
+            observation.new_errors,
+            max_error_rate=c.max_error_rate,
+            min_requests=c.min_requests,
+        )
+
+    def latency(self, observation: Observation, legacy_p95: float | None) -> Verdict:
+        c = self.config
+        error = _first_error(observation, "new_requests", "new_p95", "legacy_p95")
+        if error:
+            return source_error("latency", error, c.max_latency_ratio)
+        return latency_check(
+            observation.new_p95,
+            legacy_p95,
+            new_requests=observation.new_requests,
+            max_latency_ratio=c.max_latency_ratio,
+            min_requests=c.min_requests,
+        )
 
     def legacy_baseline(self, observation: Observation) -> float | None:
         """Legacy's p95 in this window when it had enough traffic; otherwise the last one

@@ -32,6 +32,9 @@ class Observation:
     legacy_p95: float | None = None
     new_memory: float | None = None
     errors: dict[str, str] = field(default_factory=dict)
+    # The same readings over the last interval alone (embedded source only): a sudden
+    # failure shows there at once instead of being diluted by a window of healthy traffic.
+    recent: Observation | None = None
 
 
 @dataclass
@@ -88,18 +91,21 @@ class EmbeddedSource:
         # Keep the newest snapshot at least `window` old as the base; drop older ones.
         while len(self._snapshots) > 1 and self._snapshots[1][0] <= now - self.window:
             self._snapshots.popleft()
-        base = self._snapshots[0][1]
-        if base is latest:
+        if len(self._snapshots) < 2:
             return Observation()
-        new_requests = latest.requests["new"] - base.requests["new"]
-        legacy_requests = latest.requests["legacy"] - base.requests["legacy"]
-        return Observation(
-            new_requests=new_requests,
-            new_errors=latest.errors["new"] - base.errors["new"],
-            legacy_requests=legacy_requests,
-            new_p95=p95(latest.buckets["new"] - base.buckets["new"]),
-            legacy_p95=p95(latest.buckets["legacy"] - base.buckets["legacy"]),
-        )
+        observation = difference(latest, self._snapshots[0][1])
+        observation.recent = difference(latest, self._snapshots[-2][1])
+        return observation
+
+
+def difference(latest: Totals, base: Totals) -> Observation:
+    return Observation(
+        new_requests=latest.requests["new"] - base.requests["new"],
+        new_errors=latest.errors["new"] - base.errors["new"],
+        legacy_requests=latest.requests["legacy"] - base.requests["legacy"],
+        new_p95=p95(latest.buckets["new"] - base.buckets["new"]),
+        legacy_p95=p95(latest.buckets["legacy"] - base.buckets["legacy"]),
+    )
 
 
 class ScrapeError(Exception):

@@ -207,3 +207,38 @@ async def test_embedded_window_counts_only_recent_requests() -> None:
     assert (await source.observe(61)).new_requests == 41
     later = await source.observe(91)
     assert (later.new_requests, later.new_errors) == (1, 1)
+
+
+async def test_a_sudden_failure_is_caught_in_the_last_interval(tmp_path) -> None:
+    """A minute of healthy traffic must not dilute a fault that began a moment ago."""
+    clock = Clock()
+    settings = make_settings(
+        rollout={"stages": [10, 100], "hold": 600},
+        guard={"interval": 5, "window": 60, "min_requests": 50},
+        state={"path": str(tmp_path / "state.json")},
+    )
+    rollout = Rollout.restore(settings, StateStore(settings.state.path), clock=clock)
+    metrics = Metrics()
+    source = EmbeddedSource(metrics, settings.guard.window)
+    guard = Guard(settings.guard, rollout, metrics, source.observe, clock=clock)
+
+    def traffic(new_errors: int) -> None:
+        for i in range(100):
+            metrics.observe("new", "default", "5xx" if i < new_errors else "2xx", 0.01)
+            metrics.observe("legacy", "default", "2xx", 0.01)
+
+    for _ in range(12):  # a minute of healthy traffic
+        traffic(0)
+        await guard.tick()
+        clock.now += 5
+    traffic(40)  # the fault: 40 % errors in the last interval, ~3 % over the minute
+    first = await guard.tick()
+    error_rate = next(v for v in first if v.check == "error_rate")
+    assert error_rate.result is Result.FAIL
+    assert error_rate.value == pytest.approx(0.4)
+    assert error_rate.detail.startswith("last interval")
+    clock.now += 5
+    traffic(40)
+    await guard.tick()
+    assert rollout.phase == "rolled_back"
+    assert rollout.state.failure["check"] == "error_rate"
