@@ -10,10 +10,12 @@ import logging
 
 import httpx
 
-from .config import Settings
+from .config import ConfigError, Settings
 from .forwarder import BadRequest, ClientDisconnected, Forwarder, UpstreamBodyError
 from .metrics import Metrics
 from .problem import send_problem
+from .shadow import Shadower
+from .shadow_log import ShadowLog
 from .splitter import Splitter
 from .types import Receive, Scope, Send
 from .upstream import Upstream
@@ -36,6 +38,21 @@ def build_upstreams(
     return upstreams
 
 
+def build_shadower(
+    settings: Settings, upstreams: dict[str, Upstream], metrics: Metrics
+) -> Shadower | None:
+    """The shadow comparer when any route mirrors; ConfigError if its log cannot be opened."""
+    if not any(route.shadow is not None and route.shadow.enabled for route in settings.routes):
+        return None
+    config = settings.shadow
+    try:
+        log = ShadowLog(config.log_path, max_bytes=config.log_max_bytes, backups=config.log_backups)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise ConfigError([f"shadow.log_path: cannot open {config.log_path}: {reason}"]) from None
+    return Shadower(config, upstreams, metrics, log=log)
+
+
 class CutoverApp:
     def __init__(
         self,
@@ -48,13 +65,16 @@ class CutoverApp:
         self.metrics = metrics if metrics is not None else Metrics()
         self.splitter = Splitter(settings)
         self.upstreams = build_upstreams(settings, transport)
-        self.forwarder = Forwarder(settings, self.upstreams, self.metrics)
+        self.shadower = build_shadower(settings, self.upstreams, self.metrics)
+        self.forwarder = Forwarder(settings, self.upstreams, self.metrics, self.shadower)
 
     async def startup(self) -> None:
         for upstream in self.upstreams.values():
             await upstream.start()
 
     async def shutdown(self) -> None:
+        if self.shadower is not None:
+            await self.shadower.aclose()
         for upstream in self.upstreams.values():
             await upstream.aclose()
 

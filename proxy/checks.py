@@ -28,6 +28,8 @@ class Verdict:
     value: float | None = None
     threshold: float | None = None
     detail: str = ""
+    # A failure of a check that only gates promotion (shadow, by default) never rolls back.
+    rolls_back: bool = True
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -118,5 +120,26 @@ def memory_check(
     return Verdict("memory", result, ratio, max_memory_ratio, detail)
 
 
-def source_error(check: str, message: str, threshold: float | None = None) -> Verdict:
-    return Verdict(check, Result.ERROR, None, threshold, message)
+def shadow_check(
+    comparisons: float | None,
+    mismatches: float | None,
+    *,
+    max_mismatch_rate: float,
+    min_requests: int,
+    rolls_back: bool,
+) -> Verdict:
+    """Share of mirrored requests whose two answers differed beyond the tolerance."""
+    total, differed = _number(comparisons), _number(mismatches)
+    if total is None or differed is None or total < min_requests:
+        detail = f"{int(total or 0)} comparisons in the window, need {min_requests}"
+        return Verdict("shadow", Result.NODATA, None, max_mismatch_rate, detail, rolls_back)
+    rate = differed / total
+    result = Result.FAIL if rate > max_mismatch_rate else Result.PASS
+    detail = f"{differed:.0f} of {total:.0f} comparisons differed"
+    return Verdict("shadow", result, rate, max_mismatch_rate, detail, rolls_back)
+
+
+def source_error(
+    check: str, message: str, threshold: float | None = None, *, rolls_back: bool = True
+) -> Verdict:
+    return Verdict(check, Result.ERROR, None, threshold, message, rolls_back)

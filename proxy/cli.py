@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 from .admin_client import add_admin_commands
 from .config import ConfigError, load_settings
+from .diff_report import add_diff_report_command
 
 EXIT_CONFIG = 2
 
@@ -84,6 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.set_defaults(func=cmd_demo)
     add_admin_commands(commands)
+    add_diff_report_command(commands)
     return parser
 
 

@@ -27,6 +27,8 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from .compare import IgnorePathError, check_ignore_paths
+
 BackendName = Literal["legacy", "new"]
 BACKEND_NAMES: tuple[BackendName, ...] = ("legacy", "new")
 
@@ -164,11 +166,49 @@ class Deprecation(_Section):
         return value
 
 
+SAFE_METHODS = ("GET", "HEAD")
+_METHOD_RE = re.compile(r"^[A-Z]+$")
+
+
+class ShadowTolerance(_Section):
+    relative: float = Field(0.01, ge=0)
+    absolute: float = Field(1e-9, ge=0)
+
+
+class RouteShadow(_Section):
+    """Mirror a sample of this route's requests to the other backend and compare."""
+
+    enabled: bool = True
+    sample: float = Field(0.1, ge=0, le=1)
+    tolerance: ShadowTolerance = ShadowTolerance()
+    ignore: list[str] = []
+    methods: list[str] = list(SAFE_METHODS)
+
+    @field_validator("ignore")
+    @classmethod
+    def _json_paths(cls, value: list[str]) -> list[str]:
+        try:
+            check_ignore_paths(value)
+        except IgnorePathError as exc:
+            raise ValueError(str(exc)) from None
+        return value
+
+    @field_validator("methods")
+    @classmethod
+    def _methods(cls, value: list[str]) -> list[str]:
+        methods = [method.upper() for method in value]
+        for method in methods:
+            if not _METHOD_RE.match(method):
+                raise ValueError(f"{method!r} is not an HTTP method")
+        return methods
+
+
 class Route(_Section):
     prefix: str
     backend: BackendName | None = None
     weight: Weight | None = None
     deprecation: bool = True
+    shadow: RouteShadow | None = None
 
     @field_validator("prefix")
     @classmethod
@@ -239,6 +279,9 @@ DEFAULT_QUERIES = {
     "legacy_p95": "histogram_quantile(0.95, sum by (le) "
     '(rate(cutover_request_duration_seconds_bucket{backend="legacy"}[$window])))',
     "new_memory": 'max(cutover_backend_resident_memory_bytes{backend="new"})',
+    "shadow_comparisons": "sum(increase("
+    'cutover_shadow_requests_total{result=~"match|mismatch"}[$window]))',
+    "shadow_mismatches": 'sum(increase(cutover_shadow_requests_total{result="mismatch"}[$window]))',
 }
 
 
@@ -251,6 +294,8 @@ class PrometheusQueries(_Section):
     new_p95: str = DEFAULT_QUERIES["new_p95"]
     legacy_p95: str = DEFAULT_QUERIES["legacy_p95"]
     new_memory: str = DEFAULT_QUERIES["new_memory"]
+    shadow_comparisons: str = DEFAULT_QUERIES["shadow_comparisons"]
+    shadow_mismatches: str = DEFAULT_QUERIES["shadow_mismatches"]
 
 
 class PrometheusSource(_Section):
@@ -288,6 +333,20 @@ class Guard(_Section):
         return self
 
 
+class Shadow(_Section):
+    """Settings shared by every route's shadow comparison."""
+
+    log_path: Path = Path("./cutover-shadow.jsonl")
+    log_max_bytes: int = Field(10 * 2**20, ge=1024)
+    log_backups: int = Field(3, ge=1)
+    timeout: PositiveSeconds = 10.0
+    max_in_flight: int = Field(64, ge=1)
+    max_body: int = Field(64 * 1024, ge=0)
+    max_response_body: int = Field(2**20, ge=0)
+    max_mismatch_rate: float = Field(0.01, ge=0, le=1)
+    rollback_on_mismatch: bool = False
+
+
 class StateFile(_Section):
     path: Path = Path("./cutover-state.json")
 
@@ -313,6 +372,7 @@ class Settings(BaseSettings):
     timeouts: Timeouts = Timeouts()
     rollout: Rollout | None = None
     guard: Guard = Guard()
+    shadow: Shadow = Shadow()
     state: StateFile = StateFile()
     # From CUTOVER_ADMIN_TOKEN only (load_settings refuses it in the file).
     admin_token: SecretStr | None = Field(None, validate_default=True)

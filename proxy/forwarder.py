@@ -12,6 +12,7 @@ from .deprecation import deprecation_headers
 from .headers import BACKEND_HEADER, client_response_headers, upstream_request_headers
 from .metrics import ERROR, Metrics, code_class
 from .problem import send_problem
+from .shadow import Mirror, Shadower
 from .splitter import Decision
 from .types import RawHeaders, Receive, Scope, Send
 from .upstream import RequestBody, Upstream, UpstreamError, UpstreamResponse
@@ -57,6 +58,13 @@ def request_length(headers: RawHeaders) -> tuple[int | None, bool]:
         elif name == b"transfer-encoding":
             chunked = True
     return length, chunked or bool(length)
+
+
+def header_value(headers: RawHeaders, name: bytes) -> str | None:
+    for key, value in headers:
+        if key.lower() == name:
+            return value.decode("latin-1")
+    return None
 
 
 async def read_body(receive: Receive) -> bytes:
@@ -124,10 +132,15 @@ class ClientWatch:
 
 class Forwarder:
     def __init__(
-        self, settings: Settings, upstreams: dict[str, Upstream], metrics: Metrics
+        self,
+        settings: Settings,
+        upstreams: dict[str, Upstream],
+        metrics: Metrics,
+        shadower: Shadower | None = None,
     ) -> None:
         self.upstreams = upstreams
         self.metrics = metrics
+        self.shadower = shadower
         self.base_urls = {
             "legacy": settings.backends.legacy.url,
             "new": settings.backends.new.url,
@@ -162,16 +175,24 @@ class Forwarder:
             http_version=scope.get("http_version", "1.1"),
         )
         length, has_body = request_length(headers)
+        mirror = (
+            None
+            if decision.shadow is None
+            else self.mirror_for(scope, decision, upstream_headers, length, has_body)
+        )
         body_done = asyncio.Event()
         body: RequestBody = None
-        if has_body:
-            if length is not None and length <= SMALL_BODY:
-                body = await read_body(receive)
-                body_done.set()
-            else:
-                body = stream_body(receive, body_done)
-        else:
+        if not has_body:
             body_done.set()
+        elif length is not None and (length <= SMALL_BODY or mirror is not None):
+            body = await read_body(receive)
+            body_done.set()
+        else:
+            body = stream_body(receive, body_done)
+        if mirror is not None:
+            mirror.body = body  # type: ignore[assignment]  # bytes or None: read whole above
+            if not self.shadower.start(mirror):  # type: ignore[union-attr]
+                mirror = None
 
         started = perf_counter()
         watch = ClientWatch(receive) if body_done.is_set() else None
@@ -180,12 +201,16 @@ class Forwarder:
                 scope["method"], self.target_url(scope, backend), upstream_headers, body
             )
         except asyncio.CancelledError:
+            if mirror is not None:
+                mirror.failed()
             if watch is not None and watch.client_gone():
                 raise ClientDisconnected from None
             raise
         except UpstreamError as exc:
             if watch is not None:
                 watch.stop()
+            if mirror is not None:
+                mirror.failed()
             self.metrics.observe(backend, decision.route, ERROR, perf_counter() - started)
             self.metrics.upstream_error(backend, exc.kind)
             await self.fail(send, scope, decision, exc)
@@ -198,6 +223,8 @@ class Forwarder:
         response_headers = client_response_headers(response.headers, self.response_extras(decision))
         if response.status in BODILESS:
             response_headers = [(n, v) for n, v in response_headers if n != b"content-length"]
+        if mirror is not None:
+            mirror.started(response.status, header_value(response.headers, b"content-type"))
 
         try:
             await send(
@@ -207,15 +234,53 @@ class Forwarder:
                     "headers": response_headers,
                 }
             )
-            await self.relay_body(response, receive, send, body_done)
+            await self.relay_body(response, receive, send, body_done, mirror)
         except UpstreamBodyError as exc:
             self.metrics.upstream_error(backend, exc.kind)
             raise
         finally:
+            if mirror is not None:
+                mirror.failed()  # a no-op when relay_body finished it
             await response.aclose()
 
+    def mirror_for(
+        self,
+        scope: Scope,
+        decision: Decision,
+        upstream_headers: list[tuple[str, str]],
+        length: int | None,
+        has_body: bool,
+    ) -> Mirror | None:
+        """A Mirror when this request is sampled for a shadow comparison, else None."""
+        rule = decision.shadow
+        method = scope["method"]
+        if self.shadower is None or rule is None or not self.shadower.sampled(rule, method):
+            return None
+        if has_body and (length is None or length > self.shadower.config.max_body):
+            self.shadower.record(decision.route, "dropped")  # too big (or unknown) to replay
+            return None
+        other = "legacy" if decision.backend == "new" else "new"
+        return Mirror(
+            route=decision.route,
+            rule=rule,
+            method=method,
+            path=scope["path"],
+            query=scope.get("query_string", b"").decode("latin-1"),
+            headers=upstream_headers,
+            body=None,
+            primary_backend=decision.backend,
+            shadow_backend=other,
+            shadow_url=self.target_url(scope, other),
+            cap=self.shadower.config.max_response_body,
+        )
+
     async def relay_body(
-        self, response: UpstreamResponse, receive: Receive, send: Send, body_done: asyncio.Event
+        self,
+        response: UpstreamResponse,
+        receive: Receive,
+        send: Send,
+        body_done: asyncio.Event,
+        mirror: Mirror | None = None,
     ) -> None:
         try:
             chunk, more = await response.read()
@@ -223,6 +288,9 @@ class Forwarder:
             raise UpstreamBodyError(exc) from exc
         if not more:
             await send({"type": "http.response.body", "body": chunk, "more_body": False})
+            if mirror is not None:
+                mirror.capture(chunk)
+                mirror.finished()
             return
         # A long response: watch for the client leaving so the upstream read stops too.
         watcher = (
@@ -233,6 +301,8 @@ class Forwarder:
         try:
             while more:
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                if mirror is not None:
+                    mirror.capture(chunk)
                 try:
                     chunk, more = await response.read()
                 except UpstreamError as exc:
@@ -240,6 +310,9 @@ class Forwarder:
                         return  # the client left and we aborted the read
                     raise UpstreamBodyError(exc) from exc
             await send({"type": "http.response.body", "body": chunk, "more_body": False})
+            if mirror is not None:
+                mirror.capture(chunk)
+                mirror.finished()
         finally:
             if watcher is not None:
                 watcher.cancel()

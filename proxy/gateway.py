@@ -18,7 +18,7 @@ import httpx
 from prometheus_client import CollectorRegistry
 
 from .admin import create_admin_app
-from .app import CutoverApp, build_upstreams
+from .app import CutoverApp, build_shadower, build_upstreams
 from .config import ConfigError, Settings, load_settings
 from .forwarder import Forwarder
 from .guard import Guard
@@ -45,6 +45,10 @@ def route_weights(settings: Settings, weight: float) -> list[tuple[str, float]]:
         else:
             weights.append((route.name, weight if route.weight is None else route.weight))
     return weights
+
+
+def shadowing(settings: Settings) -> bool:
+    return any(route.shadow is not None and route.shadow.enabled for route in settings.routes)
 
 
 class Gateway:
@@ -136,6 +140,7 @@ class Gateway:
             observe,
             scraper=scraper,
             memory_from_scrape=config.source == "embedded",
+            shadow=settings.shadow if shadowing(settings) else None,
             clock=self.clock,
         )
         self._closers = closers
@@ -228,20 +233,37 @@ class Gateway:
                 await upstream.start()
         splitter = Splitter(settings)
         splitter.set_weight(self.rollout.weight)
-        forwarder = Forwarder(settings, upstreams, self.metrics)
+        shadower = proxy.shadower
+        if (
+            shadower is None
+            or settings.shadow != old.shadow
+            or shadowing(settings) != shadowing(old)
+        ):
+            shadower = build_shadower(settings, upstreams, self.metrics)
+        else:
+            shadower.upstreams = upstreams
+        forwarder = Forwarder(settings, upstreams, self.metrics, shadower)
         # No await between these: a request sees either the old or the new trio.
-        proxy.settings, proxy.upstreams, proxy.splitter, proxy.forwarder = (
-            settings, upstreams, splitter, forwarder,
+        old_shadower = proxy.shadower
+        proxy.settings, proxy.upstreams, proxy.splitter, proxy.forwarder, proxy.shadower = (
+            settings, upstreams, splitter, forwarder, shadower,
         )  # fmt: skip
         self.settings = settings
         if upstreams is not old_upstreams:
             self._tasks.append(asyncio.create_task(self._close_later(old_upstreams, old)))
+        if old_shadower is not None and old_shadower is not shadower:
+            await old_shadower.aclose()
 
         self.rollout.config = settings.rollout
         self.rollout.failures_to_rollback = settings.guard.failures_to_rollback
         self.rollout.manual_weight = settings.split.weight
         self.metrics.set_weights(route_weights(settings, self.rollout.weight))
-        if settings.guard != old.guard or settings.backends != old.backends:
+        if (
+            settings.guard != old.guard
+            or settings.backends != old.backends
+            or settings.shadow != old.shadow
+            or shadowing(settings) != shadowing(old)
+        ):
             await self._stop_guard()
             if self.webhook is not None and settings.guard.webhook != old.guard.webhook:
                 await self.webhook.aclose()

@@ -9,8 +9,17 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 
-from .checks import Result, Verdict, error_rate_check, latency_check, memory_check, source_error
+from .checks import (
+    Result,
+    Verdict,
+    error_rate_check,
+    latency_check,
+    memory_check,
+    shadow_check,
+    source_error,
+)
 from .config import Guard as GuardConfig
+from .config import Shadow as ShadowConfig
 from .metrics import Metrics
 from .rollout import Rollout
 from .sources import MemoryScraper, Observation, ScrapeError
@@ -44,6 +53,7 @@ class Guard:
         *,
         scraper: MemoryScraper | None = None,
         memory_from_scrape: bool = True,
+        shadow: ShadowConfig | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.config = config
@@ -54,6 +64,8 @@ class Guard:
         self.memory_from_scrape = memory_from_scrape
         self.clock = clock
         self.memory_enabled = scraper is not None and "new" in scraper.urls
+        self.shadow_config = shadow
+        self.shadow_enabled = shadow is not None
 
     async def read_memory(self, observation: Observation) -> None:
         """Scrape each backend's memory for the gauge. With the embedded source, new's
@@ -85,6 +97,8 @@ class Guard:
                     strict=True,
                 )
             ]
+        if self.shadow_enabled:
+            verdicts.append(self.shadow(observation))
         if self.memory_enabled:
             error = _first_error(observation, "new_memory")
             verdicts.append(
@@ -97,6 +111,21 @@ class Guard:
                 )
             )
         return verdicts
+
+    def shadow(self, observation: Observation) -> Verdict:
+        assert self.shadow_config is not None
+        rolls_back = self.shadow_config.rollback_on_mismatch
+        threshold = self.shadow_config.max_mismatch_rate
+        error = _first_error(observation, "shadow_comparisons", "shadow_mismatches")
+        if error:
+            return source_error("shadow", error, threshold, rolls_back=rolls_back)
+        return shadow_check(
+            observation.shadow_comparisons,
+            observation.shadow_mismatches,
+            max_mismatch_rate=threshold,
+            min_requests=self.config.min_requests,
+            rolls_back=rolls_back,
+        )
 
     def error_rate(self, observation: Observation) -> Verdict:
         c = self.config
@@ -144,6 +173,8 @@ class Guard:
             and state.phase != "rolled_back"
         ):
             self.rollout.set_baseline_memory(observation.new_memory)
+        if state.baseline_memory_bytes is not None:
+            self.metrics.baseline_memory.labels("new").set(state.baseline_memory_bytes)
         verdicts = self.judge(observation)
         for verdict in verdicts:
             self.metrics.guard_checks.labels(verdict.check, verdict.result.value).inc()

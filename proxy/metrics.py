@@ -68,6 +68,11 @@ class Metrics:
             ["backend"],
             registry=r,
         )
+        self.baseline_memory = Gauge(
+            "cutover_guard_baseline_memory_bytes",
+            "The memory check's baseline: the backend's resident memory when the rollout started.",
+            ["backend"], registry=r,
+        )  # fmt: skip
         self.guard_checks = Counter(
             "cutover_guard_checks", "Guard check results, by check and result.",
             ["check", "result"], registry=r,
@@ -75,6 +80,19 @@ class Metrics:
         self.config_reload_failures = Counter(
             "cutover_config_reload_failures",
             "Config reloads refused because the new config was invalid.",
+            registry=r,
+        )
+        self.shadow_requests = Counter(
+            "cutover_shadow_requests",
+            "Mirrored requests by route and comparison result (match, mismatch, error, dropped).",
+            ["route", "result"],
+            registry=r,
+        )
+        self.shadow_duration = Histogram(
+            "cutover_shadow_duration_seconds",
+            "Time for a mirrored request's whole response, by the backend that served it.",
+            ["backend"],
+            buckets=LATENCY_BUCKETS,
             registry=r,
         )
         self.admin_auth_failures = Counter(

@@ -142,12 +142,14 @@ class Rollout:
     def evaluate(self, verdicts: list[Verdict], *, errors_fail: bool = False) -> Transition | None:
         """Apply one guard evaluation. A check that fails ``failures_to_rollback`` times in a
         row (no passing evaluation between) rolls back; all checks passing for the stage's
-        hold promotes. No data and source errors neither count nor reset the failure run."""
+        hold promotes. No data and source errors neither count nor reset the failure run;
+        a failing check that does not roll back (shadow, by default) only blocks promotion."""
         now = self.clock()
         self.latest = {v.check: v for v in verdicts}
         failing = [
             v for v in verdicts
-            if v.result is Result.FAIL or (errors_fail and v.result is Result.ERROR)
+            if v.rolls_back
+            and (v.result is Result.FAIL or (errors_fail and v.result is Result.ERROR))
         ]  # fmt: skip
         if failing:
             self.healthy_since = None

@@ -17,7 +17,16 @@ from prometheus_client.parser import text_string_to_metric_families
 from .checks import histogram_quantile
 from .metrics import LATENCY_BUCKETS, Metrics
 
-READINGS = ("new_requests", "new_errors", "legacy_requests", "new_p95", "legacy_p95", "new_memory")
+READINGS = (
+    "new_requests",
+    "new_errors",
+    "legacy_requests",
+    "new_p95",
+    "legacy_p95",
+    "new_memory",
+    "shadow_comparisons",
+    "shadow_mismatches",
+)
 
 
 @dataclass
@@ -31,6 +40,8 @@ class Observation:
     new_p95: float | None = None
     legacy_p95: float | None = None
     new_memory: float | None = None
+    shadow_comparisons: float | None = None
+    shadow_mismatches: float | None = None
     errors: dict[str, str] = field(default_factory=dict)
     # The same readings over the last interval alone (embedded source only): a sudden
     # failure shows there at once instead of being diluted by a window of healthy traffic.
@@ -44,6 +55,7 @@ class Totals:
     requests: dict[str, float]
     errors: dict[str, float]
     buckets: dict[str, np.ndarray]  # cumulative counts per upper bound, +Inf last
+    shadow: dict[str, float]  # comparisons by result (match, mismatch, error, dropped)
 
 
 BOUNDS = np.array([*LATENCY_BUCKETS, math.inf])
@@ -67,7 +79,13 @@ def read_totals(metrics: Metrics) -> Totals:
             if sample.name.endswith("_bucket"):
                 backend = sample.labels["backend"]
                 buckets[backend][index[float(sample.labels["le"])]] += sample.value
-    return Totals(requests, errors, buckets)
+    shadow = {"match": 0.0, "mismatch": 0.0, "error": 0.0, "dropped": 0.0}
+    for family in metrics.shadow_requests.collect():
+        for sample in family.samples:
+            if sample.name.endswith("_total"):
+                result = sample.labels["result"]
+                shadow[result] = shadow.get(result, 0.0) + sample.value
+    return Totals(requests, errors, buckets, shadow)
 
 
 def p95(cumulative: np.ndarray) -> float | None:
@@ -105,6 +123,8 @@ def difference(latest: Totals, base: Totals) -> Observation:
         legacy_requests=latest.requests["legacy"] - base.requests["legacy"],
         new_p95=p95(latest.buckets["new"] - base.buckets["new"]),
         legacy_p95=p95(latest.buckets["legacy"] - base.buckets["legacy"]),
+        shadow_comparisons=sum(latest.shadow[r] - base.shadow[r] for r in ("match", "mismatch")),
+        shadow_mismatches=latest.shadow["mismatch"] - base.shadow["mismatch"],
     )
 
 

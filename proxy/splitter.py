@@ -12,7 +12,7 @@ import secrets
 from dataclasses import dataclass
 from hashlib import blake2b
 
-from .config import BackendName, Settings
+from .config import BackendName, RouteShadow, Settings
 from .types import RawHeaders
 
 BUCKETS = 10_000
@@ -44,6 +44,7 @@ class RouteRule:
     pin: BackendName | None
     threshold: int | None
     deprecation: bool
+    shadow: RouteShadow | None
 
 
 @dataclass(slots=True)
@@ -53,6 +54,7 @@ class Decision:
     reason: str  # "override" | "pin" | "weight"
     deprecation: bool
     set_cookie: bytes | None = None
+    shadow: RouteShadow | None = None
 
 
 class Splitter:
@@ -72,6 +74,7 @@ class Splitter:
                 pin=route.backend,
                 threshold=None if route.weight is None else threshold(route.weight),
                 deprecation=route.deprecation,
+                shadow=route.shadow if route.shadow is not None and route.shadow.enabled else None,
             )
             for route in settings.routes
         ]
@@ -109,14 +112,15 @@ class Splitter:
         rule = self.route_for(path)
         route = rule.name if rule is not None else DEFAULT_ROUTE
         deprecation = rule.deprecation if rule is not None else True
+        shadow = rule.shadow if rule is not None else None
 
         if override == b"new" or override == b"legacy":
             backend: BackendName = "new" if override == b"new" else "legacy"
-            return Decision(backend, route, "override", deprecation, set_cookie)
+            return Decision(backend, route, "override", deprecation, set_cookie, shadow)
         if rule is not None and rule.pin is not None:
-            return Decision(rule.pin, route, "pin", deprecation, set_cookie)
+            return Decision(rule.pin, route, "pin", deprecation, set_cookie, shadow)
 
         limit = self._threshold if rule is None or rule.threshold is None else rule.threshold
         point = bucket(sticky) if sticky else random.random() * BUCKETS
         backend = "new" if point < limit else "legacy"
-        return Decision(backend, route, "weight", deprecation, set_cookie)
+        return Decision(backend, route, "weight", deprecation, set_cookie, shadow)

@@ -1,0 +1,138 @@
+"""The dual-run sample log: one JSON object per line, rotated by size."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import logging.handlers
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from .compare import Diff
+
+DEFAULT_MAX_BYTES = 10 * 2**20
+DEFAULT_BACKUPS = 3
+REDACTED = "[redacted]"
+SENSITIVE_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "set-cookie"})
+TOTAL_KEYS = ("match", "mismatch", "error", "dropped")
+
+_instances = itertools.count(1)
+
+
+class ShadowLog:
+    """Appends records to ``path``; past ``max_bytes`` the file moves to ``path.1`` (and
+    ``path.1`` to ``path.2``, …), keeping ``backups`` old files. Write errors (a full disk)
+    are reported by logging on stderr and never raised. Thread-safe."""
+
+    def __init__(
+        self, path: Path, *, max_bytes: int = DEFAULT_MAX_BYTES, backups: int = DEFAULT_BACKUPS
+    ) -> None:
+        # RotatingFileHandler never rotates when either is zero: the log would be unbounded.
+        if max_bytes < 1:
+            raise ValueError(f"max_bytes must be at least 1, got {max_bytes}")
+        if backups < 1:
+            raise ValueError(f"backups must be at least 1, got {backups}")
+        self.path = path
+        self._handler = logging.handlers.RotatingFileHandler(
+            path, maxBytes=max_bytes, backupCount=backups, encoding="utf-8"
+        )
+        self._handler.setFormatter(logging.Formatter("%(message)s"))
+        self._logger = logging.getLogger(f"cutover.shadow_log.{next(_instances)}")
+        self._logger.setLevel(logging.INFO)
+        self._logger.propagate = False
+        self._logger.addHandler(self._handler)
+        self._closed = False
+
+    def __enter__(self) -> ShadowLog:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def write(self, record: Mapping[str, Any]) -> None:
+        if self._closed:
+            raise ValueError(f"the shadow log {self.path} is closed")
+        # ASCII only, so the handler's size check (in characters) is in bytes.
+        line = json.dumps(record, ensure_ascii=True, separators=(",", ":"), default=str)
+        self._logger.info(line)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._logger.removeHandler(self._handler)
+        self._handler.close()
+
+
+def redact_headers(headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+    return [
+        (name, REDACTED if name.lower() in SENSITIVE_HEADERS else value) for name, value in headers
+    ]
+
+
+def redact_query(query: str) -> str:
+    """Keep the parameter names of a query string, never their values (they may be tokens)."""
+    if not query:
+        return ""
+    names = (part.partition("=")[0] for part in query.split("&") if part)
+    return "&".join(f"{name}={REDACTED}" for name in names)
+
+
+def totals_record(*, totals: Mapping[str, int], run_id: str, at: float) -> dict[str, Any]:
+    """The line a run writes when it stops, so a report counts its matches after the last
+    mismatch too."""
+    return {
+        "kind": "totals",
+        "at": iso_utc(at),
+        "run_id": run_id,
+        "totals": {key: int(totals.get(key, 0)) for key in TOTAL_KEYS},
+    }
+
+
+def iso_utc(at: float) -> str:
+    """Unix seconds as ``2024-05-01T12:00:00.123Z``."""
+    stamp = datetime.fromtimestamp(at, tz=UTC).isoformat(timespec="milliseconds")
+    return stamp.removesuffix("+00:00") + "Z"
+
+
+def mismatch_record(
+    *,
+    route: str,
+    method: str,
+    path: str,
+    query: str,
+    headers: Iterable[tuple[str, str]],
+    primary_backend: str,
+    primary_status: int,
+    shadow_backend: str,
+    shadow_status: int,
+    diffs: Sequence[Diff],
+    totals: Mapping[str, int],
+    run_id: str,
+    at: float,
+) -> dict[str, Any]:
+    """One log line. ``totals`` are the process's running counts when the line is written and
+    ``run_id`` names the process run, so a report can recover the comparison counts."""
+    return {
+        "at": iso_utc(at),
+        "run_id": run_id,
+        "route": route,
+        "method": method,
+        "path": path,
+        "query": query,
+        "headers": [list(pair) for pair in redact_headers(headers)],
+        "primary": {"backend": primary_backend, "status": primary_status},
+        "shadow": {"backend": shadow_backend, "status": shadow_status},
+        "diffs": [asdict(diff) for diff in diffs],
+        "totals": {key: int(totals.get(key, 0)) for key in TOTAL_KEYS},
+    }

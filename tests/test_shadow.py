@@ -1,0 +1,219 @@
+"""Dual run over respx-mocked backends: the client sees the primary alone; the comparison
+happens on the side, bounded, and lands in metrics and the mismatch log."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import httpx
+import pytest
+
+from proxy.checks import Result
+from proxy.guard import Guard
+from proxy.metrics import Metrics
+from proxy.rollout import Rollout
+from proxy.sources import Observation
+from proxy.state import StateStore
+from tests.conftest import LEGACY_URL, NEW_URL, make_settings
+
+ROUTE = "/api/"
+
+
+def shadow_config(tmp_path: Path, **route_shadow) -> dict:
+    return {
+        "split": {"weight": 0},
+        "routes": [{"prefix": ROUTE, "shadow": {"sample": 1.0, **route_shadow}}],
+        "shadow": {"log_path": str(tmp_path / "shadow.jsonl"), "max_in_flight": 4},
+    }
+
+
+def results(client) -> dict[str, float]:
+    registry = client.app.metrics.registry
+    return {
+        result: registry.get_sample_value(
+            "cutover_shadow_requests_total", {"route": ROUTE, "result": result}
+        )
+        or 0
+        for result in ("match", "mismatch", "error", "dropped")
+    }
+
+
+def wait_for(client, predicate, what: str) -> None:
+    """Shadow comparisons finish on the app's loop after the response: poll, bounded."""
+    for _ in range(500):
+        if predicate():
+            return
+        client.portal.call(asyncio.sleep, 0.01)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def log_lines(tmp_path: Path) -> list[dict]:
+    path = tmp_path / "shadow.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def test_matching_answers_count_as_matches(upstreams, proxy, tmp_path) -> None:
+    upstreams.get(LEGACY_URL + "/api/x").respond(json={"value": 100.0, "engine": "old"})
+    shadow = upstreams.get(NEW_URL + "/api/x").respond(json={"value": 100.4, "engine": "new"})
+    client = proxy(**shadow_config(tmp_path, ignore=["$.engine"]))
+    response = client.get("/api/x")
+    assert response.json() == {"value": 100.0, "engine": "old"}
+    wait_for(client, lambda: results(client)["match"] == 1, "a match")
+    sent = shadow.calls.last.request
+    assert sent.headers["x-cutover-shadow"] == "true"
+    assert sent.headers["x-forwarded-for"] == "testclient"
+    assert log_lines(tmp_path) == []
+
+
+def test_mismatches_are_counted_and_logged_without_credentials(upstreams, proxy, tmp_path) -> None:
+    upstreams.get(url__startswith=LEGACY_URL).respond(json={"sharpe": 1.0, "n": 3})
+    upstreams.get(url__startswith=NEW_URL).respond(json={"sharpe": 1.05, "n": 3})
+    client = proxy(**shadow_config(tmp_path))
+    response = client.get(
+        "/api/run?token=abc", headers={"Authorization": "Bearer hunter2", "Cookie": "s=1"}
+    )
+    assert response.json() == {"sharpe": 1.0, "n": 3}
+    wait_for(client, lambda: results(client)["mismatch"] == 1, "a mismatch")
+    [line] = log_lines(tmp_path)
+    assert (line["method"], line["path"], line["route"]) == ("GET", "/api/run", ROUTE)
+    assert line["diffs"] == [
+        {"path": "$.sharpe", "primary": 1.0, "shadow": 1.05, "reason": "value"}
+    ]
+    text = json.dumps(line)
+    assert "hunter2" not in text and "s=1" not in text and "abc" not in text
+    assert line["primary"] == {"backend": "legacy", "status": 200}
+    assert line["shadow"] == {"backend": "new", "status": 200}
+
+
+def test_a_status_difference_is_a_mismatch(upstreams, proxy, tmp_path) -> None:
+    upstreams.get(url__startswith=LEGACY_URL).respond(200, json={})
+    upstreams.get(url__startswith=NEW_URL).respond(500, json={})
+    client = proxy(**shadow_config(tmp_path))
+    assert client.get("/api/x").status_code == 200
+    wait_for(client, lambda: results(client)["mismatch"] == 1, "a mismatch")
+
+
+def test_a_failing_shadow_is_never_seen_by_the_client(upstreams, proxy, tmp_path) -> None:
+    upstreams.get(url__startswith=LEGACY_URL).respond(json={"ok": True})
+    upstreams.get(url__startswith=NEW_URL).mock(side_effect=httpx.ConnectError("refused"))
+    client = proxy(**shadow_config(tmp_path))
+    response = client.get("/api/x")
+    assert (response.status_code, response.json()) == (200, {"ok": True})
+    wait_for(client, lambda: results(client)["error"] == 1, "an error")
+
+
+def test_a_slow_shadow_does_not_delay_the_client(upstreams, proxy, tmp_path) -> None:
+    release = asyncio.Event()
+
+    async def slow(request: httpx.Request) -> httpx.Response:
+        await release.wait()
+        return httpx.Response(200, json={"ok": True})
+
+    upstreams.get(url__startswith=LEGACY_URL).respond(json={"ok": True})
+    upstreams.get(url__startswith=NEW_URL).mock(side_effect=slow)
+    client = proxy(**shadow_config(tmp_path))
+    # If the proxy waited for the shadow, this request would never return: the shadow is
+    # released only after the client has its answer.
+    response = client.get("/api/x")
+    assert response.json() == {"ok": True}
+    assert results(client)["match"] == 0
+    client.portal.call(release.set)
+    wait_for(client, lambda: results(client)["match"] == 1, "the released comparison")
+
+
+def test_excess_mirrors_are_dropped_and_counted(upstreams, proxy, tmp_path) -> None:
+    release = asyncio.Event()
+
+    async def slow(request: httpx.Request) -> httpx.Response:
+        await release.wait()
+        return httpx.Response(200, json={})
+
+    upstreams.get(url__startswith=LEGACY_URL).respond(json={})
+    shadow = upstreams.get(url__startswith=NEW_URL).mock(side_effect=slow)
+    config = shadow_config(tmp_path)
+    config["shadow"]["max_in_flight"] = 2
+    client = proxy(**config)
+    for _ in range(5):
+        assert client.get("/api/x").status_code == 200
+    assert results(client)["dropped"] == 3
+    client.portal.call(release.set)
+    wait_for(client, lambda: results(client)["match"] == 2, "the two comparisons")
+    assert shadow.call_count == 2
+
+
+def test_only_listed_methods_are_mirrored(upstreams, proxy, tmp_path) -> None:
+    upstreams.post(url__startswith=LEGACY_URL).respond(json={})
+    shadow = upstreams.post(url__startswith=NEW_URL).respond(json={})
+    client = proxy(**shadow_config(tmp_path))  # default methods: GET, HEAD
+    client.post("/api/x", json={"a": 1})
+    assert shadow.call_count == 0
+    assert sum(results(client).values()) == 0
+
+    client = proxy(**shadow_config(tmp_path, methods=["POST"]))
+    client.post("/api/x", json={"a": 1})
+    wait_for(client, lambda: results(client)["match"] == 1, "a POST comparison")
+    assert json.loads(shadow.calls.last.request.content) == {"a": 1}
+
+
+def test_bodies_over_the_cap_are_not_mirrored(upstreams, proxy, tmp_path) -> None:
+    upstreams.post(url__startswith=LEGACY_URL).respond(json={})
+    shadow = upstreams.post(url__startswith=NEW_URL).respond(json={})
+    config = shadow_config(tmp_path, methods=["POST"])
+    config["shadow"]["max_body"] = 16
+    client = proxy(**config)
+    assert client.post("/api/x", content=b"x" * 17).status_code == 200
+    assert shadow.call_count == 0
+    assert results(client)["dropped"] == 1
+
+
+def test_sampling(upstreams, proxy, tmp_path) -> None:
+    upstreams.get(url__startswith=LEGACY_URL).respond(json={})
+    shadow = upstreams.get(url__startswith=NEW_URL).respond(json={})
+    client = proxy(**shadow_config(tmp_path, sample=0.25))
+    for _ in range(400):
+        client.get("/api/x")
+    wait_for(client, lambda: sum(results(client).values()) == shadow.call_count, "comparisons")
+    assert 50 <= shadow.call_count <= 150  # 100 expected; more than 5 sigma either side
+
+
+def test_routes_without_shadow_are_untouched(upstreams, proxy, tmp_path) -> None:
+    upstreams.get(url__startswith=LEGACY_URL).respond(json={})
+    shadow = upstreams.get(url__startswith=NEW_URL).respond(json={})
+    client = proxy(**shadow_config(tmp_path))
+    client.get("/other")
+    assert shadow.call_count == 0
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+@pytest.mark.parametrize("rollback", [False, True])
+async def test_the_shadow_check_gates_promotion(tmp_path, anyio_backend, rollback) -> None:
+    settings = make_settings(
+        rollout={"stages": [10, 100], "hold": 1},
+        routes=[{"prefix": "/", "shadow": {}}],
+        shadow={"log_path": str(tmp_path / "s.jsonl"), "rollback_on_mismatch": rollback},
+        state={"path": str(tmp_path / "state.json")},
+    )
+    clock_now = [0.0]
+    rollout = Rollout.restore(settings, StateStore(settings.state.path), clock=lambda: clock_now[0])
+    skewed = Observation(new_requests=500, new_errors=0, legacy_requests=500, new_p95=0.01,
+                         legacy_p95=0.01, shadow_comparisons=200, shadow_mismatches=20)  # fmt: skip
+
+    async def observe(now: float) -> Observation:
+        return skewed
+
+    guard = Guard(settings.guard, rollout, Metrics(), observe, shadow=settings.shadow,
+                  clock=lambda: clock_now[0])  # fmt: skip
+    for _ in range(10):
+        verdicts = await guard.tick()
+        clock_now[0] += 5
+    shadow = next(v for v in verdicts if v.check == "shadow")
+    assert shadow.value == pytest.approx(0.1)
+    if rollback:
+        assert rollout.phase == "rolled_back"
+        assert rollout.state.failure["check"] == "shadow"
+    else:
+        assert shadow.result is Result.FAIL
+        assert (rollout.phase, rollout.weight) == ("progressing", 10)  # blocked, not undone
