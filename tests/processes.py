@@ -7,12 +7,14 @@ own process group (so ``kill -9`` is a real one), plus a background traffic driv
     with TrafficDriver(proxy.url) as traffic:
         wait_until(lambda: proxy.status()["phase"] == "promoted", 20, "promotion", proxy)
 
-Every process writes its stderr to ``<tmp>/<name>.stderr.log``; failures show its tail.
+Every process writes its stderr to ``<log_dir>/<name>.<n>.stderr.log`` (n counts the starts
+of that process); failures show its tail.
 Ports are found by binding port 0 and closing the socket (a small race, accepted).
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -40,10 +42,19 @@ LOG_TAIL = 4000
 T = TypeVar("T")
 
 
+_handed_out: set[int] = set()
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
+    """A port nothing listens on now, never the same one twice in this test session (so
+    two processes started together cannot be given one port)."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind((host, 0))
+            port = sock.getsockname()[1]
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
 
 
 def clean_env(**extra: str) -> dict[str, str]:
@@ -122,34 +133,29 @@ class Process:
         return f"--- {self.name} ({state}) stderr tail:\n{self.stderr() or '(empty)'}"
 
     def signal_group(self, sig: int) -> None:
-        if self.popen is None:
+        """Signal the process group, only while its leader is not reaped yet: until then
+        its id cannot belong to anything else."""
+        if self.popen is None or self.popen.returncode is not None:
             return
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.popen.pid, sig)
-        except ProcessLookupError:
-            pass
 
     def kill9(self) -> None:
-        """SIGKILL the whole process group and reap it."""
+        """SIGKILL the whole process group (kill -9) and reap it."""
         if self.popen is None:
             return
         self.signal_group(signal.SIGKILL)
         self.popen.wait(timeout=STOP_DEADLINE)
 
     def stop(self) -> None:
-        """SIGTERM the group, SIGKILL it if it is still there after a few seconds."""
+        """SIGTERM the group, then SIGKILL it if it is still there after a few seconds."""
         if self.popen is None:
             return
-        if self.popen.poll() is None:
-            self.signal_group(signal.SIGTERM)
-            try:
-                self.popen.wait(timeout=STOP_DEADLINE)
-            except subprocess.TimeoutExpired:
-                pass
-        # Whatever the leader did, nothing of the group may outlive the test.
-        self.signal_group(signal.SIGKILL)
-        if self.popen.poll() is None:
+        self.signal_group(signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
             self.popen.wait(timeout=STOP_DEADLINE)
+        self.signal_group(signal.SIGKILL)
+        self.popen.wait(timeout=STOP_DEADLINE)
 
     def wait_http_ok(self, url: str, deadline: float = READY_DEADLINE) -> None:
         """Poll ``url`` until it answers 200; fail early if the process exits."""
@@ -241,6 +247,7 @@ class ProxyProcess(Process):
         self.config_path = config_path
         self.ports = ports
         self.token = token
+        self.companions: list[Process] = []  # e.g. the backends: their logs go with ours
         self.url = f"http://127.0.0.1:{ports.listen}"
         self.admin_url = f"http://127.0.0.1:{ports.admin}"
         self.admin = httpx.Client(
@@ -249,6 +256,9 @@ class ProxyProcess(Process):
             trust_env=False,
             headers={"Authorization": f"Bearer {token}"},
         )
+
+    def describe(self) -> str:
+        return "\n".join([super().describe(), *(other.describe() for other in self.companions)])
 
     def start(self) -> ProxyProcess:
         self.spawn()
@@ -323,7 +333,9 @@ def wait_until(
             last = value
         if time.monotonic() >= end:
             logs = "\n".join(process.describe() for process in processes)
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}\n{logs}")
+            raise AssertionError(
+                f"timed out after {timeout}s waiting for {what}; last: {last!r}\n{logs}"
+            )
         time.sleep(interval)
 
 
@@ -348,7 +360,7 @@ class TrafficDriver:
     PATH = "/api/v1/backtests/bt-{}/execute"
     BODY = {"strategy": "momentum", "symbol": "AAPL"}  # noqa: RUF012
 
-    def __init__(self, base_url: str, *, rate: float = 150.0, workers: int = 6, users: int = 1000):
+    def __init__(self, base_url: str, *, rate: float = 150.0, workers: int = 12, users: int = 1000):
         self.base_url = base_url
         self.rate = rate
         self.workers = workers
@@ -399,7 +411,9 @@ class TrafficDriver:
                         json=self.BODY,
                         headers={"X-User-Id": rng.choice(self.users)},
                     )
-                    reply = Reply(sent, response.headers.get("x-cutover-backend", "?"), response.status_code)
+                    reply = Reply(
+                        sent, response.headers.get("x-cutover-backend", "?"), response.status_code
+                    )
                 except httpx.HTTPError:
                     reply = Reply(sent, "none", 0)
                     # The proxy may be down (killed on purpose): do not spin.
