@@ -6,12 +6,12 @@ rolls back; ``error`` (the source itself failed) is decided by the guard, not he
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from enum import StrEnum
-
-import numpy as np
-import numpy.typing as npt
 
 
 class Result(StrEnum):
@@ -42,30 +42,31 @@ def _number(value: float | None) -> float | None:
     return float(value)
 
 
-def histogram_quantile(q: float, upper_bounds: npt.ArrayLike, counts: npt.ArrayLike) -> float:
+def histogram_quantile(q: float, upper_bounds: Sequence[float], counts: Sequence[float]) -> float:
     """The q-quantile of a histogram, interpolated linearly inside the bucket that holds it
     (Prometheus's ``histogram_quantile``). ``counts`` are per bucket (not cumulative), one per
-    upper bound; the last bound may be ``inf``. NaN when the histogram is empty."""
-    bounds = np.asarray(upper_bounds, dtype=float)
-    per_bucket = np.asarray(counts, dtype=float)
-    if bounds.shape != per_bucket.shape or bounds.ndim != 1:
-        raise ValueError("upper_bounds and counts must be 1-d arrays of the same length")
-    cumulative = np.cumsum(per_bucket)
-    total = cumulative[-1] if cumulative.size else 0.0
+    upper bound; the last bound may be ``inf``. NaN when the histogram is empty.
+
+    Plain Python over a few dozen buckets: as fast as numpy here, and it keeps numpy (20 MB
+    of resident memory) out of the proxy process."""
+    if len(upper_bounds) != len(counts):
+        raise ValueError("upper_bounds and counts must have the same length")
+    cumulative = list(itertools.accumulate(float(c) for c in counts))
+    total = cumulative[-1] if cumulative else 0.0
     if total <= 0:
         return math.nan
     rank = q * total
-    index = int(np.searchsorted(cumulative, rank, side="left"))
-    index = min(index, len(bounds) - 1)
-    if math.isinf(bounds[index]):
+    index = min(bisect.bisect_left(cumulative, rank), len(upper_bounds) - 1)
+    upper = float(upper_bounds[index])
+    if math.isinf(upper):
         # Like Prometheus: the quantile is in the +Inf bucket, report the highest finite bound.
-        return float(bounds[index - 1]) if index > 0 else math.nan
-    lower = bounds[index - 1] if index > 0 else 0.0
+        return float(upper_bounds[index - 1]) if index > 0 else math.nan
+    lower = float(upper_bounds[index - 1]) if index > 0 else 0.0
     below = cumulative[index - 1] if index > 0 else 0.0
-    in_bucket = per_bucket[index]
+    in_bucket = float(counts[index])
     if in_bucket <= 0:
-        return float(bounds[index])
-    return float(lower + (bounds[index] - lower) * (rank - below) / in_bucket)
+        return upper
+    return lower + (upper - lower) * (rank - below) / in_bucket
 
 
 def error_rate_check(

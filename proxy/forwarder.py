@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator
 from time import perf_counter
 
@@ -99,17 +100,18 @@ async def wait_for_disconnect(receive: Receive, response: UpstreamResponse) -> N
 
 class ClientWatch:
     """Cancel the current task if the client disconnects while the backend is slow to
-    answer. Costs one timer per request; the watching task starts only after
-    ``WATCH_AFTER`` seconds without response headers."""
+    answer. Registering is a dict insert; the watching task starts only for requests still
+    without response headers after ``WATCH_AFTER`` seconds (see ``SlowAnswers``)."""
 
-    def __init__(self, receive: Receive) -> None:
+    def __init__(self, receive: Receive, slow: SlowAnswers) -> None:
         self._receive = receive
         self._task = asyncio.current_task()
         self._gone = False
         self._watcher: asyncio.Task[None] | None = None
-        self._timer = asyncio.get_running_loop().call_later(WATCH_AFTER, self._start)
+        self._slow = slow
+        slow.add(self)
 
-    def _start(self) -> None:
+    def start(self) -> None:
         self._watcher = asyncio.ensure_future(self._watch())
 
     async def _watch(self) -> None:
@@ -125,9 +127,39 @@ class ClientWatch:
         return self._gone
 
     def stop(self) -> None:
-        self._timer.cancel()
+        self._slow.discard(self)
         if self._watcher is not None:
             self._watcher.cancel()
+
+
+class SlowAnswers:
+    """One ticking task for every request waiting on its backend (cheaper than a timer per
+    request); it ends by itself when nothing is waiting."""
+
+    def __init__(self, after: float = WATCH_AFTER) -> None:
+        self.after = after
+        self._waiting: dict[ClientWatch, float] = {}
+        self._ticker: asyncio.Task[None] | None = None
+
+    def add(self, watch: ClientWatch) -> None:
+        self._waiting[watch] = time.monotonic()
+        if self._ticker is None:
+            self._ticker = asyncio.ensure_future(self._tick())
+
+    def discard(self, watch: ClientWatch) -> None:
+        self._waiting.pop(watch, None)
+
+    async def _tick(self) -> None:
+        try:
+            while self._waiting:
+                await asyncio.sleep(self.after / 2)
+                cutoff = time.monotonic() - self.after
+                for watch, since in list(self._waiting.items()):
+                    if since <= cutoff:
+                        del self._waiting[watch]
+                        watch.start()
+        finally:
+            self._ticker = None
 
 
 class Forwarder:
@@ -141,6 +173,7 @@ class Forwarder:
         self.upstreams = upstreams
         self.metrics = metrics
         self.shadower = shadower
+        self.slow = SlowAnswers()
         self.base_urls = {
             "legacy": settings.backends.legacy.url,
             "new": settings.backends.new.url,
@@ -195,7 +228,7 @@ class Forwarder:
                 mirror = None
 
         started = perf_counter()
-        watch = ClientWatch(receive) if body_done.is_set() else None
+        watch = ClientWatch(receive, self.slow) if body_done.is_set() else None
         try:
             response = await self.upstreams[backend].send(
                 scope["method"], self.target_url(scope, backend), upstream_headers, body

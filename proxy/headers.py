@@ -79,6 +79,7 @@ def upstream_request_headers(
 
 
 _RESPONSE_VIA = via_value("1.1")
+_CONNECTION_OPTIONS = frozenset({b"keep-alive", b"close", b""})
 
 
 def client_response_headers(raw: RawHeaders, extra: RawHeaders) -> RawHeaders:
@@ -89,7 +90,10 @@ def client_response_headers(raw: RawHeaders, extra: RawHeaders) -> RawHeaders:
     for name, value in raw:
         name = name.lower()
         if name == b"connection":
-            dropped = _RESPONSE_DROPPED | connection_tokens(raw)
+            # Usually just "keep-alive" or "close"; anything else it names is hop-by-hop too.
+            named = {token.strip().lower() for token in value.split(b",")} - _CONNECTION_OPTIONS
+            if named:
+                dropped = dropped | named
         out.append((name, value))
     out = [(name, value) for name, value in out if name not in dropped]
     out.append((b"via", _RESPONSE_VIA))

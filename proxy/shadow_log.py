@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import json
 import logging
 import logging.handlers
@@ -20,8 +19,6 @@ DEFAULT_BACKUPS = 3
 REDACTED = "[redacted]"
 SENSITIVE_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "set-cookie"})
 TOTAL_KEYS = ("match", "mismatch", "error", "dropped")
-
-_instances = itertools.count(1)
 
 
 class ShadowLog:
@@ -42,10 +39,6 @@ class ShadowLog:
             path, maxBytes=max_bytes, backupCount=backups, encoding="utf-8"
         )
         self._handler.setFormatter(logging.Formatter("%(message)s"))
-        self._logger = logging.getLogger(f"cutover.shadow_log.{next(_instances)}")
-        self._logger.setLevel(logging.INFO)
-        self._logger.propagate = False
-        self._logger.addHandler(self._handler)
         self._closed = False
 
     def __enter__(self) -> ShadowLog:
@@ -64,13 +57,14 @@ class ShadowLog:
             raise ValueError(f"the shadow log {self.path} is closed")
         # ASCII only, so the handler's size check (in characters) is in bytes.
         line = json.dumps(record, ensure_ascii=True, separators=(",", ":"), default=str)
-        self._logger.info(line)
+        # Straight to the handler, not through a logger: a logging.config.dictConfig() call
+        # (uvicorn makes one at start) resets the handlers of loggers it did not name.
+        self._handler.handle(logging.makeLogRecord({"msg": line, "levelno": logging.INFO}))
 
     def close(self) -> None:
         if self._closed:
             return
         self._closed = True
-        self._logger.removeHandler(self._handler)
         self._handler.close()
 
 

@@ -11,7 +11,6 @@ from collections import deque
 from dataclasses import dataclass, field
 
 import httpx
-import numpy as np
 from prometheus_client.parser import text_string_to_metric_families
 
 from .checks import histogram_quantile
@@ -54,17 +53,17 @@ class Totals:
 
     requests: dict[str, float]
     errors: dict[str, float]
-    buckets: dict[str, np.ndarray]  # cumulative counts per upper bound, +Inf last
+    buckets: dict[str, list[float]]  # cumulative counts per upper bound, +Inf last
     shadow: dict[str, float]  # comparisons by result (match, mismatch, error, dropped)
 
 
-BOUNDS = np.array([*LATENCY_BUCKETS, math.inf])
+BOUNDS = (*LATENCY_BUCKETS, math.inf)
 
 
 def read_totals(metrics: Metrics) -> Totals:
     requests: dict[str, float] = {"legacy": 0.0, "new": 0.0}
     errors: dict[str, float] = {"legacy": 0.0, "new": 0.0}
-    buckets = {name: np.zeros(len(BOUNDS)) for name in requests}
+    buckets = {name: [0.0] * len(BOUNDS) for name in requests}
     for family in metrics.requests.collect():
         for sample in family.samples:
             if not sample.name.endswith("_total"):
@@ -88,8 +87,8 @@ def read_totals(metrics: Metrics) -> Totals:
     return Totals(requests, errors, buckets, shadow)
 
 
-def p95(cumulative: np.ndarray) -> float | None:
-    per_bucket = np.diff(cumulative, prepend=0.0)
+def p95(cumulative: list[float]) -> float | None:
+    per_bucket = [b - a for a, b in zip([0.0, *cumulative], cumulative, strict=False)]
     value = histogram_quantile(0.95, BOUNDS, per_bucket)
     return None if math.isnan(value) else value
 
@@ -116,13 +115,17 @@ class EmbeddedSource:
         return observation
 
 
+def subtract(latest: list[float], base: list[float]) -> list[float]:
+    return [a - b for a, b in zip(latest, base, strict=True)]
+
+
 def difference(latest: Totals, base: Totals) -> Observation:
     return Observation(
         new_requests=latest.requests["new"] - base.requests["new"],
         new_errors=latest.errors["new"] - base.errors["new"],
         legacy_requests=latest.requests["legacy"] - base.requests["legacy"],
-        new_p95=p95(latest.buckets["new"] - base.buckets["new"]),
-        legacy_p95=p95(latest.buckets["legacy"] - base.buckets["legacy"]),
+        new_p95=p95(subtract(latest.buckets["new"], base.buckets["new"])),
+        legacy_p95=p95(subtract(latest.buckets["legacy"], base.buckets["legacy"])),
         shadow_comparisons=sum(latest.shadow[r] - base.shadow[r] for r in ("match", "mismatch")),
         shadow_mismatches=latest.shadow["mismatch"] - base.shadow["mismatch"],
     )

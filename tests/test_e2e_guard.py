@@ -9,6 +9,7 @@ the normal path takes a fraction of them.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -501,3 +502,85 @@ def test_admin_api_needs_the_token_and_the_cli_uses_it(cutover: Cutover) -> None
     assert "refused the token" in refused.stderr, refused.stderr
     assert "Traceback" not in refused.stderr, refused.stderr
     assert refused.stdout == "", refused.stdout
+
+
+# --------------------------------------------------------------------------- dual run
+
+SHADOWED = "/api/v1/backtests/"
+
+
+def shadow_sections(tmp_path: Path) -> dict[str, Any]:
+    return {
+        "routes": [
+            {
+                "prefix": SHADOWED,
+                "shadow": {
+                    "sample": 1.0,
+                    "methods": ["POST"],  # execute is deterministic and side-effect free
+                    "ignore": ["$.engine"],
+                    "tolerance": {"relative": 0.01},
+                },
+            }
+        ],
+        "shadow": {"log_path": str(tmp_path / "shadow.jsonl")},
+    }
+
+
+def shadow_results(proxy: ProxyProcess) -> dict[str, float]:
+    return {
+        result: proxy.metric("cutover_shadow_requests_total", route=SHADOWED, result=result)
+        for result in ("match", "mismatch", "error")
+    }
+
+
+def test_the_two_engines_agree_under_dual_run(
+    cutover: Cutover, traffic: Callable[[ProxyProcess], TrafficDriver]
+) -> None:
+    proxy = cutover.start(**shadow_sections(cutover.tmp_path))
+    traffic(proxy)
+    final = wait_status(proxy, "the rollout to be promoted", lambda s: s["phase"] == "promoted")
+    assert final["checks"]["shadow"]["result"] == "pass", final["checks"]
+    seen = shadow_results(proxy)
+    assert seen["match"] >= 100, seen
+    assert seen["mismatch"] == 0, seen
+    log = cutover.tmp_path / "shadow.jsonl"
+    assert not log.exists() or log.read_text() == "", log.read_text()
+
+
+def test_a_skewed_engine_is_caught_and_blocks_promotion(
+    cutover: Cutover, faults: Faults, traffic: Callable[[ProxyProcess], TrafficDriver]
+) -> None:
+    faults.set(skew={"sharpe_ratio": 0.05})
+    proxy = cutover.start(**shadow_sections(cutover.tmp_path))
+    traffic(proxy)
+
+    def gated_by_shadow_alone(status: dict[str, Any]) -> bool:
+        results = {name: check["result"] for name, check in status["checks"].items()}
+        return results.pop("shadow", None) == "fail" and set(results.values()) == {"pass"}
+
+    # Every other check passes while the shadow check fails: only the gate holds it back.
+    wait_status(proxy, "only the shadow check to fail", gated_by_shadow_alone)
+    evaluations = guard_evaluations(proxy)
+    # Well past the hold: a passing rollout would have been promoted twice by now.
+    wait_until(
+        lambda: guard_evaluations(proxy) >= evaluations + 3 * HOLD / INTERVAL or None,
+        GUARD_DEADLINE, "more guard evaluations", proxy,
+    )  # fmt: skip
+    status = proxy.status()
+    assert (status["phase"], status["weight"]) == ("progressing", 10), status
+    assert status["checks"]["shadow"]["value"] > 0.01, status["checks"]["shadow"]
+    assert not any(t["kind"] == "rollback" for t in status["history"]), status["history"]
+
+    seen = shadow_results(proxy)
+    assert seen["mismatch"] > 0, seen
+    lines = (cutover.tmp_path / "shadow.jsonl").read_text().splitlines()
+    assert lines, "no mismatch samples were written"
+    paths = {diff["path"] for line in lines for diff in json.loads(line).get("diffs", [])}
+    assert paths == {"$.sharpe_ratio"}, paths
+
+    report = subprocess.run(
+        [*cutover_command(), "diff-report", "--log", str(cutover.tmp_path / "shadow.jsonl")],
+        capture_output=True, text=True, env=clean_env(), timeout=60,
+    )  # fmt: skip
+    assert report.returncode == 0, report.stderr
+    assert "$.sharpe_ratio" in report.stdout, report.stdout

@@ -342,3 +342,25 @@ def test_top_must_be_positive(top: str, capsys: pytest.CaptureFixture[str]) -> N
     with pytest.raises(SystemExit):
         run_report("--top", top)
     assert "positive integer" in capsys.readouterr().err
+
+
+def test_logging_reconfiguration_does_not_silence_the_log(tmp_path: Path) -> None:
+    """uvicorn calls logging.config.dictConfig at start, after the log is open; that resets
+    every existing logger below the ones it names."""
+    import logging.config
+
+    parent = logging.getLogger("cutover")
+    saved = (parent.level, parent.handlers[:], parent.propagate)
+    log = ShadowLog(tmp_path / "s.jsonl")
+    try:
+        logging.config.dictConfig(
+            {"version": 1, "disable_existing_loggers": False,
+             "loggers": {"cutover": {"level": "ERROR"}}}
+        )  # fmt: skip
+        log.write({"kind": "probe"})
+    finally:
+        log.close()
+        parent.setLevel(saved[0])
+        parent.handlers = saved[1]
+        parent.propagate = saved[2]
+    assert json.loads((tmp_path / "s.jsonl").read_text()) == {"kind": "probe"}
