@@ -1,0 +1,1253 @@
+#!/usr/bin/env python3
+"""Cutover proxy benchmark: throughput, latency and memory against reference proxies.
+
+Targets, measured in interleaved rounds with wrk (``-t1 --latency``, 1 and 32 connections):
+
+- ``direct``:      wrk straight to one upstream (the floor);
+- ``cutover``:     ``cutover run`` with every feature on (sticky split, deprecation headers);
+- ``nginx``:       nginx ``split_clients`` 50/50 with upstream keepalive (the reference proxy);
+- ``aiohttp-ref``: a bare ASGI + aiohttp proxy under uvicorn (the fastest-Python reference).
+
+Upstreams are two nginx servers returning ~100 bytes of JSON. wrk and the upstreams run on
+one CPU, the proxy under test on another. After the load rounds, Cutover's resident memory
+is read, then 1 GiB is streamed through it both ways while its RSS is sampled.
+
+Usage: ``make bench`` or ``.venv/bin/python bench/proxy_bench.py [--quick] [--rounds N]``.
+Results are printed and written to ``bench/results/latest.json``. Exit status is 0 whether
+the goals are met or not: a benchmark reports, it does not gate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import IO, Any
+
+BENCH_DIR = Path(__file__).resolve().parent
+RESULTS_FILE = BENCH_DIR / "results" / "latest.json"
+TARGETS = ("direct", "cutover", "nginx", "aiohttp-ref")
+REQUEST_PATH = "/api/v1/items"
+JSON_BODY = (
+    '{"service":"bench-upstream","status":"ok","items":[1,2,3,4,5],'
+    '"note":"one hundred bytes of json"}'
+)
+BIG_BYTES = 1 << 30
+MB = 1_000_000
+STREAM_TIMEOUT = 600.0
+RSS_INTERVAL = 0.2
+
+CONTENDED_PCT = 10.0  # other% above this marks a figure as disturbed by other work
+
+GOAL_RPS_RATIO = 0.9
+GOAL_ADDED_P50_MS = 0.35
+GOAL_RSS_MB = 80.0
+GOAL_STREAM_GROWTH_MB = 10.0
+
+WRK_SCRIPT = """\
+-- A different X-User-Id on every request, so sticky splitting does real work.
+local counter = 0
+request = function()
+  counter = counter + 1
+  return wrk.format(nil, nil, { ["X-User-Id"] = "user-" .. counter })
+end
+"""
+
+# urllib must not follow http_proxy from the environment: every request here is local.
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+class BenchError(Exception):
+    """A service could not be started or a measurement could not be taken."""
+
+
+# --------------------------------------------------------------------------- arguments
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run (10)")
+    parser.add_argument("--warmup", type=int, default=2, help="warm-up seconds per target (2)")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (3)")
+    parser.add_argument(
+        "--quick", action="store_true", help="one round of 3 s runs (overrides the above)"
+    )
+    parser.add_argument(
+        "--connections", default="1,32", help="comma-separated connection counts (1,32)"
+    )
+    parser.add_argument(
+        "--targets", default=",".join(TARGETS), help=f"subset of {','.join(TARGETS)}"
+    )
+    parser.add_argument("--no-memory", action="store_true", help="skip the memory phase")
+    parser.add_argument(
+        "--big-bytes", type=int, default=BIG_BYTES, help="bytes per streamed body (1 GiB)"
+    )
+    parser.add_argument("--json", type=Path, default=RESULTS_FILE, help="where to write JSON")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.duration, args.rounds = 3, 1
+    args.connections = sorted({int(c) for c in args.connections.split(",") if c.strip()})
+    args.targets = [t.strip() for t in args.targets.split(",") if t.strip()]
+    unknown = sorted(set(args.targets) - set(TARGETS))
+    if unknown:
+        parser.error(f"unknown targets: {', '.join(unknown)}")
+    if args.duration < 1 or args.rounds < 1 or not args.connections:
+        parser.error("--duration, --rounds and --connections must be positive")
+    return args
+
+
+# --------------------------------------------------------------------------- tools
+
+
+def find_tool(name: str) -> str | None:
+    found = shutil.which(name)
+    if found:
+        return found
+    for folder in ("/usr/sbin", "/usr/local/sbin", "/sbin"):
+        candidate = Path(folder) / name
+        if os.access(candidate, os.X_OK):
+            return str(candidate)
+    return None
+
+
+def apt_install(packages: list[str]) -> bool:
+    if os.geteuid() == 0:
+        prefix: list[str] = []
+    elif shutil.which("sudo"):
+        prefix = ["sudo", "-n"]
+    else:
+        return False
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+
+    def run(*cmd: str) -> bool:
+        done = subprocess.run([*prefix, *cmd], env=env, capture_output=True, check=False)
+        return done.returncode == 0
+
+    install = ("apt-get", "install", "-y", "-qq", *packages)
+    return run(*install) or (run("apt-get", "update", "-qq") and run(*install))
+
+
+def ensure_tools() -> dict[str, str | None]:
+    """nginx, wrk and curl, installing the missing ones with apt-get if possible."""
+    tools = {name: find_tool(name) for name in ("nginx", "wrk", "curl")}
+    missing = [name for name, path in tools.items() if path is None]
+    if missing and shutil.which("apt-get"):
+        print(f"installing {', '.join(missing)} with apt-get ...", flush=True)
+        packages = ["nginx-light" if name == "nginx" else name for name in missing]
+        if not apt_install(packages) and "nginx" in missing:
+            apt_install(["nginx" if p == "nginx-light" else p for p in packages])
+        tools = {name: find_tool(name) for name in tools}
+    for name, path in tools.items():
+        if path is None:
+            print(f"WARNING: {name} is not installed and could not be installed.", flush=True)
+    return tools
+
+
+def tool_version(cmd: list[str]) -> str:
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=10, check=False)
+    except OSError:
+        return "?"
+    text = (done.stdout + done.stderr).strip().splitlines()
+    if not text:
+        return "?"
+    # "nginx version: nginx/1.22.1", "wrk debian/4.1.0-3+b2 [epoll] Copyright (C) ..."
+    return text[0].removeprefix("nginx version: ").split(" Copyright")[0].strip()
+
+
+# --------------------------------------------------------------------------- machine
+
+
+@dataclass
+class Pinning:
+    load: list[str]  # command prefix for wrk, curl and the upstreams
+    proxy: list[str]  # command prefix for the proxy under test
+    note: str
+    load_cpu: int | None = None
+    proxy_cpu: int | None = None
+
+
+def choose_pinning() -> Pinning:
+    cpus = sorted(os.sched_getaffinity(0))
+    taskset = shutil.which("taskset")
+    if taskset and len(cpus) >= 2:
+        load, proxy = str(cpus[0]), str(cpus[1])
+        return Pinning(
+            [taskset, "-c", load],
+            [taskset, "-c", proxy],
+            f"wrk + upstreams on CPU {load}, proxy under test on CPU {proxy}",
+            cpus[0],
+            cpus[1],
+        )
+    reason = "taskset is missing" if not taskset else f"only {len(cpus)} CPU available"
+    return Pinning([], [], f"UNPINNED ({reason}): every process shares the CPUs")
+
+
+def cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+def machine_info(tools: dict[str, str | None]) -> dict[str, Any]:
+    return {
+        "nproc": os.cpu_count(),
+        "cpu_model": cpu_model(),
+        "python": platform.python_version(),
+        "kernel": platform.release(),
+        "nginx": tool_version([tools["nginx"], "-v"]) if tools["nginx"] else None,
+        "wrk": tool_version([tools["wrk"], "-v"]) if tools["wrk"] else None,
+        "loadavg_start": os.getloadavg(),
+    }
+
+
+# --------------------------------------------------------------------------- processes
+
+
+class Children:
+    """Every child process, each in its own session so its whole group can be killed."""
+
+    def __init__(self, logdir: Path) -> None:
+        self.logdir = logdir
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def start(
+        self,
+        name: str,
+        cmd: list[str],
+        *,
+        env: dict[str, str] | None = None,
+        stdin: int | IO[bytes] | None = subprocess.DEVNULL,
+        stdout: int | None = None,
+    ) -> subprocess.Popen[bytes]:
+        with open(self.log_path(name), "wb") as log:
+            proc = subprocess.Popen(
+                cmd,
+                stdin=stdin,
+                stdout=stdout if stdout is not None else log,
+                stderr=log,
+                env=env,
+                start_new_session=True,
+            )
+        self.procs[name] = proc
+        return proc
+
+    def log_path(self, name: str) -> Path:
+        return self.logdir / f"{name}.log"
+
+    def log_tail(self, name: str, lines: int = 30) -> str:
+        with contextlib.suppress(OSError):
+            text = self.log_path(name).read_text(errors="replace").strip().splitlines()
+            return "\n".join(text[-lines:])
+        return ""
+
+    def stop(self, name: str, timeout: float = 5.0) -> None:
+        proc = self.procs.pop(name, None)
+        if proc is None:
+            return
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, sig)
+            try:
+                proc.wait(timeout)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        # Stragglers in the group (nginx workers) go with the leader; make sure.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+
+    def stop_all(self) -> None:
+        blocked = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, blocked)
+        try:
+            for name in reversed(list(self.procs)):
+                self.stop(name)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+Answer = tuple[int, list[tuple[str, str]], bytes]
+Transfer = tuple[int, bool, str]  # bytes moved, complete and correct, what happened
+
+
+def http_get(url: str, headers: dict[str, str] | None = None, timeout: float = 2.0) -> Answer:
+    """(status, lowercased headers as a list of pairs, body) of one GET."""
+    request = urllib.request.Request(url, headers=headers or {})
+    try:
+        with _OPENER.open(request, timeout=timeout) as response:
+            pairs = [(k.lower(), v) for k, v in response.getheaders()]
+            return response.status, pairs, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, [(k.lower(), v) for k, v in exc.headers.items()], exc.read()
+
+
+def wait_ready(children: Children, name: str, url: str, timeout: float = 30.0) -> None:
+    """Poll url until it answers 200; fail early if the process exits, late at the deadline."""
+    proc = children.procs[name]
+    deadline = time.monotonic() + timeout
+    last = "no answer"
+    while time.monotonic() < deadline:
+        code = proc.poll()
+        if code is not None:
+            raise BenchError(f"{name} exited with status {code}:\n{children.log_tail(name)}")
+        try:
+            status, _, _ = http_get(url, {"X-User-Id": "ready"}, timeout=1.0)
+            if status == 200:
+                return
+            last = f"HTTP {status}"
+        except OSError as exc:
+            last = str(exc)
+        time.sleep(0.05)
+    raise BenchError(f"{name} not ready after {timeout:.0f} s ({last}):\n{children.log_tail(name)}")
+
+
+# --------------------------------------------------------------------------- configs
+
+
+def nginx_common(tmp: Path, name: str) -> str:
+    user = "user root;\n" if os.geteuid() == 0 else ""
+    temp = "\n".join(
+        f"    {kind}_temp_path {tmp / name / kind};"
+        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
+    return (
+        f"{user}worker_processes 1;\n"
+        f"pid {tmp / name / 'nginx.pid'};\n"
+        f"error_log {tmp / name / 'error.log'} warn;\n"
+        "events { worker_connections 4096; }\n"
+        "http {\n"
+        "    access_log off;\n"
+        "    sendfile on;\n"
+        "    tcp_nodelay on;\n"
+        "    keepalive_timeout 75s;\n"
+        "    keepalive_requests 1000000;\n"
+        f"{temp}\n"
+    )
+
+
+def nginx_upstream_conf(tmp: Path, name: str, port: int, big_file: Path, sink_port: int) -> str:
+    return nginx_common(tmp, name) + (
+        "    server {\n"
+        f"        listen 127.0.0.1:{port};\n"
+        "        location / {\n"
+        "            default_type application/json;\n"
+        f"            return 200 '{JSON_BODY}';\n"
+        "        }\n"
+        "        location = /big {\n"
+        "            default_type application/octet-stream;\n"
+        f"            alias {big_file};\n"
+        "        }\n"
+        "        location = /upload {\n"
+        "            client_max_body_size 0;\n"
+        "            proxy_request_buffering off;\n"
+        "            proxy_http_version 1.1;\n"
+        '            proxy_set_header Connection "";\n'
+        f"            proxy_pass http://127.0.0.1:{sink_port};\n"
+        "        }\n"
+        "    }\n"
+        "}\n"
+    )
+
+
+def nginx_proxy_conf(tmp: Path, name: str, port: int, legacy: int, new: int) -> str:
+    upstreams = "".join(
+        f"    upstream {group} {{\n"
+        f"        server 127.0.0.1:{upstream_port};\n"
+        "        keepalive 64;\n"
+        "        keepalive_requests 1000000;\n"
+        "    }\n"
+        for group, upstream_port in (("legacy", legacy), ("new", new))
+    )
+    return nginx_common(tmp, name) + (
+        upstreams + '    split_clients "${http_x_user_id}" $backend {\n'
+        "        50% legacy;\n"
+        "        * new;\n"
+        "    }\n"
+        "    server {\n"
+        f"        listen 127.0.0.1:{port};\n"
+        "        location / {\n"
+        "            proxy_pass http://$backend;\n"
+        "            proxy_http_version 1.1;\n"
+        '            proxy_set_header Connection "";\n'
+        "        }\n"
+        "    }\n"
+        "}\n"
+    )
+
+
+def cutover_yaml(port: int, admin_port: int, legacy: int, new: int) -> str:
+    return (
+        "# Generated by bench/proxy_bench.py: every feature on.\n"
+        f"listen: {{host: 127.0.0.1, port: {port}}}\n"
+        f"admin: {{host: 127.0.0.1, port: {admin_port}}}\n"
+        "backends:\n"
+        f"  legacy: {{url: http://127.0.0.1:{legacy}}}\n"
+        f"  new: {{url: http://127.0.0.1:{new}}}\n"
+        "split: {weight: 50, sticky: header:X-User-Id}\n"
+        "deprecation:\n"
+        "  deprecated_at: 2026-12-01T00:00:00Z\n"
+        "  sunset_at: 2027-06-01T00:00:00Z\n"
+        "  link: https://example.com/migration\n"
+        "  legacy_headers: true\n"
+    )
+
+
+# --------------------------------------------------------------------------- services
+
+
+@dataclass
+class Lab:
+    """Where everything listens once started; a target missing from proxies is skipped."""
+
+    legacy_port: int = 0
+    new_port: int = 0
+    proxies: dict[str, str] = field(default_factory=dict)
+    failures: dict[str, str] = field(default_factory=dict)
+    cutover_pid: int | None = None
+    cutover_rss_start: int | None = None
+    cutover_sanity: dict[str, Any] = field(default_factory=dict)
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    """The environment without CUTOVER_* overrides (they would beat the generated config)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CUTOVER_")}
+    env.update(extra)
+    return env
+
+
+def uvicorn_cmd(app: str, port: int, *extra: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "--app-dir",
+        str(BENCH_DIR),
+        app,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+        "--loop",
+        "uvloop",
+        "--http",
+        "httptools",
+        "--no-access-log",
+        "--log-level",
+        "warning",
+        *extra,
+    ]
+
+
+def start_nginx(
+    children: Children, tmp: Path, nginx: str, name: str, conf: str, cpu: list[str]
+) -> None:
+    folder = tmp / name
+    folder.mkdir()
+    conf_path = folder / "nginx.conf"
+    conf_path.write_text(conf)
+    cmd = [*cpu, nginx, "-p", str(folder), "-c", str(conf_path), "-e", str(folder / "error.log")]
+    children.start(name, [*cmd, "-g", "daemon off;"])
+
+
+def start_upstreams(
+    children: Children, tmp: Path, tools: dict[str, str | None], pin: Pinning, big: int
+) -> Lab:
+    """The upload sink, then two nginx upstreams (or two Python ones without nginx)."""
+    lab = Lab()
+    sink_port = free_port()
+    env = child_env(BENCH_BIG_BYTES=str(big))
+    children.start("sink", [*pin.load, *uvicorn_cmd("upstream_app:app", sink_port)], env=env)
+    wait_ready(children, "sink", f"http://127.0.0.1:{sink_port}/")
+    nginx = tools["nginx"]
+    if nginx is None:
+        print("nginx missing: Python upstreams stand in (slower than nginx).", flush=True)
+        lab.legacy_port = sink_port
+        lab.new_port = free_port()
+        cmd = [*pin.load, *uvicorn_cmd("upstream_app:app", lab.new_port)]
+        children.start("upstream-new", cmd, env=env)
+        wait_ready(children, "upstream-new", f"http://127.0.0.1:{lab.new_port}/")
+        return lab
+    big_file = tmp / "big.bin"
+    with open(big_file, "wb") as handle:
+        handle.truncate(big)  # sparse: costs no disk
+    for name in ("legacy", "new"):
+        port = free_port()
+        conf = nginx_upstream_conf(tmp, f"upstream-{name}", port, big_file, sink_port)
+        start_nginx(children, tmp, nginx, f"upstream-{name}", conf, pin.load)
+        wait_ready(children, f"upstream-{name}", f"http://127.0.0.1:{port}/")
+        setattr(lab, f"{name}_port", port)
+    return lab
+
+
+def start_cutover(children: Children, tmp: Path, pin: Pinning, lab: Lab) -> None:
+    cutover = Path(sys.executable).with_name("cutover")
+    binary = str(cutover) if cutover.exists() else shutil.which("cutover")
+    if binary is None:
+        raise BenchError("the cutover console script is not installed (pip install -e .)")
+    port = free_port()
+    config = tmp / "cutover.yaml"
+    config.write_text(cutover_yaml(port, free_port(), lab.legacy_port, lab.new_port))
+    check = subprocess.run(
+        [binary, "check-config", str(config)],
+        capture_output=True,
+        text=True,
+        env=child_env(),
+        check=False,
+    )
+    if check.returncode != 0:
+        raise BenchError(f"cutover check-config failed:\n{check.stdout}{check.stderr}")
+    cmd = [*pin.proxy, binary, "run", "--config", str(config), "--log-level", "warning"]
+    proc = children.start("cutover", cmd, env=child_env())
+    wait_ready(children, "cutover", f"http://127.0.0.1:{port}{REQUEST_PATH}")
+    lab.proxies["cutover"] = f"http://127.0.0.1:{port}"
+    lab.cutover_pid = proc.pid  # taskset execs the program: the pid is Cutover's
+    lab.cutover_sanity = cutover_sanity(lab.proxies["cutover"])
+    lab.cutover_rss_start = proc_status_bytes(proc.pid, "VmRSS")
+
+
+def cutover_sanity(base: str, requests: int = 40) -> dict[str, Any]:
+    """Check the features are really on: both backends used, legacy answers deprecated."""
+    seen = {"legacy": 0, "new": 0, "other": 0}
+    deprecated = sticky = True
+    for i in range(requests):
+        user = {"X-User-Id": f"sanity-{i}"}
+        status, headers, _ = http_get(base + REQUEST_PATH, user)
+        again = http_get(base + REQUEST_PATH, user)[1]
+        found = dict(headers)
+        backend = found.get("x-cutover-backend", "other")
+        seen[backend if backend in seen else "other"] += 1
+        sticky &= status == 200 and dict(again).get("x-cutover-backend") == backend
+        if backend == "legacy":
+            deprecated &= "deprecation" in found and "sunset" in found
+    return {"backends": seen, "sticky": sticky, "legacy_deprecation_headers": deprecated}
+
+
+def start_proxies(
+    children: Children,
+    tmp: Path,
+    tools: dict[str, str | None],
+    pin: Pinning,
+    lab: Lab,
+    want: list[str],
+) -> None:
+    """Start each wanted proxy; a failure is reported and that target skipped."""
+    if "direct" in want:
+        lab.proxies["direct"] = f"http://127.0.0.1:{lab.legacy_port}"
+    if "cutover" in want:
+        try:
+            start_cutover(children, tmp, pin, lab)
+        except BenchError as exc:
+            lab.failures["cutover"] = str(exc)
+    if "nginx" in want:
+        nginx = tools["nginx"]
+        if nginx is None:
+            lab.failures["nginx"] = "nginx is not installed"
+        else:
+            port = free_port()
+            conf = nginx_proxy_conf(tmp, "nginx-proxy", port, lab.legacy_port, lab.new_port)
+            try:
+                start_nginx(children, tmp, nginx, "nginx-proxy", conf, pin.proxy)
+                wait_ready(children, "nginx-proxy", f"http://127.0.0.1:{port}{REQUEST_PATH}")
+                lab.proxies["nginx"] = f"http://127.0.0.1:{port}"
+            except BenchError as exc:
+                lab.failures["nginx"] = str(exc)
+    if "aiohttp-ref" in want:
+        port = free_port()
+        upstreams = f"http://127.0.0.1:{lab.legacy_port},http://127.0.0.1:{lab.new_port}"
+        env = child_env(REF_PROXY_UPSTREAMS=upstreams)
+        extra = ("--no-server-header", "--no-date-header", "--no-proxy-headers")
+        cmd = [*pin.proxy, *uvicorn_cmd("ref_proxy:app", port, *extra)]
+        try:
+            children.start("aiohttp-ref", cmd, env=env)
+            wait_ready(children, "aiohttp-ref", f"http://127.0.0.1:{port}{REQUEST_PATH}")
+            lab.proxies["aiohttp-ref"] = f"http://127.0.0.1:{port}"
+        except BenchError as exc:
+            lab.failures["aiohttp-ref"] = str(exc)
+    for name, reason in lab.failures.items():
+        children.stop(name)  # if it is up but broken, it has nothing more to do
+        print(f"\n!!! {name} could not be started; skipping it.\n{reason}\n", flush=True)
+
+
+# --------------------------------------------------------------------------- wrk
+
+
+@dataclass
+class WrkResult:
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    requests: int
+    socket_errors: int
+    non_2xx: int
+    other_cpu_pct: float | None = None  # the proxy's CPU busy with processes not the proxy's
+
+
+_TIME_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0, "h": 3_600_000.0}
+
+
+def to_ms(value: str, unit: str) -> float:
+    return float(value) * _TIME_UNITS[unit]
+
+
+def parse_wrk(output: str) -> WrkResult:
+    rps = re.search(r"^Requests/sec:\s+([\d.]+)", output, re.M)
+    total = re.search(r"^\s*(\d+) requests in", output, re.M)
+    latency = {
+        pct: re.search(rf"^\s+{pct}%\s+([\d.]+)(us|ms|s|m|h)\s*$", output, re.M)
+        for pct in ("50", "99")
+    }
+    if not rps or not total or not latency["50"] or not latency["99"]:
+        raise BenchError(f"could not parse wrk output:\n{output}")
+    errors = re.search(
+        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output
+    )
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    return WrkResult(
+        rps=float(rps.group(1)),
+        p50_ms=to_ms(*latency["50"].groups()),
+        p99_ms=to_ms(*latency["99"].groups()),
+        requests=int(total.group(1)),
+        socket_errors=sum(int(n) for n in errors.groups()) if errors else 0,
+        non_2xx=int(non_2xx.group(1)) if non_2xx else 0,
+    )
+
+
+def run_wrk(wrk: str, pin: Pinning, script: Path, url: str, conns: int, seconds: int) -> WrkResult:
+    cmd = [*pin.load, wrk, "-t1", f"-c{conns}", f"-d{seconds}s", "--latency", "-s", str(script)]
+    try:
+        done = subprocess.run(
+            [*cmd, url], capture_output=True, text=True, timeout=seconds + 60, check=False
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise BenchError(f"wrk did not finish: {' '.join(cmd)}") from exc
+    if done.returncode != 0:
+        raise BenchError(f"wrk failed ({done.returncode}): {done.stderr.strip()}")
+    return parse_wrk(done.stdout)
+
+
+Runs = dict[str, dict[int, list[WrkResult]]]
+
+
+# The child process behind each target: a target whose process died is dropped.
+TARGET_PROCESS = {
+    "direct": "upstream-legacy",
+    "cutover": "cutover",
+    "nginx": "nginx-proxy",
+    "aiohttp-ref": "aiohttp-ref",
+}
+
+
+def check_alive(children: Children, lab: Lab, target: str) -> bool:
+    """False (and the target recorded as failed, with its log) if its process has exited."""
+    name = TARGET_PROCESS[target]
+    proc = children.procs.get(name)
+    code = None if proc is None else proc.poll()
+    if code is None:
+        return True
+    how = f"killed by signal {-code}" if code < 0 else f"exited with status {code}"
+    reason = f"{name} {how} during the benchmark; its log:\n{children.log_tail(name)}"
+    lab.failures[target] = reason
+    print(f"\n!!! {reason}\n", flush=True)
+    del lab.proxies[target]
+    return False
+
+
+def cpu_busy_ticks(cpu: int) -> int:
+    """Ticks CPU `cpu` spent not idle (user..steal, less idle and iowait), from /proc/stat."""
+    for line in Path("/proc/stat").read_text().splitlines():
+        if line.startswith(f"cpu{cpu} "):
+            values = [int(v) for v in line.split()[1:9]]
+            return sum(values) - values[3] - values[4]
+    return 0
+
+
+def group_cpu_ticks(pgid: int | None) -> int:
+    """utime + stime of every live process in a process group (0 for None)."""
+    total = 0
+    if pgid is None:
+        return total
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = stat.read_text().rpartition(")")[2].split()
+            if int(fields[2]) == pgid:
+                total += int(fields[11]) + int(fields[12])
+    return total
+
+
+class OtherCpu:
+    """How busy the proxy's CPU was with anything but the proxy, as a % of elapsed time.
+
+    On a shared machine this says how far a figure can be trusted: the proxy is pinned to
+    its CPU, but other people's processes are not kept off it."""
+
+    def __init__(self, cpu: int | None, pgid: int | None) -> None:
+        self.cpu, self.pgid = cpu, pgid
+        self.pct: float | None = None
+
+    def __enter__(self) -> OtherCpu:
+        if self.cpu is not None:
+            self._busy, self._own = cpu_busy_ticks(self.cpu), group_cpu_ticks(self.pgid)
+            self._began = time.monotonic()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.cpu is None:
+            return
+        busy = cpu_busy_ticks(self.cpu) - self._busy
+        own = group_cpu_ticks(self.pgid) - self._own
+        elapsed = (time.monotonic() - self._began) * os.sysconf("SC_CLK_TCK")
+        self.pct = max(0.0, 100.0 * (busy - own) / elapsed) if elapsed > 0 else None
+
+
+def run_target(
+    args: argparse.Namespace, wrk: str, pin: Pinning, script: Path, url: str, pgid: int | None
+) -> Iterator[tuple[int, WrkResult | BenchError]]:
+    """Warm up, then one wrk run per connection count."""
+    with contextlib.suppress(BenchError):
+        run_wrk(wrk, pin, script, url, max(args.connections), args.warmup)
+    for conns in args.connections:
+        try:
+            with OtherCpu(pin.proxy_cpu, pgid) as other:
+                result = run_wrk(wrk, pin, script, url, conns, args.duration)
+            result.other_cpu_pct = other.pct
+            yield conns, result
+        except BenchError as exc:
+            yield conns, exc
+
+
+def load_rounds(
+    args: argparse.Namespace, wrk: str, pin: Pinning, script: Path, children: Children, lab: Lab
+) -> Runs:
+    """Round r runs every target (rotated start) at every connection count."""
+    order = [t for t in TARGETS if t in lab.proxies]
+    runs: Runs = {t: {c: [] for c in args.connections} for t in order}
+    for number in range(args.rounds):
+        shift = number % len(order)
+        for target in order[shift:] + order[:shift]:
+            if target not in lab.proxies or not check_alive(children, lab, target):
+                continue
+            url = lab.proxies[target] + REQUEST_PATH
+            proc = children.procs[TARGET_PROCESS[target]] if target != "direct" else None
+            pgid = proc.pid if proc is not None else None  # own session: pgid == pid
+            for conns, result in run_target(args, wrk, pin, script, url, pgid):
+                if isinstance(result, BenchError):
+                    print(f"  round {number + 1} {target} c={conns}: {result}", flush=True)
+                    continue
+                runs[target][conns].append(result)
+                print(progress_line(number + 1, args.rounds, target, conns, result), flush=True)
+    for target in list(lab.proxies):
+        check_alive(children, lab, target)
+    return runs
+
+
+def progress_line(number: int, rounds: int, target: str, conns: int, r: WrkResult) -> str:
+    flags = ""
+    if r.socket_errors or r.non_2xx:
+        flags = f"  (socket errors {r.socket_errors}, non-2xx {r.non_2xx})"
+    other = "" if r.other_cpu_pct is None else f"  other load on proxy CPU {r.other_cpu_pct:3.0f}%"
+    return (
+        f"  round {number}/{rounds}  {target:<12} c={conns:<3} {r.rps:>9.0f} req/s"
+        f"  p50 {r.p50_ms:6.3f} ms  p99 {r.p99_ms:7.3f} ms{other}{flags}"
+    )
+
+
+@dataclass
+class Summary:
+    target: str
+    conns: int
+    rounds: int
+    rps: float
+    rps_min: float
+    rps_max: float
+    p50_ms: float
+    p99_ms: float
+    socket_errors: int
+    non_2xx: int
+    other_cpu_pct: float | None  # median over rounds
+
+
+def median_or_none(values: list[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return statistics.median(known) if known else None
+
+
+def summarize(runs: Runs) -> list[Summary]:
+    rows = []
+    for target, by_conns in runs.items():
+        for conns, results in by_conns.items():
+            if not results:
+                continue
+            rps = [r.rps for r in results]
+            rows.append(
+                Summary(
+                    target=target,
+                    conns=conns,
+                    rounds=len(results),
+                    rps=statistics.median(rps),
+                    rps_min=min(rps),
+                    rps_max=max(rps),
+                    p50_ms=statistics.median(r.p50_ms for r in results),
+                    p99_ms=statistics.median(r.p99_ms for r in results),
+                    socket_errors=sum(r.socket_errors for r in results),
+                    non_2xx=sum(r.non_2xx for r in results),
+                    other_cpu_pct=median_or_none([r.other_cpu_pct for r in results]),
+                )
+            )
+    return rows
+
+
+# --------------------------------------------------------------------------- memory
+
+
+def proc_status_bytes(pid: int, key: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) * 1024
+    raise BenchError(f"{key} not in /proc/{pid}/status")
+
+
+def reset_peak_rss(pid: int) -> bool:
+    """Reset VmHWM (the kernel's exact peak) so it covers only what follows."""
+    try:
+        Path(f"/proc/{pid}/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
+
+
+class RssSampler:
+    """Samples a process's VmRSS every RSS_INTERVAL seconds in a background thread."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.samples: list[int] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while True:
+            with contextlib.suppress(OSError, BenchError):
+                self.samples.append(proc_status_bytes(self.pid, "VmRSS"))
+            if self._stop.wait(RSS_INTERVAL):
+                return
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[RssSampler]:
+        self._thread.start()
+        try:
+            yield self
+        finally:
+            self._stop.set()
+            self._thread.join()
+
+
+@dataclass
+class StreamResult:
+    direction: str
+    ok: bool
+    detail: str
+    bytes: int = 0
+    seconds: float = 0.0
+    mb_per_s: float = 0.0
+    start_rss: int = 0
+    peak_rss: int = 0
+    kernel_peak_rss: int | None = None
+    growth: int = 0  # max(sampled peak, kernel peak) - start: what the goal is judged on
+    samples: int = 0
+
+
+def curl_base(curl: str, pin: Pinning) -> list[str]:
+    return [*pin.load, curl, "-sS", "--noproxy", "*", "-H", "X-Cutover-Backend: legacy"]
+
+
+def wait_child(children: Children, name: str, timeout: float) -> tuple[int, str]:
+    proc = children.procs[name]
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        children.stop(name)
+        return -1, "timed out"
+    children.stop(name)
+    return proc.returncode, (out or b"").decode(errors="replace").strip()
+
+
+def download(children: Children, curl: str, pin: Pinning, base: str, size: int) -> Transfer:
+    """GET a size-byte body through the proxy; (transferred, ok, detail)."""
+    cmd = [*curl_base(curl, pin), "-o", "/dev/null", "-w", "%{http_code} %{size_download}"]
+    children.start("download", [*cmd, f"{base}/big?bytes={size}"], stdout=subprocess.PIPE)
+    code, out = wait_child(children, "download", STREAM_TIMEOUT)
+    status, _, got = out.partition(" ")
+    transferred = int(got) if got.isdigit() else 0
+    ok = code == 0 and status == "200" and transferred == size
+    detail = f"curl exit {code}, HTTP {status}, {transferred} bytes"
+    return transferred, ok, detail + ("" if ok else "\n" + children.log_tail("download"))
+
+
+def upload(
+    children: Children, curl: str, pin: Pinning, base: str, size: int, tmp: Path
+) -> Transfer:
+    """POST size zero bytes, chunked and generated on the fly, through the proxy."""
+    source = children.start(
+        "upload-source", [*pin.load, "head", "-c", str(size), "/dev/zero"], stdout=subprocess.PIPE
+    )
+    answer = tmp / "upload-answer.json"
+    cmd = [*curl_base(curl, pin), "-T", "-", "-X", "POST", "-H", "Expect:"]
+    cmd += ["-H", "Content-Type: application/octet-stream", "-o", str(answer)]
+    cmd += ["-w", "%{http_code} %{size_upload}", f"{base}/upload"]
+    children.start("upload", cmd, stdin=source.stdout, stdout=subprocess.PIPE)
+    assert source.stdout is not None
+    source.stdout.close()  # curl holds the only read end now
+    code, out = wait_child(children, "upload", STREAM_TIMEOUT)
+    children.stop("upload-source")
+    status, _, sent = out.partition(" ")
+    received = -1
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+        received = int(json.loads(answer.read_text())["received"])
+    ok = code == 0 and status == "200" and received == size
+    detail = f"curl exit {code}, HTTP {status}, sent {sent} bytes, upstream received {received}"
+    return max(received, 0), ok, detail + ("" if ok else "\n" + children.log_tail("upload"))
+
+
+def measure_stream(pid: int, direction: str, transfer: Callable[[], Transfer]) -> StreamResult:
+    start_rss = proc_status_bytes(pid, "VmRSS")
+    exact = reset_peak_rss(pid)
+    sampler = RssSampler(pid)
+    began = time.monotonic()
+    with sampler.running():
+        transferred, ok, detail = transfer()
+    seconds = time.monotonic() - began
+    peak = max([start_rss, *sampler.samples])
+    kernel_peak = proc_status_bytes(pid, "VmHWM") if exact else None
+    return StreamResult(
+        direction=direction,
+        ok=ok,
+        detail=detail,
+        bytes=transferred,
+        seconds=seconds,
+        mb_per_s=transferred / MB / seconds if seconds > 0 else 0.0,
+        start_rss=start_rss,
+        peak_rss=peak,
+        kernel_peak_rss=kernel_peak,
+        growth=max(peak, kernel_peak or 0) - start_rss,
+        samples=len(sampler.samples),
+    )
+
+
+def memory_phase(
+    children: Children, tools: dict[str, str | None], pin: Pinning, lab: Lab, args: Any, tmp: Path
+) -> dict[str, Any]:
+    pid, base = lab.cutover_pid, lab.proxies.get("cutover")
+    if pid is None or base is None or not check_alive(children, lab, "cutover"):
+        return {"skipped": "cutover is not running"}
+    result: dict[str, Any] = {
+        "rss_at_start": lab.cutover_rss_start,
+        "rss_after_load": proc_status_bytes(pid, "VmRSS"),
+        "peak_rss_so_far": proc_status_bytes(pid, "VmHWM"),
+    }
+    curl = tools["curl"]
+    if curl is None:
+        result["skipped"] = "curl is not installed: no streaming test"
+        return result
+    size = result["body_bytes"] = args.big_bytes
+    print(f"streaming {size_label(size)} through cutover both ways ...", flush=True)
+    transfers: dict[str, Callable[[], Transfer]] = {
+        "download": lambda: download(children, curl, pin, base, size),
+        "upload": lambda: upload(children, curl, pin, base, size, tmp),
+    }
+    for direction, transfer in transfers.items():
+        try:
+            result[direction] = measure_stream(pid, direction, transfer)
+        except BenchError as exc:  # Cutover died under us: /proc has no VmRSS any more
+            check_alive(children, lab, "cutover")
+            result["skipped"] = f"{direction} failed: {exc}"
+            break
+    return result
+
+
+# --------------------------------------------------------------------------- report
+
+
+@dataclass
+class Check:
+    name: str
+    value: float | None
+    unit: str
+    goal: str
+    passed: bool | None  # None: no goal, or not measured
+    digits: int = 3
+
+    def line(self) -> str:
+        value = "n/a" if self.value is None else f"{self.value:.{self.digits}f}{self.unit}"
+        verdict = {True: "PASS", False: "FAIL", None: ""}[self.passed]
+        if self.value is None and self.goal:
+            verdict = "n/a"
+        return f"  {self.name:<46} {value:>12}   {self.goal:<14} {verdict}"
+
+
+def find(rows: list[Summary], target: str, conns: int) -> Summary | None:
+    return next((r for r in rows if r.target == target and r.conns == conns), None)
+
+
+def conns_label(conns: int) -> str:
+    return f"{conns} conn" if conns == 1 else f"{conns} conns"
+
+
+def ratio_checks(rows: list[Summary], conns: list[int]) -> list[Check]:
+    high, low = max(conns), min(conns)
+    cut_hi, ref_hi, ngx_hi = (find(rows, t, high) for t in ("cutover", "aiohttp-ref", "nginx"))
+    cut_lo, dir_lo = find(rows, "cutover", low), find(rows, "direct", low)
+    vs_ref = cut_hi.rps / ref_hi.rps if cut_hi and ref_hi else None
+    vs_nginx = cut_hi.rps / ngx_hi.rps if cut_hi and ngx_hi else None
+    added = cut_lo.p50_ms - dir_lo.p50_ms if cut_lo and dir_lo else None
+    return [
+        Check(
+            f"cutover / aiohttp-ref req/s @{conns_label(high)}",
+            vs_ref,
+            "",
+            f">= {GOAL_RPS_RATIO:.2f}",
+            None if vs_ref is None else vs_ref >= GOAL_RPS_RATIO,
+        ),
+        Check(f"cutover / nginx req/s @{conns_label(high)}", vs_nginx, "", "(reference)", None),
+        Check(
+            f"added p50 @{conns_label(low)}, cutover - direct",
+            added,
+            " ms",
+            f"<= {GOAL_ADDED_P50_MS:.2f} ms",
+            None if added is None else added <= GOAL_ADDED_P50_MS,
+        ),
+    ]
+
+
+def memory_checks(memory: dict[str, Any]) -> list[Check]:
+    rss = memory.get("rss_after_load")
+    checks = [
+        Check(
+            "cutover RSS after load",
+            None if rss is None else rss / MB,
+            " MB",
+            f"<= {GOAL_RSS_MB:.0f} MB",
+            None if rss is None else rss / MB <= GOAL_RSS_MB,
+            digits=1,
+        )
+    ]
+    size = memory.get("body_bytes", BIG_BYTES)
+    for direction in ("download", "upload"):
+        stream: StreamResult | None = memory.get(direction)
+        growth = stream.growth / MB if stream and stream.ok else None
+        checks.append(
+            Check(
+                f"RSS growth, {size_label(size)} {direction}",
+                growth,
+                " MB",
+                f"<= +{GOAL_STREAM_GROWTH_MB:.0f} MB",
+                None if growth is None else growth <= GOAL_STREAM_GROWTH_MB,
+                digits=1,
+            )
+        )
+    return checks
+
+
+def size_label(size: int) -> str:
+    if size % (1 << 30) == 0:
+        return f"{size >> 30} GiB"
+    return f"{size / MB:.0f} MB"
+
+
+def results_table(rows: list[Summary]) -> str:
+    lines = [
+        f"  {'target':<12} {'conns':>5} {'req/s':>9} {'(min-max)':>17} "
+        f"{'p50 ms':>8} {'p99 ms':>8} {'other%':>6}  errors",
+    ]
+    for r in rows:
+        spread = f"{r.rps_min:.0f}-{r.rps_max:.0f}"
+        errors = f"{r.socket_errors}/{r.non_2xx}" if r.socket_errors or r.non_2xx else "-"
+        other = "-" if r.other_cpu_pct is None else f"{r.other_cpu_pct:.0f}"
+        lines.append(
+            f"  {r.target:<12} {r.conns:>5} {r.rps:>9.0f} {spread:>17} "
+            f"{r.p50_ms:>8.3f} {r.p99_ms:>8.3f} {other:>6}  {errors}"
+        )
+    lines.append(
+        "  other% = median share of the proxy's CPU used by processes other than the proxy"
+        " (other people's work on a shared machine; 0 is clean)"
+    )
+    busy = [r for r in rows if (r.other_cpu_pct or 0) > CONTENDED_PCT]
+    if busy:
+        names = ", ".join(sorted({r.target for r in busy}))
+        lines.append(
+            f"  WARNING: the proxy's CPU was more than {CONTENDED_PCT:.0f}% busy with other work"
+            f" during {names}: those figures are low; compare with care or re-run."
+        )
+    return "\n".join(lines)
+
+
+def memory_lines(memory: dict[str, Any]) -> list[str]:
+    if "rss_after_load" not in memory:
+        return [f"  memory: skipped ({memory.get('skipped', 'not run')})"]
+    start = memory.get("rss_at_start")
+    lines = [
+        f"  cutover RSS after load: {memory['rss_after_load'] / MB:.1f} MB "
+        f"(peak so far {memory['peak_rss_so_far'] / MB:.1f} MB"
+        + ("" if start is None else f"; {start / MB:.1f} MB just after start-up")
+        + ")"
+    ]
+    for direction in ("download", "upload"):
+        s: StreamResult | None = memory.get(direction)
+        if s is None:
+            continue
+        kernel = "n/a" if s.kernel_peak_rss is None else f"{s.kernel_peak_rss / MB:.1f}"
+        lines.append(
+            f"  {direction:<8} {s.bytes / MB:6.0f} MB in {s.seconds:5.1f} s = "
+            f"{s.mb_per_s:6.1f} MB/s; RSS start {s.start_rss / MB:.1f} MB, "
+            f"peak {s.peak_rss / MB:.1f} MB ({s.samples} samples every {RSS_INTERVAL} s; "
+            f"kernel VmHWM peak {kernel} MB), growth {s.growth / MB:+.1f} MB"
+            + ("" if s.ok else f"\n    FAILED: {s.detail}")
+        )
+    if "skipped" in memory:
+        lines.append(f"  streaming: skipped ({memory['skipped']})")
+    return lines
+
+
+def header_lines(args: argparse.Namespace, info: dict[str, Any], pin: Pinning) -> list[str]:
+    now = dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
+    conns = ",".join(str(c) for c in args.connections)
+    return [
+        f"Cutover proxy benchmark, {now}",
+        f"  machine: {info['nproc']} CPUs, {info['cpu_model']}, Python {info['python']}, "
+        f"{info['nginx']}, {info['wrk']}",
+        f"  pinning: {pin.note}",
+        f"  load: wrk -t1 -d{args.duration}s --latency, c={conns}, {args.warmup} s warm-up, "
+        f"{args.rounds} interleaved round(s), medians; X-User-Id varies per request",
+        f"  load average at start {info['loadavg_start'][0]:.2f}, "
+        f"at end {info['loadavg_end'][0]:.2f} (the machine may be shared)",
+    ]
+
+
+def print_report(report: dict[str, Any], rows: list[Summary], checks: list[Check]) -> None:
+    print("\n" + "\n".join(report["header"]))
+    print("\n" + results_table(rows))
+    if report["sanity"]:
+        print(f"\n  cutover sanity check: {report['sanity']}")
+    print("\n  checks" + " " * 52 + "goal")
+    for check in checks:
+        print(check.line())
+    print("\n" + "\n".join(memory_lines(report["memory"])))
+    for name, reason in report["failures"].items():
+        excerpt = "\n    ".join(reason.splitlines()[:8])
+        print(f"\n  {name}: NOT MEASURED:\n    {excerpt}")
+    print()
+
+
+def write_json(path: Path, report: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+
+    def default(value: Any) -> Any:
+        return asdict(value) if hasattr(value, "__dataclass_fields__") else str(value)
+
+    path.write_text(json.dumps(report, indent=2, default=default) + "\n")
+    print(f"results written to {path}")
+
+
+# --------------------------------------------------------------------------- main
+
+
+def run(args: argparse.Namespace, tmp: Path, children: Children) -> int:
+    tools = ensure_tools()
+    pin = choose_pinning()
+    if pin.load_cpu is not None:
+        # Keep this process (and what it starts unpinned) off the proxy's CPU.
+        os.sched_setaffinity(0, {pin.load_cpu})
+    info = machine_info(tools)
+    print(f"pinning: {pin.note}", flush=True)
+
+    lab = start_upstreams(children, tmp, tools, pin, args.big_bytes)
+    start_proxies(children, tmp, tools, pin, lab, args.targets)
+
+    runs: Runs = {}
+    if tools["wrk"] is None:
+        lab.failures["load"] = "wrk is not installed: no throughput or latency figures"
+    elif lab.proxies:
+        script = tmp / "user-id.lua"
+        script.write_text(WRK_SCRIPT)
+        runs = load_rounds(args, tools["wrk"], pin, script, children, lab)
+    rows = summarize(runs)
+    memory = {"skipped": "--no-memory"}
+    if not args.no_memory:
+        memory = memory_phase(children, tools, pin, lab, args, tmp)
+    info["loadavg_end"] = os.getloadavg()
+
+    checks = ratio_checks(rows, args.connections) + memory_checks(memory)
+    report = {
+        "date": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "machine": info,
+        "pinning": pin.note,
+        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "header": header_lines(args, info, pin),
+        "summary": rows,
+        "runs": runs,
+        "checks": checks,
+        "memory": memory,
+        "sanity": lab.cutover_sanity,
+        "failures": lab.failures,
+    }
+    print_report(report, rows, checks)
+    write_json(args.json, report)
+    return 0
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    # Ctrl-C, kill and a closed terminal all end in the same cleanup (even if SIGINT was
+    # ignored by the parent, as for background jobs of a non-interactive shell).
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _interrupt)
+    try:
+        with tempfile.TemporaryDirectory(prefix="cutover-bench-") as name:
+            children = Children(Path(name))
+            try:
+                return run(args, Path(name), children)
+            finally:
+                children.stop_all()
+    except KeyboardInterrupt:
+        print("\ninterrupted: all child processes stopped", file=sys.stderr)
+        return 130
+    except BenchError as exc:
+        print(f"\nbenchmark aborted: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
