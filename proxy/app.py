@@ -10,8 +10,10 @@ import logging
 
 import httpx
 
+from .body import BadRequest, BodyTooLarge, ClientDisconnected
+from .breaker import CircuitBreaker
 from .config import ConfigError, Settings
-from .forwarder import BadRequest, ClientDisconnected, Forwarder, UpstreamBodyError
+from .forwarder import Forwarder, UpstreamBodyError
 from .metrics import Metrics
 from .problem import send_problem
 from .shadow import Shadower
@@ -53,6 +55,20 @@ def build_shadower(
     return Shadower(config, upstreams, metrics, log=log)
 
 
+def build_breaker(settings: Settings, metrics: Metrics) -> CircuitBreaker | None:
+    if not settings.breaker.enabled:
+        return None
+    metrics.set_breaker_state("closed")
+
+    def changed(previous: str, state: str) -> None:
+        metrics.set_breaker_state(state)
+        metrics.breaker_transitions.labels(state).inc()
+        log = logger.warning if state == "open" else logger.info
+        log("circuit breaker on new: %s -> %s", previous, state)
+
+    return CircuitBreaker(settings.breaker, on_change=changed)
+
+
 class CutoverApp:
     def __init__(
         self,
@@ -66,7 +82,10 @@ class CutoverApp:
         self.splitter = Splitter(settings)
         self.upstreams = build_upstreams(settings, transport)
         self.shadower = build_shadower(settings, self.upstreams, self.metrics)
-        self.forwarder = Forwarder(settings, self.upstreams, self.metrics, self.shadower)
+        self.breaker = build_breaker(settings, self.metrics)
+        self.forwarder = Forwarder(
+            settings, self.upstreams, self.metrics, self.shadower, self.breaker
+        )
 
     async def startup(self) -> None:
         for upstream in self.upstreams.values():
@@ -96,6 +115,12 @@ class CutoverApp:
             pass
         except BadRequest as exc:
             await send_problem(send, 400, "Bad Request", str(exc), slug="bad-request")
+        except BodyTooLarge:
+            limit = self.settings.limits.max_request_body
+            detail = f"The request body is larger than the {limit} bytes this proxy accepts."
+            # The rest of the body is not read: the connection cannot be reused.
+            await send_problem(send, 413, "Content Too Large", detail, slug="body-too-large",
+                               headers=[(b"connection", b"close")])  # fmt: skip
         except UpstreamBodyError as exc:
             # Returning without finishing the response makes the server drop the
             # connection, so the client sees a truncated response, not a clean end.

@@ -19,6 +19,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    IPvAnyNetwork,
     SecretStr,
     ValidationError,
     ValidationInfo,
@@ -69,6 +70,7 @@ PositiveSeconds = Annotated[float, AfterValidator(_positive)]
 class Listener(_Section):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
+    keep_alive: PositiveSeconds = 5.0  # idle seconds before a client connection is closed
 
 
 class AdminListener(Listener):
@@ -107,6 +109,8 @@ class Split(_Section):
     weight: Weight = 0.0
     sticky: str = "none"
     override_header: str = "X-Cutover-Backend"
+    # Who may use the override header (client addresses); empty means anyone.
+    override_allowed_from: list[IPvAnyNetwork] = []
 
     @field_validator("sticky")
     @classmethod
@@ -209,6 +213,7 @@ class Route(_Section):
     weight: Weight | None = None
     deprecation: bool = True
     shadow: RouteShadow | None = None
+    fallback_methods: list[str] | None = None  # this route's own; default: fallback.methods
 
     @field_validator("prefix")
     @classmethod
@@ -231,6 +236,43 @@ class Route(_Section):
 class Timeouts(_Section):
     connect: PositiveSeconds = 2.0
     read: PositiveSeconds = 30.0
+    # The whole wait for a backend's response headers (connect, send, first byte); None: no cap.
+    total: PositiveSeconds | None = None
+
+
+class Limits(_Section):
+    # Bytes of request body; None: no limit (bodies stream, so memory stays flat either way).
+    max_request_body: int | None = Field(None, ge=0)
+    # Requests in flight to one backend; the rest wait up to queue_timeout, then get 503.
+    max_concurrent_per_backend: int = Field(1024, ge=1)
+    queue_timeout: PositiveSeconds = 5.0
+
+
+class Fallback(_Section):
+    """Retry a request that failed on new once on legacy, when that is safe."""
+
+    enabled: bool = True
+    methods: list[str] = ["GET", "HEAD", "OPTIONS", "PUT", "DELETE"]
+    max_replay_body: int = Field(64 * 1024, ge=0)
+    statuses: list[int] = [502, 503, 504]
+
+    _methods = field_validator("methods")(RouteShadow._methods.__func__)  # type: ignore[attr-defined]
+
+
+class Breaker(_Section):
+    """Stop sending requests to new while it is failing; probe before trusting it again."""
+
+    enabled: bool = True
+    failures: int = Field(5, ge=1)  # consecutive failures that open it
+    failure_ratio: float = Field(0.5, gt=0, le=1)  # or this share over `window` ...
+    window: PositiveSeconds = 10.0
+    min_requests: int = Field(20, ge=1)  # ... with at least this many requests
+    cooldown: PositiveSeconds = 10.0
+    probes: int = Field(3, ge=1)  # successes in a row, while half open, that close it
+
+
+class Shutdown(_Section):
+    grace: PositiveSeconds = 30.0
 
 
 class Stage(_Section):
@@ -370,6 +412,10 @@ class Settings(BaseSettings):
     deprecation: Deprecation | None = None
     routes: list[Route] = []
     timeouts: Timeouts = Timeouts()
+    limits: Limits = Limits()
+    fallback: Fallback = Fallback()
+    breaker: Breaker = Breaker()
+    shutdown: Shutdown = Shutdown()
     rollout: Rollout | None = None
     guard: Guard = Guard()
     shadow: Shadow = Shadow()

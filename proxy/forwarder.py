@@ -1,42 +1,36 @@
-"""Send one client request to the chosen backend and stream the answer back."""
+"""Send one client request to the chosen backend and stream the answer back.
+
+Around that one exchange: the circuit breaker on new, a cap on requests in flight per
+backend, a retry on legacy when new failed before answering (and replaying is safe), the
+shadow mirror, and the metrics."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
-from collections.abc import AsyncIterator
 from time import perf_counter
 
+from .body import BodyStream, BodyTooLarge, ClientDisconnected, read_body, request_length
+from .breaker import CircuitBreaker
 from .config import Settings
 from .deprecation import deprecation_headers
+from .disconnect import ClientWatch, SlowAnswers, wait_for_disconnect
 from .headers import BACKEND_HEADER, client_response_headers, upstream_request_headers
 from .metrics import ERROR, Metrics, code_class
 from .problem import send_problem
 from .shadow import Mirror, Shadower
 from .splitter import Decision
 from .types import RawHeaders, Receive, Scope, Send
-from .upstream import RequestBody, Upstream, UpstreamError, UpstreamResponse
+from .upstream import RequestBody, Upstream, UpstreamError, UpstreamResponse, UpstreamTimeout
 
 logger = logging.getLogger("cutover.forwarder")
 
-# A request still waiting for response headers after this long gets a watcher for the
-# client leaving; quicker ones never pay for one.
-WATCH_AFTER = 0.5
 # No body may follow these statuses, so a Content-Length on them only trips the server.
 BODILESS = frozenset({204, 304})
-
 # Bodies up to this size (by Content-Length) are read whole before sending: one write
-# upstream is cheaper than a streamed payload, and later features can replay them.
+# upstream is cheaper than a streamed payload, and they can be replayed.
 SMALL_BODY = 64 * 1024
-
-
-class ClientDisconnected(Exception):
-    """The client went away before its request body was read."""
-
-
-class BadRequest(Exception):
-    """The request cannot be forwarded as it stands (answered with 400)."""
+FALLBACK_HEADER = (b"x-cutover-fallback", b"new-failed")
 
 
 class UpstreamBodyError(Exception):
@@ -47,18 +41,12 @@ class UpstreamBodyError(Exception):
         self.kind = cause.kind
 
 
-def request_length(headers: RawHeaders) -> tuple[int | None, bool]:
-    """(Content-Length, has a body at all) from the request headers."""
-    length = None
-    chunked = False
-    for name, value in headers:
-        if name == b"content-length":
-            if length is not None or not value.isdigit():
-                raise BadRequest("Content-Length must be a single non-negative integer")
-            length = int(value)
-        elif name == b"transfer-encoding":
-            chunked = True
-    return length, chunked or bool(length)
+class Overloaded(Exception):
+    """Too many requests in flight to a backend for longer than ``limits.queue_timeout``."""
+
+    def __init__(self, backend: str) -> None:
+        super().__init__(f"too many requests in flight to the {backend} backend")
+        self.backend = backend
 
 
 def header_value(headers: RawHeaders, name: bytes) -> str | None:
@@ -68,100 +56,6 @@ def header_value(headers: RawHeaders, name: bytes) -> str | None:
     return None
 
 
-async def read_body(receive: Receive) -> bytes:
-    parts = []
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise ClientDisconnected
-        parts.append(message.get("body", b""))
-        if not message.get("more_body", False):
-            return b"".join(parts)
-
-
-async def stream_body(receive: Receive, done: asyncio.Event) -> AsyncIterator[bytes]:
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise ClientDisconnected
-        body = message.get("body", b"")
-        if body:
-            yield body
-        if not message.get("more_body", False):
-            done.set()
-            return
-
-
-async def wait_for_disconnect(receive: Receive, response: UpstreamResponse) -> None:
-    while (await receive())["type"] != "http.disconnect":
-        pass
-    response.abort()
-
-
-class ClientWatch:
-    """Cancel the current task if the client disconnects while the backend is slow to
-    answer. Registering is a dict insert; the watching task starts only for requests still
-    without response headers after ``WATCH_AFTER`` seconds (see ``SlowAnswers``)."""
-
-    def __init__(self, receive: Receive, slow: SlowAnswers) -> None:
-        self._receive = receive
-        self._task = asyncio.current_task()
-        self._gone = False
-        self._watcher: asyncio.Task[None] | None = None
-        self._slow = slow
-        slow.add(self)
-
-    def start(self) -> None:
-        self._watcher = asyncio.ensure_future(self._watch())
-
-    async def _watch(self) -> None:
-        while (await self._receive())["type"] != "http.disconnect":
-            pass
-        self._gone = True
-        if self._task is not None:
-            self._task.cancel()
-
-    def client_gone(self) -> bool:
-        if self._gone and self._task is not None:
-            self._task.uncancel()
-        return self._gone
-
-    def stop(self) -> None:
-        self._slow.discard(self)
-        if self._watcher is not None:
-            self._watcher.cancel()
-
-
-class SlowAnswers:
-    """One ticking task for every request waiting on its backend (cheaper than a timer per
-    request); it ends by itself when nothing is waiting."""
-
-    def __init__(self, after: float = WATCH_AFTER) -> None:
-        self.after = after
-        self._waiting: dict[ClientWatch, float] = {}
-        self._ticker: asyncio.Task[None] | None = None
-
-    def add(self, watch: ClientWatch) -> None:
-        self._waiting[watch] = time.monotonic()
-        if self._ticker is None:
-            self._ticker = asyncio.ensure_future(self._tick())
-
-    def discard(self, watch: ClientWatch) -> None:
-        self._waiting.pop(watch, None)
-
-    async def _tick(self) -> None:
-        try:
-            while self._waiting:
-                await asyncio.sleep(self.after / 2)
-                cutoff = time.monotonic() - self.after
-                for watch, since in list(self._waiting.items()):
-                    if since <= cutoff:
-                        del self._waiting[watch]
-                        watch.start()
-        finally:
-            self._ticker = None
-
-
 class Forwarder:
     def __init__(
         self,
@@ -169,11 +63,26 @@ class Forwarder:
         upstreams: dict[str, Upstream],
         metrics: Metrics,
         shadower: Shadower | None = None,
+        breaker: CircuitBreaker | None = None,
     ) -> None:
         self.upstreams = upstreams
         self.metrics = metrics
         self.shadower = shadower
+        self.breaker = breaker
         self.slow = SlowAnswers()
+        self.limits = settings.limits
+        self.total_timeout = settings.timeouts.total
+        self.slots = {
+            name: asyncio.Semaphore(settings.limits.max_concurrent_per_backend)
+            for name in ("legacy", "new")
+        }
+        fallback = settings.fallback
+        self.fallback_enabled = fallback.enabled
+        self.fallback_statuses = frozenset(fallback.statuses)
+        self.max_replay_body = fallback.max_replay_body
+        self.replayable = {route.name: frozenset(route.fallback_methods or fallback.methods)
+                           for route in settings.routes}  # fmt: skip
+        self.default_replayable = frozenset(fallback.methods)
         self.base_urls = {
             "legacy": settings.backends.legacy.url,
             "new": settings.backends.new.url,
@@ -193,88 +102,196 @@ class Forwarder:
         extra = self._backend_headers[decision.backend]
         if decision.backend == "legacy" and decision.deprecation and self._deprecation:
             extra = extra + self._deprecation
+        if decision.fallback:
+            extra = [*extra, FALLBACK_HEADER]
         if decision.set_cookie is not None:
             extra = [*extra, (b"set-cookie", decision.set_cookie)]
         return extra
 
+    def can_replay(
+        self, decision: Decision, method: str, length: int | None, has_body: bool
+    ) -> bool:
+        """Whether a failure on new may be retried on legacy: an idempotent method (per
+        route) and a body small enough to keep."""
+        if not self.fallback_enabled or decision.reason == "override":
+            return False
+        methods = self.replayable.get(decision.route, self.default_replayable)
+        if method not in methods:
+            return False
+        return not has_body or (length is not None and length <= self.max_replay_body)
+
     async def forward(self, scope: Scope, receive: Receive, send: Send, decision: Decision) -> None:
-        backend = decision.backend
+        method = scope["method"]
         headers = scope["headers"]
+        length, has_body = request_length(headers)
+        limit = self.limits.max_request_body
+        if limit is not None and length is not None and length > limit:
+            raise BodyTooLarge
+        admitted = False
+        if decision.backend == "new" and self.breaker is not None and decision.reason != "override":
+            admitted = self.breaker.allow()
+            if not admitted:
+                decision.backend, decision.reason = "legacy", "breaker"
+        try:
+            await self._forward(scope, receive, send, decision, method, length, has_body, admitted)
+        finally:
+            if admitted and not decision.judged:
+                self.breaker.forget()  # type: ignore[union-attr]
+
+    async def _forward(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        decision: Decision,
+        method: str,
+        length: int | None,
+        has_body: bool,
+        admitted: bool,
+    ) -> None:
         client = scope.get("client")
         upstream_headers = upstream_request_headers(
-            headers,
+            scope["headers"],
             client_host=client[0] if client else None,
             scheme=scope.get("scheme", "http"),
             http_version=scope.get("http_version", "1.1"),
         )
-        length, has_body = request_length(headers)
         mirror = (
             None
             if decision.shadow is None
             else self.mirror_for(scope, decision, upstream_headers, length, has_body)
         )
-        body_done = asyncio.Event()
+        replay = decision.backend == "new" and self.can_replay(decision, method, length, has_body)
+
+        stream: BodyStream | None = None
         body: RequestBody = None
-        if not has_body:
-            body_done.set()
-        elif length is not None and (length <= SMALL_BODY or mirror is not None):
-            body = await read_body(receive)
-            body_done.set()
-        else:
-            body = stream_body(receive, body_done)
+        if has_body:
+            if length is not None and (length <= SMALL_BODY or mirror is not None or replay):
+                body = await read_body(receive)
+            else:
+                stream = BodyStream(receive, self.limits.max_request_body)
+                body = stream.chunks()
         if mirror is not None:
             mirror.body = body  # type: ignore[assignment]  # bytes or None: read whole above
             if not self.shadower.start(mirror):  # type: ignore[union-attr]
                 mirror = None
+        body_read = stream is None
 
-        started = perf_counter()
-        watch = ClientWatch(receive, self.slow) if body_done.is_set() else None
-        try:
-            response = await self.upstreams[backend].send(
-                scope["method"], self.target_url(scope, backend), upstream_headers, body
-            )
-        except asyncio.CancelledError:
+        outcome = await self.call(decision, scope, receive, upstream_headers, body, body_read)
+        if stream is not None and stream.too_large:
+            if isinstance(outcome, UpstreamResponse):
+                await self.finish(decision.backend, outcome)
+            raise BodyTooLarge
+        if decision.backend == "new":
+            failed = isinstance(outcome, Exception) or outcome.status in self.fallback_statuses
+            if admitted:
+                decision.judged = True
+                self.breaker.record(not failed)  # type: ignore[union-attr]
+            if failed and replay:
+                if not isinstance(outcome, Exception):
+                    await self.finish("new", outcome)
+                if mirror is not None:
+                    mirror.failed()  # the answer no longer comes from the mirrored side
+                    mirror = None
+                decision.backend, decision.fallback = "legacy", True
+                outcome = await self.call(decision, scope, receive, upstream_headers, body, True)
+
+        if isinstance(outcome, Overloaded):
             if mirror is not None:
                 mirror.failed()
+            await self.overloaded(send, decision)
+            return
+        if isinstance(outcome, UpstreamError):
+            if mirror is not None:
+                mirror.failed()
+            await self.fail(send, scope, decision, outcome)
+            return
+        await self.respond(outcome, decision, receive, send, stream, mirror)
+
+    async def call(
+        self,
+        decision: Decision,
+        scope: Scope,
+        receive: Receive,
+        headers: list[tuple[str, str]],
+        body: RequestBody,
+        body_read: bool,
+    ) -> UpstreamResponse | UpstreamError | Overloaded:
+        """One exchange up to the response headers, holding one of the backend's slots
+        (released by ``finish``). Failures are returned, counted against the backend."""
+        backend = decision.backend
+        slot = self.slots[backend]
+        if slot.locked():
+            try:
+                async with asyncio.timeout(self.limits.queue_timeout):
+                    await slot.acquire()
+            except TimeoutError:
+                return Overloaded(backend)
+        else:
+            await slot.acquire()  # free: returns without suspending
+        started = perf_counter()
+        watch = ClientWatch(receive, self.slow) if body_read else None
+        try:
+            send_request = self.upstreams[backend].send(
+                scope["method"], self.target_url(scope, backend), headers, body
+            )
+            if self.total_timeout is None:
+                response = await send_request
+            else:
+                async with asyncio.timeout(self.total_timeout):
+                    response = await send_request
+        except asyncio.CancelledError:
+            slot.release()
             if watch is not None and watch.client_gone():
                 raise ClientDisconnected from None
             raise
-        except UpstreamError as exc:
+        except (UpstreamError, TimeoutError) as exc:
+            slot.release()
             if watch is not None:
                 watch.stop()
-            if mirror is not None:
-                mirror.failed()
+            error = exc if isinstance(exc, UpstreamError) else UpstreamTimeout("timeouts.total")
             self.metrics.observe(backend, decision.route, ERROR, perf_counter() - started)
-            self.metrics.upstream_error(backend, exc.kind)
-            await self.fail(send, scope, decision, exc)
-            return
-        answered = perf_counter()
+            self.metrics.upstream_error(backend, error.kind)
+            logger.warning("backend %s failed (%s): %s", backend, error.kind, error)
+            return error
         if watch is not None:
             watch.stop()
         self.metrics.observe(backend, decision.route, code_class(response.status),
-                             answered - started)  # fmt: skip
-        response_headers = client_response_headers(response.headers, self.response_extras(decision))
+                             perf_counter() - started)  # fmt: skip
+        return response
+
+    async def finish(self, backend: str, response: UpstreamResponse) -> None:
+        try:
+            await response.aclose()
+        finally:
+            self.slots[backend].release()
+
+    async def respond(
+        self,
+        response: UpstreamResponse,
+        decision: Decision,
+        receive: Receive,
+        send: Send,
+        stream: BodyStream | None,
+        mirror: Mirror | None,
+    ) -> None:
+        headers = client_response_headers(response.headers, self.response_extras(decision))
         if response.status in BODILESS:
-            response_headers = [(n, v) for n, v in response_headers if n != b"content-length"]
+            headers = [(n, v) for n, v in headers if n != b"content-length"]
         if mirror is not None:
             mirror.started(response.status, header_value(response.headers, b"content-type"))
-
         try:
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": response.status,
-                    "headers": response_headers,
-                }
-            )
-            await self.relay_body(response, receive, send, body_done, mirror)
+            await send({"type": "http.response.start", "status": response.status,
+                        "headers": headers})  # fmt: skip
+            body_read = stream is None or stream.done.is_set()
+            await self.relay_body(response, receive, send, body_read, mirror)
         except UpstreamBodyError as exc:
-            self.metrics.upstream_error(backend, exc.kind)
+            self.metrics.upstream_error(decision.backend, exc.kind)
             raise
         finally:
             if mirror is not None:
                 mirror.failed()  # a no-op when relay_body finished it
-            await response.aclose()
+            await self.finish(decision.backend, response)
 
     def mirror_for(
         self,
@@ -312,7 +329,7 @@ class Forwarder:
         response: UpstreamResponse,
         receive: Receive,
         send: Send,
-        body_done: asyncio.Event,
+        body_read: bool,
         mirror: Mirror | None = None,
     ) -> None:
         try:
@@ -327,9 +344,7 @@ class Forwarder:
             return
         # A long response: watch for the client leaving so the upstream read stops too.
         watcher = (
-            asyncio.ensure_future(wait_for_disconnect(receive, response))
-            if body_done.is_set()
-            else None
+            asyncio.ensure_future(wait_for_disconnect(receive, response)) if body_read else None
         )
         try:
             while more:
@@ -352,7 +367,6 @@ class Forwarder:
 
     async def fail(self, send: Send, scope: Scope, decision: Decision, exc: UpstreamError) -> None:
         backend = decision.backend
-        logger.warning("backend %s failed (%s): %s", backend, exc.kind, exc)
         if exc.status == 504:
             title = "Gateway Timeout"
             detail = f"The {backend} backend did not answer in time."
@@ -368,4 +382,19 @@ class Forwarder:
             instance=scope.get("path"),
             headers=self._backend_headers[backend],
             backend=backend,
+        )
+
+    async def overloaded(self, send: Send, decision: Decision) -> None:
+        retry_after = max(1, round(self.limits.queue_timeout))
+        await send_problem(
+            send,
+            503,
+            "Service Unavailable",
+            f"Too many requests are in flight to the {decision.backend} backend; retry shortly.",
+            slug="overloaded",
+            headers=[
+                *self._backend_headers[decision.backend],
+                (b"retry-after", str(retry_after).encode("ascii")),
+            ],
+            backend=decision.backend,
         )

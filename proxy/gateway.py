@@ -18,7 +18,7 @@ import httpx
 from prometheus_client import CollectorRegistry
 
 from .admin import create_admin_app
-from .app import CutoverApp, build_shadower, build_upstreams
+from .app import CutoverApp, build_breaker, build_shadower, build_upstreams
 from .config import ConfigError, Settings, load_settings
 from .forwarder import Forwarder
 from .guard import Guard
@@ -242,12 +242,16 @@ class Gateway:
             shadower = build_shadower(settings, upstreams, self.metrics)
         else:
             shadower.upstreams = upstreams
-        forwarder = Forwarder(settings, upstreams, self.metrics, shadower)
+        breaker = proxy.breaker
+        if settings.breaker != old.breaker:
+            breaker = build_breaker(settings, self.metrics)
+        forwarder = Forwarder(settings, upstreams, self.metrics, shadower, breaker)
         # No await between these: a request sees either the old or the new trio.
         old_shadower = proxy.shadower
-        proxy.settings, proxy.upstreams, proxy.splitter, proxy.forwarder, proxy.shadower = (
-            settings, upstreams, splitter, forwarder, shadower,
+        proxy.settings, proxy.upstreams, proxy.splitter, proxy.forwarder = (
+            settings, upstreams, splitter, forwarder,
         )  # fmt: skip
+        proxy.shadower, proxy.breaker = shadower, breaker
         self.settings = settings
         if upstreams is not old_upstreams:
             self._tasks.append(asyncio.create_task(self._close_later(old_upstreams, old)))

@@ -16,6 +16,7 @@ LATENCY_BUCKETS = (
     0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0, 20.0, 30.0,
 )  # fmt: skip
 CODE_CLASSES = ("1xx", "1xx", "2xx", "3xx", "4xx", "5xx")
+BREAKER_STATES = ("closed", "open", "half_open")
 PHASES = ("progressing", "paused", "promoted", "rolled_back", "manual")
 ERROR = "error"
 
@@ -95,6 +96,18 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        self.breaker_state = Gauge(
+            "cutover_breaker_state",
+            "1 for the circuit breaker's current state on the new backend, 0 for the others.",
+            ["state"],
+            registry=r,
+        )
+        self.breaker_transitions = Counter(
+            "cutover_breaker_transitions",
+            "Circuit breaker state changes, by the state entered.",
+            ["state"],
+            registry=r,
+        )
         self.admin_auth_failures = Counter(
             "cutover_admin_auth_failures",
             "Admin API calls refused for a missing or wrong token.",
@@ -126,6 +139,10 @@ class Metrics:
     def set_phase(self, phase: str) -> None:
         for name in PHASES:
             self.rollout_phase.labels(name).set(1 if name == phase else 0)
+
+    def set_breaker_state(self, state: str) -> None:
+        for name in BREAKER_STATES:
+            self.breaker_state.labels(name).set(1 if name == state else 0)
 
     def set_weights(self, weights: Iterable[tuple[str, float]]) -> None:
         for route, weight in weights:

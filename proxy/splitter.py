@@ -7,6 +7,7 @@ bucket never changes, so raising the weight only ever moves keys legacy → new.
 
 from __future__ import annotations
 
+import ipaddress
 import random
 import secrets
 from dataclasses import dataclass
@@ -55,6 +56,8 @@ class Decision:
     deprecation: bool
     set_cookie: bytes | None = None
     shadow: RouteShadow | None = None
+    fallback: bool = False  # served by legacy after new failed
+    judged: bool = False  # the breaker has this request's outcome
 
 
 class Splitter:
@@ -65,6 +68,7 @@ class Splitter:
         # Header names are case-insensitive (ASGI lowercases them); cookie names are not.
         self.sticky_name = (name.lower() if kind == "header" else name).encode("latin-1")
         self.override_header = split.override_header.lower().encode("latin-1")
+        self.override_allowed_from = tuple(split.override_allowed_from)
         self.weight = split.weight
         self._threshold = threshold(split.weight)
         self.rules = [
@@ -90,6 +94,17 @@ class Splitter:
                 return rule
         return None
 
+    def may_override(self, client: tuple[str, int] | None) -> bool:
+        if not self.override_allowed_from:
+            return True
+        if client is None:
+            return False
+        try:
+            address = ipaddress.ip_address(client[0])
+        except ValueError:
+            return False
+        return any(address in network for network in self.override_allowed_from)
+
     def decide(self, path: str, headers: RawHeaders, client: tuple[str, int] | None) -> Decision:
         override = sticky = None
         want_header = self.sticky_kind == "header"
@@ -114,7 +129,7 @@ class Splitter:
         deprecation = rule.deprecation if rule is not None else True
         shadow = rule.shadow if rule is not None else None
 
-        if override == b"new" or override == b"legacy":
+        if (override == b"new" or override == b"legacy") and self.may_override(client):
             backend: BackendName = "new" if override == b"new" else "legacy"
             return Decision(backend, route, "override", deprecation, set_cookie, shadow)
         if rule is not None and rule.pin is not None:

@@ -242,7 +242,7 @@ def problem(response: httpx.Response) -> dict:
 )
 def test_upstream_failures_become_problem_responses(upstreams, proxy, error, status, kind) -> None:
     upstreams.get(url__startswith=NEW_URL).mock(side_effect=error)
-    response = proxy(split={"weight": 100}).get("/api/x")
+    response = proxy(split={"weight": 100}, fallback={"enabled": False}).get("/api/x")
     assert response.status_code == status
     body = problem(response)
     assert body["backend"] == "new"

@@ -158,3 +158,15 @@ def test_weights_zero_and_hundred_are_absolute() -> None:
     for weight, expected in ((0, "legacy"), (100, "new")):
         splitter = Splitter(make_settings(split={"weight": weight, "sticky": "none"}))
         assert {decide(splitter).backend for _ in range(2_000)} == {expected}
+
+
+def test_override_can_be_restricted_to_networks() -> None:
+    splitter = Splitter(
+        make_settings(split={"weight": 0, "override_allowed_from": ["10.0.0.0/8", "::1"]})
+    )
+    forced = [(b"x-cutover-backend", b"new")]
+    assert decide(splitter, headers=forced, client=("10.1.2.3", 1)).backend == "new"
+    assert decide(splitter, headers=forced, client=("::1", 1)).backend == "new"
+    assert decide(splitter, headers=forced, client=("203.0.113.7", 1)).backend == "legacy"
+    assert decide(splitter, headers=forced, client=None).backend == "legacy"
+    assert decide(splitter, headers=forced, client=("testclient", 1)).backend == "legacy"

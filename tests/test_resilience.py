@@ -1,0 +1,195 @@
+"""Fallback to legacy, the circuit breaker in the request path, limits and timeouts, over
+respx-mocked backends."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import httpx
+import pytest
+
+from tests.conftest import LEGACY_URL, NEW_URL
+
+
+def registry(client):
+    return client.app.metrics.registry
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        httpx.ConnectError("refused"),
+        httpx.ReadTimeout("slow"),
+        httpx.ReadError("reset"),
+        httpx.Response(502),
+        httpx.Response(503),
+        httpx.Response(504),
+    ],
+)
+def test_idempotent_requests_fall_back_to_legacy(upstreams, proxy, failure) -> None:
+    new = upstreams.get(url__startswith=NEW_URL).mock(side_effect=[failure])
+    legacy = upstreams.get(url__startswith=LEGACY_URL).respond(200, json={"from": "legacy"})
+    client = proxy(split={"weight": 100}, breaker={"enabled": False})
+    response = client.get("/api/items?x=1")
+    assert response.status_code == 200
+    assert response.json() == {"from": "legacy"}
+    assert response.headers["x-cutover-backend"] == "legacy"
+    assert response.headers["x-cutover-fallback"] == "new-failed"
+    assert new.call_count == 1 and legacy.call_count == 1
+    assert legacy.calls.last.request.url.raw_path == b"/api/items?x=1"
+    # The failure still counts against new.
+    counted = sum(
+        registry(client).get_sample_value(
+            "cutover_requests_total", {"backend": "new", "route": "default", "code": code}
+        )
+        or 0
+        for code in ("error", "5xx")
+    )
+    assert counted == 1
+
+
+def test_put_body_is_replayed(upstreams, proxy) -> None:
+    upstreams.put(url__startswith=NEW_URL).mock(side_effect=httpx.ConnectError("refused"))
+    legacy = upstreams.put(url__startswith=LEGACY_URL).respond(204)
+    client = proxy(split={"weight": 100})
+    assert client.put("/doc/1", json={"a": 1}).status_code == 204
+    assert json.loads(legacy.calls.last.request.content) == {"a": 1}
+
+
+def test_unsafe_methods_do_not_fall_back(upstreams, proxy) -> None:
+    upstreams.post(url__startswith=NEW_URL).mock(side_effect=httpx.ConnectError("refused"))
+    legacy = upstreams.post(url__startswith=LEGACY_URL).respond(200)
+    response = proxy(split={"weight": 100}).post("/orders", json={"a": 1})
+    assert response.status_code == 502
+    assert legacy.call_count == 0
+
+
+def test_route_fallback_methods(upstreams, proxy) -> None:
+    upstreams.post(url__startswith=NEW_URL).mock(side_effect=httpx.ConnectError("refused"))
+    legacy = upstreams.post(url__startswith=LEGACY_URL).respond(200)
+    client = proxy(
+        split={"weight": 100},
+        routes=[{"prefix": "/api/v1/backtests/", "fallback_methods": ["POST"]}],
+    )
+    assert client.post("/api/v1/backtests/b/execute", json={}).status_code == 200
+    assert legacy.call_count == 1
+
+
+def test_large_bodies_are_not_replayed(upstreams, proxy) -> None:
+    upstreams.put(url__startswith=NEW_URL).mock(side_effect=httpx.ConnectError("refused"))
+    legacy = upstreams.put(url__startswith=LEGACY_URL).respond(200)
+    client = proxy(split={"weight": 100}, fallback={"max_replay_body": 10})
+    assert client.put("/doc", content=b"x" * 11).status_code == 502
+    assert legacy.call_count == 0
+
+
+def test_a_forced_backend_is_not_second_guessed(upstreams, proxy) -> None:
+    upstreams.get(url__startswith=NEW_URL).mock(side_effect=httpx.ConnectError("refused"))
+    legacy = upstreams.get(url__startswith=LEGACY_URL).respond(200)
+    response = proxy(split={"weight": 0}).get("/x", headers={"X-Cutover-Backend": "new"})
+    assert response.status_code == 502
+    assert legacy.call_count == 0
+
+
+def test_other_errors_from_new_are_passed_through(upstreams, proxy) -> None:
+    upstreams.get(url__startswith=NEW_URL).respond(500, json={"error": "bug"})
+    legacy = upstreams.get(url__startswith=LEGACY_URL).respond(200)
+    response = proxy(split={"weight": 100}).get("/x")
+    assert response.status_code == 500
+    assert legacy.call_count == 0
+
+
+def test_the_breaker_sends_new_traffic_to_legacy_while_open(upstreams, proxy) -> None:
+    new = upstreams.get(url__startswith=NEW_URL).mock(side_effect=httpx.ConnectError("down"))
+    upstreams.get(url__startswith=LEGACY_URL).respond(200)
+    client = proxy(
+        split={"weight": 100}, breaker={"failures": 3, "cooldown": 60},
+        fallback={"enabled": False},
+    )  # fmt: skip
+    statuses = [client.get("/x").status_code for _ in range(10)]
+    assert statuses == [502, 502, 502] + [200] * 7  # open after 3; the rest go to legacy
+    assert new.call_count == 3
+    reg = registry(client)
+    assert reg.get_sample_value("cutover_breaker_state", {"state": "open"}) == 1
+    assert reg.get_sample_value("cutover_breaker_transitions_total", {"state": "open"}) == 1
+
+
+def test_the_breaker_closes_after_successful_probes(upstreams, proxy) -> None:
+    new = upstreams.get(url__startswith=NEW_URL)
+    new.side_effect = [httpx.ConnectError("down")] * 2 + [httpx.Response(200, text="new")] * 20
+    upstreams.get(url__startswith=LEGACY_URL).respond(200, text="legacy")
+    client = proxy(split={"weight": 100}, breaker={"failures": 2, "cooldown": 0.05, "probes": 2})
+    assert [client.get("/x").text for _ in range(2)] == ["legacy", "legacy"]  # fell back
+    breaker = client.app.breaker
+    assert breaker.state == "open"
+    client.portal.call(asyncio.sleep, 0.06)
+    assert [client.get("/x").text for _ in range(3)] == ["new", "new", "new"]
+    assert breaker.state == "closed"
+
+
+def test_body_limit_by_content_length(upstreams, proxy) -> None:
+    route = upstreams.post(url__startswith=LEGACY_URL).respond(200)
+    client = proxy(limits={"max_request_body": 100})
+    assert client.post("/x", content=b"x" * 100).status_code == 200
+    response = client.post("/x", content=b"x" * 101)
+    assert response.status_code == 413
+    assert response.headers["content-type"] == "application/problem+json"
+    assert route.call_count == 1
+
+
+def test_body_limit_on_a_chunked_stream(upstreams, proxy) -> None:
+    upstreams.post(url__startswith=LEGACY_URL).respond(200)
+    client = proxy(limits={"max_request_body": 100_000})
+    chunks = (b"y" * 10_000 for _ in range(20))  # no Content-Length: chunked
+    assert client.post("/x", content=chunks).status_code == 413
+    small = (b"y" * 10_000 for _ in range(10))
+    assert client.post("/x", content=small).status_code == 200
+
+
+def test_too_many_in_flight_get_503_with_retry_after(upstreams, proxy) -> None:
+    release = asyncio.Event()
+
+    async def slow(request: httpx.Request) -> httpx.Response:
+        await release.wait()
+        return httpx.Response(200)
+
+    upstreams.get(url__startswith=LEGACY_URL).mock(side_effect=slow)
+    client = proxy(limits={"max_concurrent_per_backend": 1, "queue_timeout": 0.05})
+    held = client.portal.start_task_soon(
+        lambda: client.app(
+            {"type": "http", "method": "GET", "path": "/hold", "raw_path": b"/hold",
+             "query_string": b"", "headers": [], "scheme": "http", "http_version": "1.1",
+             "client": ("127.0.0.1", 1), "server": ("testserver", 80)},
+            _receive_nothing, _discard,
+        )
+    )  # fmt: skip
+    for _ in range(200):  # until the held request occupies the only slot
+        if client.app.forwarder.slots["legacy"].locked():
+            break
+        client.portal.call(asyncio.sleep, 0.005)
+    response = client.get("/x")
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "1"
+    client.portal.call(release.set)
+    held.result(timeout=5)
+    assert client.get("/x").status_code == 200
+
+
+async def _receive_nothing() -> dict:
+    return {"type": "http.request", "body": b"", "more_body": False}
+
+
+async def _discard(message: dict) -> None:
+    pass
+
+
+def test_total_timeout_gives_504(upstreams, proxy) -> None:
+    async def slow(request: httpx.Request) -> httpx.Response:
+        await asyncio.sleep(5)
+        return httpx.Response(200)
+
+    upstreams.get(url__startswith=LEGACY_URL).mock(side_effect=slow)
+    response = proxy(timeouts={"total": 0.1}).get("/x")
+    assert response.status_code == 504
+    assert "timeout" in response.json()["type"]
