@@ -79,7 +79,7 @@ def create_admin_app(gateway: Gateway) -> Any:
         return JSONResponse({"status": "ready"})
 
     async def status(request: Request) -> Response:
-        return JSONResponse(rollout.status())
+        return JSONResponse(gateway.status())
 
     async def act(request: Request) -> Response:
         action = request.path_params["action"]
@@ -101,7 +101,7 @@ def create_admin_app(gateway: Gateway) -> Any:
             return problem(422, "Unprocessable Content", str(exc), "invalid-body")
         except RolloutError as exc:
             return problem(409, "Conflict", str(exc), "conflict")
-        return JSONResponse(rollout.status())
+        return JSONResponse(gateway.status())
 
     async def split(request: Request) -> Response:
         try:
@@ -113,7 +113,7 @@ def create_admin_app(gateway: Gateway) -> Any:
         except BodyError as exc:
             return problem(422, "Unprocessable Content", str(exc), "invalid-body")
         rollout.set_weight(float(weight))
-        return JSONResponse(rollout.status())
+        return JSONResponse(gateway.status())
 
     async def failed(request: Request, exc: Exception) -> Response:
         detail = f"{type(exc).__name__}: {exc}"

@@ -243,6 +243,9 @@ def format_status(status: Status) -> str:
     if failure:
         lines.append(f"failure   {_failure_line(failure)}")
     lines.append(f"next      {_next_line(status)}")
+    breaker = status.get("breaker")
+    if breaker:
+        lines.append(f"breaker   {breaker.get('state', '?')} (new)")
     lines += _check_lines(status.get("checks") or {})
     lines += _history_lines(status.get("history") or [])
     return "\n".join(lines)

@@ -155,6 +155,13 @@ class Gateway:
             await close()
         self._closers = []
 
+    def status(self) -> dict[str, Any]:
+        """The admin API's status document: the rollout, plus the circuit breaker."""
+        status = self.rollout.status()
+        breaker = self.proxy.breaker
+        status["breaker"] = None if breaker is None else breaker.status()
+        return status
+
     # -- transitions -------------------------------------------------------------------
 
     def _on_transition(self, transition: Transition, state: RolloutState) -> None:
