@@ -314,7 +314,10 @@ class Rollout(_Section):
 
 DEFAULT_QUERIES = {
     "new_requests": 'sum(increase(cutover_requests_total{backend="new"}[$window]))',
-    "new_errors": 'sum(increase(cutover_requests_total{backend="new",code=~"5xx|error"}[$window]))',
+    # "or 0 * …": the error series exist only after new's first failure; without it a
+    # healthy rollout would read "no data" forever and never promote.
+    "new_errors": 'sum(increase(cutover_requests_total{backend="new",code=~"5xx|error"}[$window]))'
+    ' or 0 * sum(increase(cutover_requests_total{backend="new"}[$window]))',
     "legacy_requests": 'sum(increase(cutover_requests_total{backend="legacy"}[$window]))',
     "new_p95": "histogram_quantile(0.95, sum by (le) "
     '(rate(cutover_request_duration_seconds_bucket{backend="new"}[$window])))',
@@ -323,7 +326,8 @@ DEFAULT_QUERIES = {
     "new_memory": 'max(cutover_backend_resident_memory_bytes{backend="new"})',
     "shadow_comparisons": "sum(increase("
     'cutover_shadow_requests_total{result=~"match|mismatch"}[$window]))',
-    "shadow_mismatches": 'sum(increase(cutover_shadow_requests_total{result="mismatch"}[$window]))',
+    "shadow_mismatches": 'sum(increase(cutover_shadow_requests_total{result="mismatch"}[$window]))'
+    ' or 0 * sum(increase(cutover_shadow_requests_total{result="match"}[$window]))',
 }
 
 

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.metrics_core import Metric
+from prometheus_client.multiprocess import MultiProcessCollector
 
 # Roughly ×1.5 steps from 1 ms to 30 s: fine enough for p95 ratios, few enough series.
 LATENCY_BUCKETS = (
@@ -26,8 +28,13 @@ def code_class(status: int) -> str:
 
 
 class Metrics:
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    def __init__(
+        self, registry: CollectorRegistry | None = None, *, multiprocess_dir: str | None = None
+    ) -> None:
+        """``multiprocess_dir``: with several workers, the PROMETHEUS_MULTIPROC_DIR they all
+        write to (prometheus-client's multiprocess mode); exposition then sums the workers."""
         self.registry = registry if registry is not None else CollectorRegistry()
+        self.multiprocess_dir = multiprocess_dir
         r = self.registry
         self.requests = Counter(
             "cutover_requests",
@@ -50,11 +57,11 @@ class Metrics:
         )
         self.split_weight = Gauge(
             "cutover_split_weight", "Percent of traffic sent to new, by route.", ["route"],
-            registry=r,
+            registry=r, multiprocess_mode="mostrecent",
         )  # fmt: skip
         self.rollout_phase = Gauge(
             "cutover_rollout_phase", "1 for the rollout's current phase, 0 for the others.",
-            ["phase"], registry=r,
+            ["phase"], registry=r, multiprocess_mode="mostrecent",
         )  # fmt: skip
         self.rollbacks = Counter(
             "cutover_rollbacks", "Rollbacks, by reason (the failing check, or operator).",
@@ -68,11 +75,12 @@ class Metrics:
             "Resident memory of each backend, scraped from its /metrics.",
             ["backend"],
             registry=r,
+            multiprocess_mode="mostrecent",
         )
         self.baseline_memory = Gauge(
             "cutover_guard_baseline_memory_bytes",
             "The memory check's baseline: the backend's resident memory when the rollout started.",
-            ["backend"], registry=r,
+            ["backend"], registry=r, multiprocess_mode="mostrecent",
         )  # fmt: skip
         self.guard_checks = Counter(
             "cutover_guard_checks", "Guard check results, by check and result.",
@@ -101,6 +109,7 @@ class Metrics:
             "1 for the circuit breaker's current state on the new backend, 0 for the others.",
             ["state"],
             registry=r,
+            multiprocess_mode="liveall",  # each worker has its own breaker
         )
         self.breaker_transitions = Counter(
             "cutover_breaker_transitions",
@@ -113,8 +122,24 @@ class Metrics:
             "Admin API calls refused for a missing or wrong token.",
             registry=r,
         )
+        # Every reason exists from the start, so "a rollback happened" is a change from 0.
+        for reason in ("error_rate", "latency", "memory", "shadow", "operator"):
+            self.rollbacks.labels(reason)
         self._children: dict[tuple[str, str, str], tuple[Counter, Histogram]] = {}
         self._error_children: dict[tuple[str, str], Counter] = {}
+
+    def collect(self) -> Iterable[Metric]:
+        """Every metric family, summed over the workers in multiprocess mode."""
+        if self.multiprocess_dir is None:
+            return self.registry.collect()
+        return MultiProcessCollector(None, path=self.multiprocess_dir).collect()
+
+    def exposition(self) -> bytes:
+        if self.multiprocess_dir is None:
+            return generate_latest(self.registry)
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry, path=self.multiprocess_dir)
+        return generate_latest(registry)
 
     def observe(self, backend: str, route: str, code: str, seconds: float) -> None:
         """One answered request; ``code`` is a status class or ``error``."""

@@ -108,6 +108,7 @@ async def test_all_readings_land_in_their_fields(
         assert dict(request.url.params) == {"query": query(reading), "time": "1700000123.500"}
     assert routes["new_errors"].calls.last.request.url.params["query"] == (
         'sum(increase(cutover_requests_total{backend="new",code=~"5xx|error"}[60s]))'
+        ' or 0 * sum(increase(cutover_requests_total{backend="new"}[60s]))'
     )
 
 
