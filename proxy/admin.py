@@ -11,7 +11,7 @@ import hmac
 import json
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -68,7 +68,7 @@ def create_admin_app(gateway: Gateway) -> Any:
     rollout = gateway.rollout
 
     async def metrics(request: Request) -> Response:
-        return Response(generate_latest(gateway.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        return Response(gateway.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
@@ -85,16 +85,16 @@ def create_admin_app(gateway: Gateway) -> Any:
         action = request.path_params["action"]
         try:
             if action == "pause":
-                rollout.pause()
+                gateway.act(rollout.pause)
             elif action == "resume":
-                rollout.resume()
+                gateway.act(rollout.resume)
             elif action == "promote":
-                rollout.promote()
+                gateway.act(rollout.promote)
             elif action == "rollback":
                 reason = (await json_body(request)).get("reason")
-                rollout.rollback(str(reason) if reason else None)
+                gateway.act(lambda: rollout.rollback(str(reason) if reason else None))
             elif action == "restart":
-                rollout.restart()
+                gateway.act(rollout.restart)
             else:
                 return problem(404, "Not Found", f"no rollout action {action!r}", "not-found")
         except BodyError as exc:
@@ -112,7 +112,7 @@ def create_admin_app(gateway: Gateway) -> Any:
                 raise BodyError("weight must be between 0 and 100")
         except BodyError as exc:
             return problem(422, "Unprocessable Content", str(exc), "invalid-body")
-        rollout.set_weight(float(weight))
+        gateway.act(lambda: rollout.set_weight(float(weight)))
         return JSONResponse(gateway.status())
 
     async def failed(request: Request, exc: Exception) -> Response:

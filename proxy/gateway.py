@@ -20,6 +20,7 @@ from prometheus_client import CollectorRegistry
 from .admin import create_admin_app
 from .app import CutoverApp, build_breaker, build_shadower, build_upstreams
 from .config import ConfigError, Settings, load_settings
+from .coordination import Coordination
 from .forwarder import Forwarder
 from .guard import Guard
 from .metrics import Metrics
@@ -72,7 +73,10 @@ class Gateway:
         self._side_transport = side_transport
         self.clock = clock
         self.metrics = Metrics(registry)
-        self.rollout = Rollout.restore(settings, StateStore(settings.state.path), clock=clock)
+        self.coordination = Coordination(settings.state.path)
+        with self.coordination.state_lock():
+            store = StateStore(settings.state.path)
+            self.rollout = Rollout.restore(settings, store, clock=clock)
         self.proxy = CutoverApp(settings, transport=transport, metrics=self.metrics)
         self.proxy.splitter.set_weight(self.rollout.weight)
         self.admin = create_admin_app(self)
@@ -83,6 +87,7 @@ class Gateway:
         self._guard_task: asyncio.Task[Any] | None = None
         self._closers: list[Any] = []
         self.rollout.listeners.append(self._on_transition)
+        self.rollout.sync_listeners.append(self._on_sync)
         self.metrics.set_phase(self.rollout.phase)
         self.metrics.set_weights(route_weights(settings, self.rollout.weight))
 
@@ -141,6 +146,7 @@ class Gateway:
             scraper=scraper,
             memory_from_scrape=config.source == "embedded",
             shadow=settings.shadow if shadowing(settings) else None,
+            coordination=self.coordination,
             clock=self.clock,
         )
         self._closers = closers
@@ -163,6 +169,18 @@ class Gateway:
         return status
 
     # -- transitions -------------------------------------------------------------------
+
+    def act(self, action: Callable[[], Any]) -> Any:
+        """Run an operator action on the latest saved state, under the state lock (another
+        worker process may have changed it since this one last looked)."""
+        with self.coordination.state_lock():
+            self.rollout.sync()
+            return action()
+
+    def _on_sync(self, state: RolloutState) -> None:
+        self.proxy.splitter.set_weight(state.weight)
+        self.metrics.set_phase(state.phase)
+        self.metrics.set_weights(route_weights(self.settings, state.weight))
 
     def _on_transition(self, transition: Transition, state: RolloutState) -> None:
         self.proxy.splitter.set_weight(state.weight)

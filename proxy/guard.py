@@ -7,6 +7,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from contextlib import nullcontext
 from dataclasses import replace
 
 from .checks import (
@@ -20,6 +21,7 @@ from .checks import (
 )
 from .config import Guard as GuardConfig
 from .config import Shadow as ShadowConfig
+from .coordination import Coordination
 from .metrics import Metrics
 from .rollout import Rollout
 from .sources import MemoryScraper, Observation, ScrapeError
@@ -54,9 +56,11 @@ class Guard:
         scraper: MemoryScraper | None = None,
         memory_from_scrape: bool = True,
         shadow: ShadowConfig | None = None,
+        coordination: Coordination | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.config = config
+        self.coordination = coordination
         self.rollout = rollout
         self.metrics = metrics
         self.observe = observe
@@ -163,8 +167,28 @@ class Guard:
         return state.last_legacy_p95
 
     async def tick(self) -> list[Verdict]:
+        """One evaluation. With several workers only the leader judges; the others adopt
+        whatever the leader (or an operator) saved."""
+        coordination = self.coordination
+        if coordination is not None and not coordination.lead():
+            with coordination.state_lock():
+                self.rollout.sync()
+            return []
         observation = await self.observe(self.clock())
         await self.read_memory(observation)
+        with coordination.state_lock() if coordination is not None else nullcontext():
+            self.rollout.sync()
+            self.record_baseline(observation)
+            verdicts = self.judge(observation)
+            self.rollout.evaluate(verdicts, errors_fail=self.config.rollback_on_source_error)
+        for verdict in verdicts:
+            self.metrics.guard_checks.labels(verdict.check, verdict.result.value).inc()
+            if verdict.result is Result.ERROR:
+                logger.warning("guard check %s: source error: %s", verdict.check, verdict.detail)
+        return verdicts
+
+    def record_baseline(self, observation: Observation) -> None:
+        """new's memory when the rollout (re)started is the memory check's baseline."""
         state = self.rollout.state
         if (
             self.memory_enabled
@@ -175,13 +199,6 @@ class Guard:
             self.rollout.set_baseline_memory(observation.new_memory)
         if state.baseline_memory_bytes is not None:
             self.metrics.baseline_memory.labels("new").set(state.baseline_memory_bytes)
-        verdicts = self.judge(observation)
-        for verdict in verdicts:
-            self.metrics.guard_checks.labels(verdict.check, verdict.result.value).inc()
-            if verdict.result is Result.ERROR:
-                logger.warning("guard check %s: source error: %s", verdict.check, verdict.detail)
-        self.rollout.evaluate(verdicts, errors_fail=self.config.rollback_on_source_error)
-        return verdicts
 
     async def run(self) -> None:
         while True:

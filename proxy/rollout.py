@@ -54,6 +54,9 @@ class Rollout:
         self.failures_to_rollback = failures_to_rollback
         self.clock = clock
         self.listeners: list[Listener] = []
+        # Called when another process changed the state (multi-worker): apply, don't announce.
+        self.sync_listeners: list[Callable[[RolloutState], None]] = []
+        self._stamp = store.stamp()
         self.healthy_since: float | None = None
         self.consecutive_failures = 0
         self.latest: dict[str, Verdict] = {}
@@ -78,6 +81,29 @@ class Rollout:
                 state.phase, state.weight, "no saved state: starting", "startup", "start"
             )
         return rollout
+
+    def sync(self) -> bool:
+        """Adopt the state file if another process saved it since we last did; True if so.
+        Call with the coordination's state lock held."""
+        stamp = self.store.stamp()
+        if stamp == self._stamp:
+            return False
+        saved = self.store.load()
+        self._stamp = stamp
+        if saved is None or saved == self.state:
+            return False
+        moved = (saved.phase, saved.weight) != (self.state.phase, self.state.weight)
+        self.state = saved
+        if moved:
+            self.healthy_since = None
+            self.consecutive_failures = 0
+        for listener in self.sync_listeners:
+            listener(saved)
+        return True
+
+    def save(self) -> None:
+        self.store.save(self.state)
+        self._stamp = self.store.stamp()
 
     # -- reading ---------------------------------------------------------------------
 
@@ -233,7 +259,7 @@ class Rollout:
 
     def set_baseline_memory(self, value: float) -> None:
         self.state.baseline_memory_bytes = value
-        self.store.save(self.state)
+        self.save()
 
     def _advance(self, reason: str, actor: str) -> Transition:
         target = self.next_weight()
@@ -271,7 +297,7 @@ class Rollout:
         self.state.history.append(transition)
         self.healthy_since = None
         self.consecutive_failures = 0
-        self.store.save(self.state)
+        self.save()
         for listener in self.listeners:
             listener(transition, self.state)
         return transition

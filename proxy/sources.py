@@ -64,25 +64,20 @@ def read_totals(metrics: Metrics) -> Totals:
     requests: dict[str, float] = {"legacy": 0.0, "new": 0.0}
     errors: dict[str, float] = {"legacy": 0.0, "new": 0.0}
     buckets = {name: [0.0] * len(BOUNDS) for name in requests}
-    for family in metrics.requests.collect():
-        for sample in family.samples:
-            if not sample.name.endswith("_total"):
-                continue
-            backend = sample.labels["backend"]
-            requests[backend] = requests.get(backend, 0.0) + sample.value
-            if sample.labels["code"] in ("5xx", "error"):
-                errors[backend] = errors.get(backend, 0.0) + sample.value
-    index = {bound: i for i, bound in enumerate(BOUNDS)}
-    for family in metrics.request_duration.collect():
-        for sample in family.samples:
-            if sample.name.endswith("_bucket"):
-                backend = sample.labels["backend"]
-                buckets[backend][index[float(sample.labels["le"])]] += sample.value
     shadow = {"match": 0.0, "mismatch": 0.0, "error": 0.0, "dropped": 0.0}
-    for family in metrics.shadow_requests.collect():
+    index = {bound: i for i, bound in enumerate(BOUNDS)}
+    for family in metrics.collect():
         for sample in family.samples:
-            if sample.name.endswith("_total"):
-                result = sample.labels["result"]
+            name, labels = sample.name, sample.labels
+            if name == "cutover_requests_total":
+                backend = labels["backend"]
+                requests[backend] = requests.get(backend, 0.0) + sample.value
+                if labels["code"] in ("5xx", "error"):
+                    errors[backend] = errors.get(backend, 0.0) + sample.value
+            elif name == "cutover_request_duration_seconds_bucket":
+                buckets[labels["backend"]][index[float(labels["le"])]] += sample.value
+            elif name == "cutover_shadow_requests_total":
+                result = labels["result"]
                 shadow[result] = shadow.get(result, 0.0) + sample.value
     return Totals(requests, errors, buckets, shadow)
 

@@ -74,6 +74,16 @@ class StateStore:
         self.path = path
         self.history_limit = history_limit
 
+    def stamp(self) -> tuple[int, int, int] | None:
+        """(inode, size, mtime) of the file: changes whenever any process saves it."""
+        try:
+            stat = self.path.stat()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise StateError(f"cannot read {self.path}: {exc.strerror or exc}") from None
+        return (stat.st_ino, stat.st_size, stat.st_mtime_ns)
+
     def load(self) -> RolloutState | None:
         """The saved state, or None when there is none yet; StateError when unusable."""
         try:
