@@ -14,6 +14,7 @@ from .body import BadRequest, BodyTooLarge, ClientDisconnected
 from .breaker import CircuitBreaker
 from .config import ConfigError, Settings
 from .forwarder import Forwarder, UpstreamBodyError
+from .headers import host_problem
 from .metrics import Metrics
 from .problem import send_problem
 from .shadow import Shadower
@@ -53,6 +54,25 @@ def build_shadower(
         reason = exc.strerror or str(exc)
         raise ConfigError([f"shadow.log_path: cannot open {config.log_path}: {reason}"]) from None
     return Shadower(config, upstreams, metrics, log=log)
+
+
+ALLOWED_METHODS = b"GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"
+
+
+def refuse(scope: Scope) -> tuple[int, str] | None:
+    """(status, reason) for a request the proxy will not forward, else None."""
+    method = scope["method"]
+    if method in ("CONNECT", "TRACE"):
+        # CONNECT would open a tunnel past every rule here; TRACE reflects the request,
+        # cookies and forwarding headers included (RFC 9110 §9.3.6, §9.3.8).
+        return 405, f"{method} is not forwarded by this proxy"
+    raw_path = scope.get("raw_path") or scope["path"].encode("latin-1", "replace")
+    if not raw_path.startswith(b"/"):
+        return 400, "the request target must be a path (origin-form)"
+    problem = host_problem(scope["headers"], scope.get("http_version", "1.1"))
+    if problem is not None:
+        return 400, problem
+    return None
 
 
 def build_breaker(settings: Settings, metrics: Metrics) -> CircuitBreaker | None:
@@ -108,6 +128,13 @@ class CutoverApp:
             await send({"type": "websocket.close", "code": 1008})
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        refusal = refuse(scope)
+        if refusal is not None:
+            status, detail = refusal
+            headers = [(b"allow", ALLOWED_METHODS)] if status == 405 else []
+            title = "Method Not Allowed" if status == 405 else "Bad Request"
+            await send_problem(send, status, title, detail, slug="refused", headers=headers)
+            return
         decision = self.splitter.decide(scope["path"], scope["headers"], scope.get("client"))
         try:
             await self.forwarder.forward(scope, receive, send, decision)

@@ -246,6 +246,9 @@ class Limits(_Section):
     # Requests in flight to one backend; the rest wait up to queue_timeout, then get 503.
     max_concurrent_per_backend: int = Field(1024, ge=1)
     queue_timeout: PositiveSeconds = 5.0
+    # The request head: a longer target gets 414, larger headers 431.
+    max_url_bytes: int = Field(8 * 1024, ge=256)
+    max_header_bytes: int = Field(64 * 1024, ge=1024)
 
 
 class Fallback(_Section):

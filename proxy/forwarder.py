@@ -254,6 +254,11 @@ class Forwarder:
             self.metrics.upstream_error(backend, error.kind)
             logger.warning("backend %s failed (%s): %s", backend, error.kind, error)
             return error
+        except BaseException:
+            slot.release()
+            if watch is not None:
+                watch.stop()
+            raise
         if watch is not None:
             watch.stop()
         self.metrics.observe(backend, decision.route, code_class(response.status),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from .types import RawHeaders
 
 HOP_BY_HOP = frozenset(
@@ -24,6 +26,22 @@ _REQUEST_DROPPED = HOP_BY_HOP | {b"host", b"expect", b"x-forwarded-proto", b"x-f
 PSEUDONYM = b"cutover"
 BACKEND_HEADER = b"x-cutover-backend"
 _RESPONSE_DROPPED = HOP_BY_HOP | {BACKEND_HEADER}
+
+
+# RFC 9112 §3.2 / RFC 3986: uri-host [ ":" port ] (an IP literal, or a reg-name).
+_HOST_RE = re.compile(rb"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]*)(:[0-9]{0,5})?$")
+
+
+def host_problem(headers: RawHeaders, http_version: str) -> str | None:
+    """Why the request's Host header makes it unforwardable, or None (RFC 9112 §3.2)."""
+    hosts = [value for name, value in headers if name == b"host"]
+    if len(hosts) > 1:
+        return "more than one Host header"
+    if not hosts:
+        return "no Host header" if http_version == "1.1" else None
+    if not _HOST_RE.match(hosts[0]):
+        return "the Host header is not a host[:port]"
+    return None
 
 
 def connection_tokens(headers: RawHeaders) -> frozenset[bytes]:
