@@ -61,6 +61,7 @@ class Gateway:
         transport: httpx.AsyncBaseTransport | None = None,
         side_transport: httpx.AsyncBaseTransport | None = None,
         registry: CollectorRegistry | None = None,
+        multiprocess_dir: str | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         """Build everything; raises StateError if the saved rollout state is unusable.
@@ -72,7 +73,7 @@ class Gateway:
         self._transport = transport
         self._side_transport = side_transport
         self.clock = clock
-        self.metrics = Metrics(registry)
+        self.metrics = Metrics(registry, multiprocess_dir=multiprocess_dir)
         self.coordination = Coordination(settings.state.path)
         with self.coordination.state_lock():
             store = StateStore(settings.state.path)
