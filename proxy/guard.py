@@ -88,19 +88,13 @@ class Guard:
 
     def judge(self, observation: Observation) -> list[Verdict]:
         legacy_p95 = self.legacy_baseline(observation)
-        verdicts = [self.error_rate(observation), self.latency(observation, legacy_p95)]
+        error_rate = self.error_rate(observation)
         if observation.recent is not None:
-            recent = observation.recent
-            enough_legacy = (recent.legacy_requests or 0) >= self.config.min_requests
-            recent_legacy = recent.legacy_p95 if enough_legacy else legacy_p95
-            verdicts = [
-                worse(whole, last)
-                for whole, last in zip(
-                    verdicts,
-                    [self.error_rate(recent), self.latency(recent, recent_legacy)],
-                    strict=True,
-                )
-            ]
+            # The error rate over a whole window dilutes a fault that began a moment ago;
+            # the last interval alone shows it at once. (Latency needs no such help: a p95
+            # moves as soon as 5 % of the window is slow, and a 5-second p95 is noisy.)
+            error_rate = worse(error_rate, self.error_rate(observation.recent))
+        verdicts = [error_rate, self.latency(observation, legacy_p95)]
         if self.shadow_enabled:
             verdicts.append(self.shadow(observation))
         if self.memory_enabled:
@@ -207,5 +201,10 @@ class Guard:
                 await self.tick()
             except Exception:
                 logger.exception("guard evaluation failed; trying again next interval")
+            # After a failed evaluation, confirm (or clear) it in half an interval: a real
+            # fault is rolled back within about 1.5 intervals of being seen, not 2.
+            interval = self.config.interval
+            if self.rollout.consecutive_failures:
+                interval /= 2
             elapsed = time.monotonic() - started
-            await asyncio.sleep(max(0.0, self.config.interval - elapsed))
+            await asyncio.sleep(max(0.0, interval - elapsed))

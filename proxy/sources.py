@@ -151,7 +151,14 @@ class MemoryScraper:
     ) -> None:
         self.urls = urls
         self.metrics = metrics
-        self._client = httpx.AsyncClient(timeout=timeout, transport=transport, trust_env=False)
+        # Scrapes come every guard interval; servers close idle connections after a few
+        # seconds (uvicorn: 5), so a kept connection races the server's close. Don't keep one.
+        self._client = httpx.AsyncClient(
+            timeout=timeout,
+            transport=transport,
+            trust_env=False,
+            limits=httpx.Limits(max_keepalive_connections=0),
+        )
 
     async def scrape(self, backend: str) -> float:
         try:
@@ -159,7 +166,8 @@ class MemoryScraper:
             response.raise_for_status()
             value = resident_memory(response.text)
         except (httpx.HTTPError, ValueError) as exc:
-            raise ScrapeError(f"{self.urls[backend]}: {exc or type(exc).__name__}") from exc
+            reason = str(exc) or type(exc).__name__
+            raise ScrapeError(f"{self.urls[backend]}: {reason}") from exc
         self.metrics.backend_memory.labels(backend).set(value)
         return value
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import httpx
@@ -242,3 +243,21 @@ async def test_a_sudden_failure_is_caught_in_the_last_interval(tmp_path) -> None
     await guard.tick()
     assert rollout.phase == "rolled_back"
     assert rollout.state.failure["check"] == "error_rate"
+
+
+async def test_a_failure_is_confirmed_after_half_an_interval(tmp_path, monkeypatch) -> None:
+    bad = Observation(new_requests=100, new_errors=30, legacy_requests=900, new_p95=0.02,
+                      legacy_p95=0.02)  # fmt: skip
+    guard, rollout, _, _ = build(tmp_path, [HEALTHY, bad, HEALTHY], interval=4, window=8)
+    pauses: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        pauses.append(round(seconds, 1))
+        if len(pauses) == 3:
+            raise asyncio.CancelledError
+
+    monkeypatch.setattr("proxy.guard.asyncio.sleep", sleep)
+    with pytest.raises(asyncio.CancelledError):
+        await guard.run()
+    assert pauses == [4.0, 2.0, 4.0]  # healthy, failed (confirm soon), healthy again
+    assert rollout.phase == "progressing"
