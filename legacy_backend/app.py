@@ -1,3 +1,6 @@
+"""The API contract (request schema, problem responses) lives in new_backend and is shared:
+the old service goes away when the migration is done, the contract stays."""
+
 import time
 from dataclasses import asdict
 
@@ -17,13 +20,13 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from legacy_backend import engine
-from legacy_backend.problems import (
+from new_backend.problems import (
     VALIDATION_PROBLEM,
     http_exception_handler,
     problem,
     server_error_handler,
 )
-from legacy_backend.schemas import STRATEGIES, RequestError, parse_backtest_request
+from new_backend.schemas import STRATEGIES, RequestError, parse_backtest_request
 
 MAX_BODY_BYTES = 64 * 1024
 MAX_BACKTEST_ID_LENGTH = 128

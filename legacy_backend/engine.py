@@ -4,7 +4,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
 
-from legacy_backend.schemas import check_range, resolve_params
+from new_backend.schemas import check_range, resolve_params
 
 ENGINE_NAME = "legacy-simulator"
 TRADING_DAYS = 252

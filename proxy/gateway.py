@@ -18,7 +18,7 @@ import httpx
 from prometheus_client import CollectorRegistry
 
 from .admin import create_admin_app
-from .app import CutoverApp, build_breaker, build_shadower, build_upstreams
+from .app import CutoverApp, build_breaker, build_shadower, build_upstreams, run_lifespan
 from .config import ConfigError, Settings, load_settings
 from .coordination import Coordination
 from .forwarder import Forwarder
@@ -311,20 +311,7 @@ class Gateway:
     # -- ASGI --------------------------------------------------------------------------
 
     async def lifespan(self, receive: Receive, send: Send) -> None:
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                try:
-                    await self.startup()
-                except Exception as exc:
-                    logger.exception("startup failed")
-                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
-                    return
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await self.shutdown()
-                await send({"type": "lifespan.shutdown.complete"})
-                return
+        await run_lifespan(receive, send, self.startup, self.shutdown)
 
 
 class Listeners:

@@ -15,12 +15,12 @@ import legacy_backend.__main__ as legacy_main
 import new_backend.__main__ as new_main
 from legacy_backend import engine as legacy_engine
 from legacy_backend.app import create_app as create_legacy_app
-from legacy_backend.schemas import RequestError as LegacyRequestError
-from legacy_backend.schemas import count_business_days
 from new_backend import engine as new_engine
 from new_backend.app import ADMIN_TOKEN_ENV
 from new_backend.app import create_app as create_new_app
+from new_backend.schemas import RequestError as LegacyRequestError
 from new_backend.schemas import RequestError as NewRequestError
+from new_backend.schemas import count_business_days
 
 STRATEGIES = ("sma_crossover", "rsi_mean_reversion", "momentum", "buy_and_hold")
 SYMBOLS = ("AAPL", "MSFT", "TSLA", "BRK.B")
