@@ -21,6 +21,16 @@ def _config_path(args: argparse.Namespace) -> str:
     return path
 
 
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got {text!r}")
+    return value
+
+
 def cmd_check_config(args: argparse.Namespace) -> int:
     settings = load_settings(args.file)
     print(f"{args.file}: OK ({len(settings.routes)} routes, weight {settings.split.weight:g}%)")
@@ -34,7 +44,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     path = _config_path(args)
     settings = load_settings(path)
     try:
-        serve(settings, config_path=path, log_level=args.log_level)
+        if args.workers > 1:
+            from .workers import serve_workers
+
+            serve_workers(
+                settings, config_path=path, workers=args.workers, log_level=args.log_level
+            )
+        else:
+            serve(settings, config_path=path, log_level=args.log_level)
     except StateError as exc:
         print(f"state: {exc}", file=sys.stderr)
         print(
@@ -68,6 +85,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]
     )
+    run.add_argument(
+        "--workers", type=positive_int, default=1,
+        help="worker processes sharing the listeners and the rollout state (default 1)",
+    )  # fmt: skip
     run.set_defaults(func=cmd_run)
 
     check = commands.add_parser("check-config", help="validate a config file and exit")
