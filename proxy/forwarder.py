@@ -179,12 +179,12 @@ class Forwarder:
 
         outcome = await self.call(decision, scope, receive, upstream_headers, body, body_read)
         if stream is not None and stream.too_large:
-            if isinstance(outcome, UpstreamResponse):
+            if not isinstance(outcome, Exception):
                 await self.finish(decision.backend, outcome)
             raise BodyTooLarge
         if decision.backend == "new":
             failed = isinstance(outcome, Exception) or outcome.status in self.fallback_statuses
-            if admitted:
+            if admitted and not isinstance(outcome, Overloaded):  # our own cap says nothing of new
                 decision.judged = True
                 self.breaker.record(not failed)  # type: ignore[union-attr]
             if failed and replay:
