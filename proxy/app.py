@@ -15,7 +15,6 @@ from .body import BadRequest, BodyTooLarge, ClientDisconnected
 from .breaker import CircuitBreaker
 from .config import ConfigError, Settings
 from .forwarder import Forwarder, UpstreamBodyError
-from .headers import host_problem
 from .metrics import Metrics
 from .problem import send_problem
 from .shadow import Shadower
@@ -93,10 +92,7 @@ def refuse(scope: Scope) -> tuple[int, str] | None:
     raw_path = scope.get("raw_path") or scope["path"].encode("latin-1", "replace")
     if not raw_path.startswith(b"/"):
         return 400, "the request target must be a path (origin-form)"
-    problem = host_problem(scope["headers"], scope.get("http_version", "1.1"))
-    if problem is not None:
-        return 400, problem
-    return None
+    return None  # Host is checked where the headers are read: headers.upstream_request_headers
 
 
 def build_breaker(settings: Settings, metrics: Metrics) -> CircuitBreaker | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+from .body import BadRequest
 from .types import RawHeaders
 
 HOP_BY_HOP = frozenset(
@@ -32,9 +33,8 @@ _RESPONSE_DROPPED = HOP_BY_HOP | {BACKEND_HEADER}
 _HOST_RE = re.compile(rb"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]*)(:[0-9]{0,5})?$")
 
 
-def host_problem(headers: RawHeaders, http_version: str) -> str | None:
-    """Why the request's Host header makes it unforwardable, or None (RFC 9112 §3.2)."""
-    hosts = [value for name, value in headers if name == b"host"]
+def host_problem(hosts: list[bytes], http_version: str) -> str | None:
+    """Why the request's Host headers make it unforwardable, or None (RFC 9112 §3.2)."""
     if len(hosts) > 1:
         return "more than one Host header"
     if not hosts:
@@ -64,16 +64,18 @@ def upstream_request_headers(
     scheme: str,
     http_version: str,
 ) -> list[tuple[str, str]]:
-    """The headers to send upstream for a client request's (lowercased ASGI) headers."""
+    """The headers to send upstream for a client request's (lowercased ASGI) headers;
+    BadRequest if its Host headers make it unforwardable."""
     dropped = _REQUEST_DROPPED
     if any(name == b"connection" for name, _ in headers):
         dropped = dropped | connection_tokens(headers)
     out: list[tuple[str, str]] = []
-    host = forwarded_for = via = None
+    hosts: list[bytes] = []
+    forwarded_for = via = None
     for name, value in headers:
         if name in dropped:
             if name == b"host":
-                host = value
+                hosts.append(value)
             continue
         if name == b"x-forwarded-for":
             forwarded_for = value if forwarded_for is None else forwarded_for + b", " + value
@@ -83,6 +85,10 @@ def upstream_request_headers(
             continue
         out.append((name.decode("latin-1"), value.decode("latin-1")))
 
+    problem = host_problem(hosts, http_version)
+    if problem is not None:
+        raise BadRequest(problem)
+    host = hosts[0] if hosts else None
     if client_host is not None:
         client = client_host.encode("latin-1")
         forwarded_for = client if forwarded_for is None else forwarded_for + b", " + client

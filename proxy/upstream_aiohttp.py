@@ -42,11 +42,12 @@ _FAILURES = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
 
 
 class AiohttpResponse:
-    __slots__ = ("_content", "_response", "headers", "status")
+    __slots__ = ("_content", "_done", "_response", "headers", "status")
 
     def __init__(self, response: aiohttp.ClientResponse) -> None:
         self._response = response
         self._content = response.content
+        self._done = False
         self.status = response.status
         self.headers: RawHeaders = list(response.raw_headers)
 
@@ -55,13 +56,17 @@ class AiohttpResponse:
             chunk = await self._content.readany()
         except _FAILURES as exc:
             raise translate(exc) from exc
-        return chunk, bool(chunk) and not self._content.at_eof()
+        more = bool(chunk) and not self._content.at_eof()
+        self._done = not more
+        return chunk, more
 
     def abort(self) -> None:
         self._response.close()
 
     async def aclose(self) -> None:
-        self._response.release()
+        # aiohttp returns the connection to the pool itself at the end of the body.
+        if not self._done:
+            self._response.release()
 
 
 class AiohttpUpstream:

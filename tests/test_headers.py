@@ -1,10 +1,17 @@
 from __future__ import annotations
 
+import re
+
+import pytest
+
+from proxy.body import BadRequest
 from proxy.headers import client_response_headers, upstream_request_headers
 
 
 def forward(headers: list[tuple[bytes, bytes]], **kw) -> list[tuple[str, str]]:
     options = {"client_host": "10.1.1.1", "scheme": "https", "http_version": "1.1"} | kw
+    if not any(name == b"host" for name, _ in headers):
+        headers = [(b"host", b"shop.example"), *headers]
     return upstream_request_headers(headers, **options)
 
 
@@ -63,6 +70,33 @@ def test_forwarded_headers() -> None:
     assert out["x-forwarded-host"] == "shop.example"
     assert out["via"] == "1.0 edge, 1.1 cutover"
     assert "host" not in out
+
+
+@pytest.mark.parametrize(
+    ("hosts", "version", "problem"),
+    [
+        ([b"a.example", b"b.example"], "1.1", "more than one Host header"),
+        ([], "1.1", "no Host header"),
+        ([b"evil.example/reset?"], "1.1", "not a host[:port]"),
+        ([b"a.example:99999999"], "1.1", "not a host[:port]"),
+    ],
+)
+def test_unforwardable_hosts(hosts, version, problem) -> None:
+    with pytest.raises(BadRequest, match=re.escape(problem)):
+        upstream_request_headers(
+            [(b"host", h) for h in hosts], client_host=None, scheme="http", http_version=version
+        )
+
+
+@pytest.mark.parametrize("host", [b"a.example", b"a.example:8080", b"[::1]:80", b"10.0.0.1", b""])
+def test_forwardable_hosts(host) -> None:
+    out = dict(upstream_request_headers([(b"host", host)], client_host=None, scheme="http",
+                                        http_version="1.1"))  # fmt: skip
+    assert out.get("x-forwarded-host", "") == host.decode()
+
+
+def test_http_1_0_needs_no_host() -> None:
+    assert upstream_request_headers([], client_host=None, scheme="http", http_version="1.0")
 
 
 def test_forwarded_for_without_client() -> None:

@@ -159,7 +159,8 @@ def test_too_many_in_flight_get_503_with_retry_after(upstreams, proxy) -> None:
     held = client.portal.start_task_soon(
         lambda: client.app(
             {"type": "http", "method": "GET", "path": "/hold", "raw_path": b"/hold",
-             "query_string": b"", "headers": [], "scheme": "http", "http_version": "1.1",
+             "query_string": b"", "headers": [(b"host", b"testserver")], "scheme": "http",
+             "http_version": "1.1",
              "client": ("127.0.0.1", 1), "server": ("testserver", 80)},
             _receive_nothing, _discard,
         )
@@ -168,6 +169,9 @@ def test_too_many_in_flight_get_503_with_retry_after(upstreams, proxy) -> None:
         if client.app.forwarder.slots["legacy"].locked():
             break
         client.portal.call(asyncio.sleep, 0.005)
+    else:
+        client.portal.call(release.set)
+        pytest.fail("the held request never took the backend's slot")
     response = client.get("/x")
     assert response.status_code == 503
     assert response.headers["retry-after"] == "1"
