@@ -28,6 +28,15 @@ ENV_ADMIN_PORT = "CUTOVER_WORKER_ADMIN_PORT"
 ENV_METRICS_DIR = "PROMETHEUS_MULTIPROC_DIR"
 
 
+class DrainingSupervisor(Multiprocess):
+    def terminate_all(self) -> None:
+        # The supervisor's own copies of the listening sockets would keep them open (the
+        # kernel accepting connections nobody will serve) while the workers drain.
+        for sock in self.sockets:
+            sock.close()
+        super().terminate_all()
+
+
 def worker_app() -> Listeners:
     """uvicorn's app factory, run once in each worker process."""
     config_path = os.environ[ENV_CONFIG]
@@ -62,6 +71,6 @@ def serve_workers(
         timeout_graceful_shutdown=settings.shutdown.grace,
     )
     try:
-        Multiprocess(config, sockets=[proxy_socket, admin_socket]).run()
+        DrainingSupervisor(config, sockets=[proxy_socket, admin_socket]).run()
     finally:
         shutil.rmtree(metrics_dir, ignore_errors=True)

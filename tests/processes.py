@@ -435,3 +435,21 @@ class TrafficDriver:
             return replies if len(replies) >= n else None
 
         return wait_until(enough, timeout, f"{n} replies to requests sent after t={moment:.2f}")
+
+
+def established_to(pid: int, port: int) -> int:
+    """Established TCP connections that process ``pid`` holds to remote ``port``."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            target = os.readlink(fd)
+            if target.startswith("socket:["):
+                inodes.add(target[len("socket:[") : -1])
+    count = 0
+    for table in ("tcp", "tcp6"):
+        for line in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
+            fields = line.split()
+            remote, state, inode = fields[2], fields[3], fields[9]
+            if state == "01" and int(remote.rpartition(":")[2], 16) == port and inode in inodes:
+                count += 1
+    return count

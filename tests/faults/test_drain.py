@@ -11,9 +11,7 @@ has no ``metrics_url``, so nothing else in the proxy talks to that port).
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import re
 import signal
 import socket
@@ -28,7 +26,7 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-from processes import Faults, ProxyPorts, ProxyProcess, Service, wait_until
+from processes import Faults, ProxyPorts, ProxyProcess, Service, established_to, wait_until
 
 pytestmark = [
     pytest.mark.e2e,
@@ -121,24 +119,6 @@ def harness(backends: Backends, tmp_path: Path) -> Iterator[Harness]:
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def established_to(pid: int, port: int) -> int:
-    """Established TCP connections that process ``pid`` holds to remote ``port``."""
-    inodes = set()
-    for fd in Path(f"/proc/{pid}/fd").iterdir():
-        with contextlib.suppress(OSError):
-            target = os.readlink(fd)
-            if target.startswith("socket:["):
-                inodes.add(target[len("socket:[") : -1])
-    count = 0
-    for table in ("tcp", "tcp6"):
-        for line in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
-            fields = line.split()
-            remote, state, inode = fields[2], fields[3], fields[9]
-            if state == "01" and int(remote.rpartition(":")[2], 16) == port and inode in inodes:
-                count += 1
-    return count
 
 
 def refused(port: int) -> bool:

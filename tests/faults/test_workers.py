@@ -3,6 +3,8 @@ rollout within a guard interval, hash sticky keys the same, and /metrics sums th
 
 from __future__ import annotations
 
+import signal
+import threading
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,18 +12,19 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
-from processes import ProxyPorts, ProxyProcess, Service, wait_until
+from processes import Faults, ProxyPorts, ProxyProcess, Service, established_to, wait_until
 
 pytestmark = pytest.mark.e2e
 
 TOKEN = "workers-admin-token-0123456789"
+FAULTS_TOKEN = "workers-faults-token-0123456789"
 INTERVAL = 0.5
 DEADLINE = 20.0
 
 
 @pytest.fixture
 def proxy(tmp_path: Path) -> Iterator[ProxyProcess]:
-    legacy, new = Service.legacy(tmp_path), Service.new(tmp_path, "unused-token-0123456789")
+    legacy, new = Service.legacy(tmp_path), Service.new(tmp_path, FAULTS_TOKEN)
     ports = ProxyPorts.pick()
     config = {
         "listen": {"host": "127.0.0.1", "port": ports.listen},
@@ -36,6 +39,7 @@ def proxy(tmp_path: Path) -> Iterator[ProxyProcess]:
     proxy = ProxyProcess(tmp_path, config_path, ports, TOKEN)
     proxy.argv += ["--workers", "2"]
     proxy.companions = [legacy, new]
+    proxy.new_backend = new  # type: ignore[attr-defined]
     try:
         legacy.start()
         new.start()
@@ -103,3 +107,41 @@ def test_metrics_are_the_sum_over_workers(proxy: ProxyProcess) -> None:
     backends_seen(proxy, 80)
     assert total() - before == 80
     assert len(worker_pids(proxy)) == 2
+
+
+def test_sigterm_drains_every_worker_and_exits_0(proxy: ProxyProcess) -> None:
+    faults = Faults(proxy.new_backend.url, FAULTS_TOKEN)  # type: ignore[attr-defined]
+    faults.set(extra_latency_ms=1500)
+    assert proxy.admin.put("/split", json={"weight": 100}).status_code == 200
+    wait_until(lambda: backends_seen(proxy, 10) == {"new": 10} or None, DEADLINE,
+               "both workers at 100 %", proxy)  # fmt: skip
+    results: list[int] = []
+
+    def slow_request(i: int) -> None:
+        with httpx.Client(trust_env=False, timeout=15) as client:
+            response = client.post(
+                f"{proxy.url}/api/v1/backtests/bt-{i}/execute",
+                json={"strategy": "momentum"},
+                headers={"X-User-Id": f"user-{i}", "Connection": "close"},
+            )
+            results.append(response.status_code)
+
+    threads = [threading.Thread(target=slow_request, args=(i,)) for i in range(6)]
+    for thread in threads:
+        thread.start()
+    # In flight: the workers hold a connection to new for each (new answers after 1.5 s).
+    new_port = proxy.new_backend.port  # type: ignore[attr-defined]
+
+    def in_flight() -> bool | None:
+        held = sum(established_to(int(pid), new_port) for pid in worker_pids(proxy))
+        return held >= 6 or None
+
+    wait_until(in_flight, DEADLINE, "6 requests in flight", proxy)
+    proxy.signal_group(signal.SIGTERM)
+    for thread in threads:
+        thread.join(timeout=15)
+    assert results == [200] * 6, results
+    assert proxy.popen is not None
+    assert proxy.popen.wait(timeout=15) == 0
+    faults.clear()
+    faults.close()
