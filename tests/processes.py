@@ -26,7 +26,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -453,3 +453,27 @@ def established_to(pid: int, port: int) -> int:
             if state == "01" and int(remote.rpartition(":")[2], 16) == port and inode in inodes:
                 count += 1
     return count
+
+
+@dataclass
+class Backends:
+    """Both demo backends, and the new one's fault injection."""
+
+    legacy: Service
+    new: Service
+    faults: Faults
+
+
+@contextlib.contextmanager
+def running_backends(log_dir: Path, faults_token: str) -> Iterator[Backends]:
+    legacy = Service.legacy(log_dir)
+    new = Service.new(log_dir, faults_token)
+    faults = Faults(new.url, faults_token)
+    try:
+        legacy.start()
+        new.start()
+        yield Backends(legacy, new, faults)
+    finally:
+        faults.close()
+        legacy.stop()
+        new.stop()

@@ -12,6 +12,7 @@ is ignored, so a production config (``proxy.server.uvicorn_config``) can be serv
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import threading
 import time
@@ -89,3 +90,40 @@ def serve(app: Any, **uvicorn_config_kwargs: Any) -> Iterator[str]:
     kwargs = {**_DEFAULTS, **uvicorn_config_kwargs}
     with serve_config(uvicorn.Config(app, **kwargs)) as url:
         yield url
+
+
+@contextmanager
+def serve_raw(handler: Any, *, limit: int | None = None) -> Iterator[str]:
+    """A raw asyncio TCP server (``asyncio.start_server``) in a thread of its own, for what a
+    well-behaved HTTP server won't do; yields its URL. ``limit``: the StreamReader's buffer."""
+    sock = free_socket()
+    host, port = sock.getsockname()[:2]
+    loop = asyncio.new_event_loop()
+    ready = threading.Event()
+    options = {} if limit is None else {"limit": limit}
+
+    def run() -> None:
+        asyncio.set_event_loop(loop)
+        server = loop.run_until_complete(asyncio.start_server(handler, sock=sock, **options))
+        ready.set()
+        try:
+            loop.run_forever()
+        finally:
+            server.close()
+            # The proxy's keep-alive connections may still be open: end their handlers.
+            tasks = asyncio.all_tasks(loop)
+            for task in tasks:
+                task.cancel()
+            loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+            loop.run_until_complete(server.wait_closed())
+            loop.close()
+
+    thread = threading.Thread(target=run, name=f"raw:{port}", daemon=True)
+    thread.start()
+    try:
+        if not ready.wait(STARTUP_DEADLINE):
+            raise RuntimeError(f"the raw server on port {port} did not start")
+        yield f"http://{host}:{port}"
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(SHUTDOWN_DEADLINE)

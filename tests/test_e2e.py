@@ -13,7 +13,7 @@ import statistics
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -23,7 +23,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
-from servers import free_socket, serve, serve_config
+from servers import free_socket, serve, serve_config, serve_raw
 
 from legacy_backend.app import create_app as create_legacy_app
 from new_backend.app import create_app as create_new_app
@@ -312,35 +312,6 @@ class Lab:
             (b"x-end-to-end", b"kept"),
         ]
         await respond(send, 200, headers, b"ok")
-
-
-@contextmanager
-def serve_raw(handler: Callable[..., Any]) -> Iterator[str]:
-    """A raw asyncio TCP server (``asyncio.start_server``) in a thread; yields its URL."""
-    sock = free_socket()
-    host, port = sock.getsockname()[:2]
-    loop = asyncio.new_event_loop()
-    ready = threading.Event()
-
-    def run() -> None:
-        asyncio.set_event_loop(loop)
-        server = loop.run_until_complete(asyncio.start_server(handler, sock=sock))
-        ready.set()
-        try:
-            loop.run_forever()
-        finally:
-            server.close()
-            loop.run_until_complete(server.wait_closed())
-            loop.close()
-
-    thread = threading.Thread(target=run, name=f"raw:{port}", daemon=True)
-    thread.start()
-    try:
-        assert ready.wait(DEADLINE), "raw server did not start"
-        yield f"http://{host}:{port}"
-    finally:
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(DEADLINE)
 
 
 async def raw_upstream(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

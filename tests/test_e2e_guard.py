@@ -24,14 +24,15 @@ import httpx
 import pytest
 import yaml
 from processes import (
+    Backends,
     Faults,
     ProxyPorts,
     ProxyProcess,
-    Service,
     TrafficDriver,
     clean_env,
     cutover_command,
     read_state,
+    running_backends,
     wait_until,
 )
 
@@ -50,28 +51,11 @@ DEPRECATION_VALUE = "@1796083200"  # RFC 9745: 2026-12-01T00:00:00Z as Unix seco
 # --------------------------------------------------------------------------- fixtures
 
 
-@dataclass
-class Backends:
-    legacy: Service
-    new: Service
-    faults: Faults
-
-
 @pytest.fixture(scope="module")
 def backends(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Backends]:
-    """Both demo backends, shared by the module (faults are cleared around each test)."""
-    log_dir = tmp_path_factory.mktemp("backends")
-    legacy = Service.legacy(log_dir)
-    new = Service.new(log_dir, FAULTS_TOKEN)
-    faults = Faults(new.url, FAULTS_TOKEN)
-    try:
-        legacy.start()
-        new.start()
-        yield Backends(legacy, new, faults)
-    finally:
-        faults.close()
-        legacy.stop()
-        new.stop()
+    """Both demo backends, shared by the module."""
+    with running_backends(tmp_path_factory.mktemp("backends"), FAULTS_TOKEN) as running:
+        yield running
 
 
 @pytest.fixture

@@ -26,7 +26,14 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-from processes import Faults, ProxyPorts, ProxyProcess, Service, established_to, wait_until
+from processes import (
+    Backends,
+    ProxyPorts,
+    ProxyProcess,
+    established_to,
+    running_backends,
+    wait_until,
+)
 
 pytestmark = [
     pytest.mark.e2e,
@@ -46,27 +53,11 @@ EXIT_MARGIN = 3.0  # process teardown after the drain (normally ~0.2 s)
 # --------------------------------------------------------------------------- fixtures
 
 
-@dataclass
-class Backends:
-    legacy: Service
-    new: Service
-    faults: Faults
-
-
 @pytest.fixture(scope="module")
 def backends(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Backends]:
-    log_dir = tmp_path_factory.mktemp("backends")
-    legacy = Service.legacy(log_dir)
-    new = Service.new(log_dir, FAULTS_TOKEN)
-    faults = Faults(new.url, FAULTS_TOKEN)
-    try:
-        legacy.start()
-        new.start()
-        yield Backends(legacy, new, faults)
-    finally:
-        faults.close()
-        legacy.stop()
-        new.stop()
+    """Both demo backends, shared by the module."""
+    with running_backends(tmp_path_factory.mktemp("backends"), FAULTS_TOKEN) as running:
+        yield running
 
 
 @dataclass

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import pytest
-from servers import free_socket, serve_config
+from servers import serve_config, serve_raw
 
 from proxy.config import parse_settings
 from proxy.server import uvicorn_config
@@ -136,37 +136,6 @@ class Recorder:
             self._garbage.append(data[:200])
 
 
-@contextmanager
-def serve_recorder(recorder: Recorder) -> Iterator[str]:
-    """The recorder on a free port in a thread of its own; yields its URL."""
-    sock = free_socket()
-    host, port = sock.getsockname()[:2]
-    loop = asyncio.new_event_loop()
-    ready = threading.Event()
-
-    def run() -> None:
-        asyncio.set_event_loop(loop)
-        server = loop.run_until_complete(
-            asyncio.start_server(recorder.handle, sock=sock, limit=HEAD_LIMIT)
-        )
-        ready.set()
-        try:
-            loop.run_forever()
-        finally:
-            server.close()
-            loop.run_until_complete(server.wait_closed())
-            loop.close()
-
-    thread = threading.Thread(target=run, name=f"recorder:{port}", daemon=True)
-    thread.start()
-    try:
-        assert ready.wait(DEADLINE), "recorder did not start"
-        yield f"http://{host}:{port}"
-    finally:
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(DEADLINE)
-
-
 # --------------------------------------------------------------------------- fixtures
 
 
@@ -177,7 +146,7 @@ def recorder() -> Recorder:
 
 @pytest.fixture(scope="module")
 def upstream(recorder: Recorder) -> Iterator[str]:
-    with serve_recorder(recorder) as url:
+    with serve_raw(recorder.handle, limit=HEAD_LIMIT) as url:
         yield url
 
 

@@ -17,7 +17,6 @@ this process. Every wait polls with a deadline.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import itertools
 import random
@@ -36,7 +35,7 @@ import httpx
 import pytest
 import yaml
 from processes import Faults, Process, ProxyPorts, ProxyProcess, Service, wait_until
-from servers import free_socket, serve
+from servers import serve, serve_raw
 
 pytestmark = [
     pytest.mark.e2e,
@@ -529,40 +528,6 @@ async def resetting_upstream(reader: asyncio.StreamReader, writer: asyncio.Strea
         return
     finally:
         writer.close()
-
-
-@contextlib.contextmanager
-def serve_raw(handler: Callable[..., Any]) -> Iterator[str]:
-    """A raw asyncio TCP server in a thread; yields its URL."""
-    sock = free_socket()
-    host, port = sock.getsockname()[:2]
-    loop = asyncio.new_event_loop()
-    ready = threading.Event()
-
-    def run() -> None:
-        asyncio.set_event_loop(loop)
-        server = loop.run_until_complete(asyncio.start_server(handler, sock=sock))
-        ready.set()
-        try:
-            loop.run_forever()
-        finally:
-            server.close()
-            # The proxy's keep-alive connections are still open: end their handlers.
-            tasks = asyncio.all_tasks(loop)
-            for task in tasks:
-                task.cancel()
-            loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
-            loop.run_until_complete(server.wait_closed())
-            loop.close()
-
-    thread = threading.Thread(target=run, name=f"raw:{port}", daemon=True)
-    thread.start()
-    try:
-        assert ready.wait(DEADLINE), "raw server did not start"
-        yield f"http://{host}:{port}"
-    finally:
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(DEADLINE)
 
 
 @pytest.mark.parametrize("framing", ["length", "chunked"])
