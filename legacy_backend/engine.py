@@ -1,35 +1,20 @@
 import math
 import zlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from datetime import date
 
-from new_backend.schemas import check_range, resolve_params
+from new_backend.schemas import (
+    TRADING_DAYS,
+    BacktestMetrics,
+    SymbolProfile,
+    check_range,
+    resolve_params,
+)
 
 ENGINE_NAME = "legacy-simulator"
-TRADING_DAYS = 252
 
 _MASK64 = (1 << 64) - 1
 _SQRT3 = math.sqrt(3.0)
-
-
-@dataclass(frozen=True)
-class SymbolProfile:
-    seed: int
-    initial_price: float
-    daily_drift: float
-    daily_volatility: float
-
-
-@dataclass(frozen=True)
-class BacktestMetrics:
-    total_return: float
-    annualized_return: float
-    volatility: float
-    sharpe_ratio: float
-    max_drawdown: float
-    total_trades: int
-    win_rate: float
 
 
 def _splitmix64(x: int) -> int:

@@ -1,40 +1,25 @@
 import math
 import zlib
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import date
 
 import numpy as np
 import numpy.typing as npt
 
-from new_backend.schemas import check_range, resolve_params
+from new_backend.schemas import (
+    TRADING_DAYS,
+    BacktestMetrics,
+    SymbolProfile,
+    check_range,
+    resolve_params,
+)
 
 ENGINE_NAME = "trade-engine"
-TRADING_DAYS = 252
 
 FloatArray = npt.NDArray[np.float64]
 UIntArray = npt.NDArray[np.uint64]
 
 _SQRT3 = math.sqrt(3.0)
-
-
-@dataclass(frozen=True)
-class SymbolProfile:
-    seed: int
-    initial_price: float
-    daily_drift: float
-    daily_volatility: float
-
-
-@dataclass(frozen=True)
-class BacktestMetrics:
-    total_return: float
-    annualized_return: float
-    volatility: float
-    sharpe_ratio: float
-    max_drawdown: float
-    total_trades: int
-    win_rate: float
 
 
 def _splitmix64(x: UIntArray) -> UIntArray:

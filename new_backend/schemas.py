@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, ValidationError,
 StrategyName = Literal["sma_crossover", "rsi_mean_reversion", "momentum", "buy_and_hold"]
 Params = dict[str, int | float]
 
+TRADING_DAYS = 252
 MAX_RANGE_DAYS = 18_263
 MIN_BUSINESS_DAYS = 2
 
@@ -186,3 +187,22 @@ def parse_backtest_request(body: bytes) -> tuple[BacktestRequest, Params]:
         ) from None
     check_range(request.start, request.end)
     return request, resolve_params(request.strategy, request.params)
+
+
+@dataclass(frozen=True)
+class SymbolProfile:
+    seed: int
+    initial_price: float
+    daily_drift: float
+    daily_volatility: float
+
+
+@dataclass(frozen=True)
+class BacktestMetrics:
+    total_return: float
+    annualized_return: float
+    volatility: float
+    sharpe_ratio: float
+    max_drawdown: float
+    total_trades: int
+    win_rate: float
