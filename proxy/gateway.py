@@ -117,6 +117,7 @@ class Gateway:
         if self.webhook is not None:
             await self.webhook.aclose()
         await self.proxy.shutdown()
+        self.coordination.resign()  # another worker may lead the guard now
 
     def _start_guard(self) -> None:
         settings = self.settings
