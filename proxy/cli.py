@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 from .admin_client import add_admin_commands
 from .config import ConfigError, load_settings
-from .diff_report import add_diff_report_command
+from .diff_report import add_diff_report_command, positive_int
 
 EXIT_CONFIG = 2
 
@@ -19,16 +19,6 @@ def _config_path(args: argparse.Namespace) -> str:
     if not path:
         raise ConfigError(["config: no config file given (use --config FILE or CUTOVER_CONFIG)"])
     return path
-
-
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got {text!r}")
-    return value
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:

@@ -245,7 +245,8 @@ def cmd_diff_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def _positive_int(text: str) -> int:
+def positive_int(text: str) -> int:
+    """argparse type for a count given on the command line (also `cutover run --workers`)."""
     try:
         value = int(text)
     except ValueError:
@@ -267,7 +268,7 @@ def add_diff_report_command(subparsers: Any) -> None:
     report.add_argument(
         "--top",
         metavar="N",
-        type=_positive_int,
+        type=positive_int,
         default=DEFAULT_TOP,
         help=f"how many differing paths to show (default: {DEFAULT_TOP})",
     )
