@@ -22,7 +22,7 @@ from .shadow_log import ShadowLog
 from .splitter import Splitter
 from .types import Receive, Scope, Send
 from .upstream import Upstream
-from .upstream_aiohttp import AiohttpUpstream
+from .upstream_http1 import Http1Upstream
 from .upstream_httpx import HttpxUpstream
 
 logger = logging.getLogger("cutover.app")
@@ -35,7 +35,7 @@ def build_upstreams(
     for name in ("legacy", "new"):
         url = getattr(settings.backends, name).url
         if transport is None:
-            upstreams[name] = AiohttpUpstream(url, settings.timeouts)
+            upstreams[name] = Http1Upstream(url, settings.timeouts)
         else:
             upstreams[name] = HttpxUpstream(url, settings.timeouts, transport)
     return upstreams
@@ -183,6 +183,6 @@ def create_app(
     transport: httpx.AsyncBaseTransport | None = None,
     metrics: Metrics | None = None,
 ) -> CutoverApp:
-    """Build the proxy listener's app. ``transport`` replaces the aiohttp client (tests
+    """Build the proxy listener's app. ``transport`` replaces the HTTP/1.1 client (tests
     pass respx); ``metrics`` shares a registry with the admin listener."""
     return CutoverApp(settings, transport=transport, metrics=metrics)

@@ -238,6 +238,9 @@ class Timeouts(_Section):
     read: PositiveSeconds = 30.0
     # The whole wait for a backend's response headers (connect, send, first byte); None: no cap.
     total: PositiveSeconds | None = None
+    # How long an unused keep-alive connection to a backend is kept. Below the 5 s after
+    # which uvicorn (and Node) close idle connections, so a reused one is rarely stale.
+    pool_idle: PositiveSeconds = 4.0
 
 
 class Limits(_Section):

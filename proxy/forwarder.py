@@ -213,7 +213,7 @@ class Forwarder:
         decision: Decision,
         scope: Scope,
         receive: Receive,
-        headers: list[tuple[str, str]],
+        headers: RawHeaders,
         body: RequestBody,
         body_read: bool,
     ) -> UpstreamResponse | UpstreamError | Overloaded:
@@ -302,7 +302,7 @@ class Forwarder:
         self,
         scope: Scope,
         decision: Decision,
-        upstream_headers: list[tuple[str, str]],
+        upstream_headers: RawHeaders,
         length: int | None,
         has_body: bool,
     ) -> Mirror | None:

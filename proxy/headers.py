@@ -63,13 +63,13 @@ def upstream_request_headers(
     client_host: str | None,
     scheme: str,
     http_version: str,
-) -> list[tuple[str, str]]:
+) -> RawHeaders:
     """The headers to send upstream for a client request's (lowercased ASGI) headers;
     BadRequest if its Host headers make it unforwardable."""
     dropped = _REQUEST_DROPPED
     if any(name == b"connection" for name, _ in headers):
         dropped = dropped | connection_tokens(headers)
-    out: list[tuple[str, str]] = []
+    out: RawHeaders = []
     hosts: list[bytes] = []
     forwarded_for = via = None
     for name, value in headers:
@@ -83,7 +83,7 @@ def upstream_request_headers(
         if name == b"via":
             via = value if via is None else via + b", " + value
             continue
-        out.append((name.decode("latin-1"), value.decode("latin-1")))
+        out.append((name, value))
 
     problem = host_problem(hosts, http_version)
     if problem is not None:
@@ -93,12 +93,12 @@ def upstream_request_headers(
         client = client_host.encode("latin-1")
         forwarded_for = client if forwarded_for is None else forwarded_for + b", " + client
     if forwarded_for is not None:
-        out.append(("x-forwarded-for", forwarded_for.decode("latin-1")))
-    out.append(("x-forwarded-proto", scheme))
+        out.append((b"x-forwarded-for", forwarded_for))
+    out.append((b"x-forwarded-proto", scheme.encode("latin-1")))
     if host is not None:
-        out.append(("x-forwarded-host", host.decode("latin-1")))
+        out.append((b"x-forwarded-host", host))
     hop = via_value(http_version)
-    out.append(("via", (hop if via is None else via + b", " + hop).decode("latin-1")))
+    out.append((b"via", hop if via is None else via + b", " + hop))
     return out
 
 

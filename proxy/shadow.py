@@ -23,6 +23,7 @@ from .config import RouteShadow
 from .config import Shadow as ShadowConfig
 from .metrics import Metrics
 from .shadow_log import ShadowLog, mismatch_record, redact_query, totals_record
+from .types import RawHeaders
 from .upstream import Upstream, UpstreamError
 
 logger = logging.getLogger("cutover.shadow")
@@ -45,7 +46,7 @@ class Mirror:
         method: str,
         path: str,
         query: str,
-        headers: list[tuple[str, str]],
+        headers: RawHeaders,
         body: bytes | None,
         primary_backend: str,
         shadow_backend: str,
@@ -167,7 +168,7 @@ class Shadower:
 
     async def _fetch(self, mirror: Mirror) -> tuple[int, str | None, bytes]:
         started = perf_counter()
-        headers = [*mirror.headers, ("x-cutover-shadow", "true")]
+        headers = [*mirror.headers, (b"x-cutover-shadow", b"true")]
         upstream = self.upstreams[mirror.shadow_backend]
         response = await upstream.send(mirror.method, mirror.shadow_url, headers, mirror.body)
         try:
@@ -196,7 +197,7 @@ class Shadower:
                     method=mirror.method,
                     path=mirror.path,
                     query=redact_query(mirror.query),
-                    headers=mirror.headers,
+                    headers=[(n.decode("latin-1"), v.decode("latin-1")) for n, v in mirror.headers],
                     primary_backend=mirror.primary_backend,
                     primary_status=mirror.status,
                     shadow_backend=mirror.shadow_backend,

@@ -62,7 +62,7 @@ class Upstream(Protocol):
     async def start(self) -> None: ...
 
     async def send(
-        self, method: str, url: str, headers: list[tuple[str, str]], body: RequestBody
+        self, method: str, url: str, headers: RawHeaders, body: RequestBody
     ) -> UpstreamResponse:
         """Send a request and return once the response headers arrived; raises UpstreamError."""
         ...

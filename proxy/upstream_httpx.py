@@ -1,5 +1,5 @@
 """An upstream over any ``httpx.AsyncBaseTransport``: the seam tests use to hand in
-a respx router or ``httpx.MockTransport``. Production uses ``upstream_aiohttp``."""
+a respx router or ``httpx.MockTransport``. Production uses ``upstream_http1``."""
 
 from __future__ import annotations
 
@@ -71,7 +71,7 @@ class HttpxUpstream:
         pass
 
     async def send(
-        self, method: str, url: str, headers: list[tuple[str, str]], body: RequestBody
+        self, method: str, url: str, headers: RawHeaders, body: RequestBody
     ) -> HttpxResponse:
         request = httpx.Request(
             method, url, headers=headers, content=body, extensions={"timeout": self._timeout}

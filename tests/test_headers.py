@@ -8,11 +8,15 @@ from proxy.body import BadRequest
 from proxy.headers import client_response_headers, upstream_request_headers
 
 
+def decoded(headers: list[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
+    return [(name.decode("latin-1"), value.decode("latin-1")) for name, value in headers]
+
+
 def forward(headers: list[tuple[bytes, bytes]], **kw) -> list[tuple[str, str]]:
     options = {"client_host": "10.1.1.1", "scheme": "https", "http_version": "1.1"} | kw
     if not any(name == b"host" for name, _ in headers):
         headers = [(b"host", b"shop.example"), *headers]
-    return upstream_request_headers(headers, **options)
+    return decoded(upstream_request_headers(headers, **options))
 
 
 def names(headers) -> list:
@@ -90,8 +94,8 @@ def test_unforwardable_hosts(hosts, version, problem) -> None:
 
 @pytest.mark.parametrize("host", [b"a.example", b"a.example:8080", b"[::1]:80", b"10.0.0.1", b""])
 def test_forwardable_hosts(host) -> None:
-    out = dict(upstream_request_headers([(b"host", host)], client_host=None, scheme="http",
-                                        http_version="1.1"))  # fmt: skip
+    out = dict(decoded(upstream_request_headers([(b"host", host)], client_host=None,
+                                                scheme="http", http_version="1.1")))  # fmt: skip
     assert out.get("x-forwarded-host", "") == host.decode()
 
 
