@@ -1,10 +1,10 @@
 """The fastest-Python reference proxy: a bare ASGI callable over aiohttp, no features.
 
 It reads the request body, picks one of two upstreams at random (50/50), forwards the
-method, path, query and headers, and returns the status, headers and body. It gets the
-same advantages as Cutover's client (a keep-alive pool per upstream, no cookie jar, no
-decompression, no automatic request headers, the same timeouts) and nothing else: no
-sticky hashing, no X-Forwarded-*/Via, no deprecation headers, no streaming.
+method, path, query and headers, and returns the status, headers and body. Its aiohttp
+client is set up the way a proxy needs it (a keep-alive pool per upstream, no cookie jar,
+no decompression, no automatic request headers, Cutover's timeouts) and it has nothing
+else: no sticky hashing, no X-Forwarded-*/Via, no deprecation headers, no streaming.
 
 Run it with uvicorn (one worker, uvloop + httptools, access log off)::
 

@@ -44,6 +44,8 @@ _IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 _HIGH_WATER = 256 * 1024
 # Bodies up to this size are written together with the head, in one send.
 _JOIN_BODY = 16 * 1024
+# A response head larger than this is refused (llhttp itself sets no bound).
+_MAX_HEAD = 256 * 1024
 
 
 class Connection(asyncio.Protocol):
@@ -71,9 +73,15 @@ class Connection(asyncio.Protocol):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def data_received(self, data: bytes) -> None:
-        if self.response is None:
+        response = self.response
+        if response is None:
             self.close()  # nothing was asked: a backend talking out of turn
             return
+        if not response.status:
+            response.head_bytes += len(data)
+            if response.head_bytes > _MAX_HEAD:
+                self.fail(UpstreamProtocolError(f"response head over {_MAX_HEAD} bytes"))
+                return
         try:
             self._parser.feed_data(data)
         except (HttpParserError, HttpParserUpgrade) as exc:
@@ -112,11 +120,16 @@ class Connection(asyncio.Protocol):
     # -- httptools callbacks ------------------------------------------------------
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.response.headers.append((name, value))  # type: ignore[union-attr]
+        response = self.response
+        if response is None:
+            raise UpstreamProtocolError("bytes after the response ended")
+        if not response.status:  # after the head, these are trailer fields: dropped
+            response.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
         response = self.response
-        assert response is not None
+        if response is None:
+            raise UpstreamProtocolError("bytes after the response ended")
         status = self._parser.get_status_code()
         if status < 200:
             if status == 101:
@@ -213,6 +226,7 @@ class Http1Response:
         "buffered",
         "chunks",
         "done",
+        "head_bytes",
         "head_only",
         "headers",
         "paused",
@@ -228,6 +242,7 @@ class Http1Response:
         self._error: UpstreamError | None = None
         self.status = 0
         self.headers: RawHeaders = []
+        self.head_bytes = 0
         self.chunks: list[bytes] = []
         self.buffered = 0
         self.done = False

@@ -358,3 +358,39 @@ async def test_userinfo_in_the_backend_url_becomes_basic_auth() -> None:
         async with client(url) as upstream:
             await body_of(await upstream.send("GET", url + "/", [], None))
     assert b"authorization: Basic c3ZjOnBAc3M=\r\n" in heads[0]
+
+
+async def test_trailer_fields_are_not_taken_for_headers() -> None:
+    reply = (
+        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ntrailer: x-sum\r\n\r\n"
+        b"2\r\nok\r\n0\r\nx-sum: 42\r\n\r\n"
+    )
+    async with scripted(answering(reply)) as server, client(server.url) as upstream:
+        response = await upstream.send("GET", server.url + "/", [], None)
+        assert await body_of(response) == b"ok"
+        assert [name for name, _ in response.headers] == [b"transfer-encoding", b"trailer"]
+
+
+async def test_bytes_beyond_the_response_retire_the_connection() -> None:
+    reply = (
+        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nokHTTP/1.1 200 OK\r\nx-smuggled: 1\r\n\r\n"
+    )
+    async with scripted(answering(reply, reply)) as server, client(server.url) as upstream:
+        response = await upstream.send("GET", server.url + "/", [], None)
+        assert await body_of(response) == b"ok"
+        response = await upstream.send("GET", server.url + "/", [], None)
+        assert response.headers == [(b"content-length", b"2")]
+    assert server.connections == 2
+
+
+async def test_an_endless_response_head_is_refused() -> None:
+    async def handler(reader, writer, _n) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\n")
+        while not writer.is_closing():
+            writer.write(b"x-filler: " + b"f" * 1000 + b"\r\n")
+            await writer.drain()
+
+    async with scripted(handler) as server, client(server.url) as upstream:
+        with pytest.raises(UpstreamProtocolError, match="head over"):
+            await upstream.send("GET", server.url + "/", [], None)
