@@ -4,6 +4,7 @@ ports, a real HTTP client. Every byte crosses real sockets twice."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import gzip
 import hashlib
 import json
@@ -18,6 +19,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from http.cookiejar import CookieJar, DefaultCookiePolicy
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -896,3 +898,41 @@ def test_sticky_cookie_is_issued_and_honoured(lab_urls: dict[str, str]) -> None:
 
     # 40 fresh visitors at 50 %: both backends get some (P(fail) = 2**-39).
     assert set(seen) == {"legacy", "new"}, seen
+
+
+@contextmanager
+def stdlib_file_server(directory: str) -> Iterator[str]:
+    """Python's own ``http.server``: HTTP/1.0, a new connection for every request, closed
+    after the answer (a server nobody here wrote, with different habits from uvicorn's)."""
+    handler = functools.partial(SimpleHTTPRequestHandler, directory=directory)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_an_http_1_0_backend_that_closes_every_connection(tmp_path, lab_urls) -> None:
+    payload = random.Random(7).randbytes(300_000)
+    (tmp_path / "data.bin").write_bytes(payload)
+    with (
+        stdlib_file_server(str(tmp_path)) as files,
+        run_proxy(files, lab_urls["new"], split={"weight": 0}) as url,
+        client(url) as http,
+    ):
+        for _ in range(5):  # each on a new upstream connection
+            response = http.get("/data.bin")
+            assert response.status_code == 200
+            assert response.content == payload
+            assert response.headers["x-cutover-backend"] == "legacy"
+        head = http.head("/data.bin")
+        assert (head.status_code, head.content) == (200, b"")
+        assert head.headers["content-length"] == str(len(payload))
+        assert http.get("/missing").status_code == 404
+        # It refuses POST without reading the body, and closes: the answer still arrives.
+        refused = http.post("/data.bin", content=payload)
+        assert refused.status_code == 501
+        assert http.get("/data.bin").content == payload
