@@ -44,8 +44,21 @@ _IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 _HIGH_WATER = 256 * 1024
 # Bodies up to this size are written together with the head, in one send.
 _JOIN_BODY = 16 * 1024
-# A response head larger than this is refused (llhttp itself sets no bound).
-_MAX_HEAD = 256 * 1024
+# A response head larger than this is refused (llhttp itself sets no bound). Counted by the
+# reads that end before the head does, so it is a bound on memory, not an exact size.
+_MAX_HEAD = 1024 * 1024
+
+
+def body_until_close(headers: RawHeaders) -> bool:
+    """Whether the body ends only when the backend closes the connection (RFC 9112 §6.3):
+    no Content-Length and no chunked transfer coding."""
+    for name, value in headers:
+        name = name.lower()
+        if name == b"content-length":
+            return False
+        if name == b"transfer-encoding" and value.rstrip().lower().endswith(b"chunked"):
+            return False
+    return True
 
 
 class Connection(asyncio.Protocol):
@@ -144,7 +157,7 @@ class Connection(asyncio.Protocol):
             self._complete(self._parser.should_keep_alive())
             return
         if status not in (204, 304):
-            response.until_eof = not any(name.lower() in _FRAMING for name, _ in response.headers)
+            response.until_eof = body_until_close(response.headers)
         response.wake()
 
     def on_body(self, body: bytes) -> None:
@@ -153,7 +166,7 @@ class Connection(asyncio.Protocol):
             raise UpstreamProtocolError("body bytes after the response ended")
         response.chunks.append(body)
         response.buffered += len(body)
-        if response.buffered > _HIGH_WATER and self.transport is not None:
+        if response.buffered > _HIGH_WATER and not response.paused and self.transport is not None:
             response.paused = True
             self.transport.pause_reading()
         response.wake()
@@ -489,6 +502,8 @@ class Http1Upstream:
                 connection.request_sent = True
                 await response.wait_headers()
             except UpstreamReset:
+                if response.status:
+                    return response  # it answered, then stopped reading the upload
                 connection.close()
                 if connection.reused and replayable and method in _IDEMPOTENT:
                     # The backend closed its idle connections; the others are suspect too.

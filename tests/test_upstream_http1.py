@@ -394,3 +394,14 @@ async def test_an_endless_response_head_is_refused() -> None:
     async with scripted(handler) as server, client(server.url) as upstream:
         with pytest.raises(UpstreamProtocolError, match="head over"):
             await upstream.send("GET", server.url + "/", [], None)
+
+
+async def test_a_body_in_a_transfer_coding_other_than_chunked_ends_at_close() -> None:
+    async def handler(reader, writer, _n) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: gzip\r\n\r\n\x1f\x8bdata")
+        await writer.drain()
+
+    async with scripted(handler) as server, client(server.url) as upstream:
+        response = await upstream.send("GET", server.url + "/", [], None)
+        assert await body_of(response) == b"\x1f\x8bdata"
