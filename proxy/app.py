@@ -33,11 +33,11 @@ def build_upstreams(
 ) -> dict[str, Upstream]:
     upstreams: dict[str, Upstream] = {}
     for name in ("legacy", "new"):
-        url = getattr(settings.backends, name).url
+        backend = getattr(settings.backends, name)
         if transport is None:
-            upstreams[name] = Http1Upstream(url, settings.timeouts)
+            upstreams[name] = Http1Upstream(backend.url, settings.timeouts, ca_file=backend.ca_file)
         else:
-            upstreams[name] = HttpxUpstream(url, settings.timeouts, transport)
+            upstreams[name] = HttpxUpstream(backend.url, settings.timeouts, transport)
     return upstreams
 
 

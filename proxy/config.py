@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import re
+import ssl
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -29,6 +30,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from .compare import IgnorePathError, check_ignore_paths
+from .tls import client_context
 
 BackendName = Literal["legacy", "new"]
 BACKEND_NAMES: tuple[BackendName, ...] = ("legacy", "new")
@@ -80,6 +82,22 @@ class AdminListener(Listener):
 class Backend(_Section):
     url: str
     metrics_url: str | None = None
+    # PEM bundle of the CAs an https:// backend's certificate is checked against;
+    # None: the system's store.
+    ca_file: Path | None = None
+
+    @field_validator("ca_file")
+    @classmethod
+    def _ca_bundle(cls, value: Path | None) -> Path | None:
+        if value is None:
+            return None
+        try:
+            client_context(value)
+        except FileNotFoundError:
+            raise ValueError(f"no such file: {value}") from None
+        except (OSError, ssl.SSLError) as exc:
+            raise ValueError(f"not a PEM bundle of CA certificates: {value} ({exc})") from None
+        return value
 
     @field_validator("url", "metrics_url")
     @classmethod

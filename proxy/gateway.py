@@ -130,8 +130,14 @@ class Gateway:
             )
             if backend.metrics_url
         }
+        ca_files = {
+            "legacy": settings.backends.legacy.ca_file,
+            "new": settings.backends.new.ca_file,
+        }
         scraper = (
-            MemoryScraper(urls, self.metrics, transport=self._side_transport) if urls else None
+            MemoryScraper(urls, self.metrics, transport=self._side_transport, ca_files=ca_files)
+            if urls
+            else None
         )
         if config.source == "prometheus":
             source = PrometheusSource(config, transport=self._side_transport)

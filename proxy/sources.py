@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from .checks import histogram_quantile
 from .metrics import LATENCY_BUCKETS, Metrics
+from .tls import client_context
 
 READINGS = (
     "new_requests",
@@ -148,21 +151,28 @@ class MemoryScraper:
         *,
         timeout: float = 5.0,
         transport: httpx.AsyncBaseTransport | None = None,
+        ca_files: Mapping[str, Path | None] | None = None,
     ) -> None:
+        """``ca_files``: per backend, the CA bundle for an https:// metrics URL."""
         self.urls = urls
         self.metrics = metrics
+        ca_files = ca_files or {}
         # Scrapes come every guard interval; servers close idle connections after a few
         # seconds (uvicorn: 5), so a kept connection races the server's close. Don't keep one.
-        self._client = httpx.AsyncClient(
-            timeout=timeout,
-            transport=transport,
-            trust_env=False,
-            limits=httpx.Limits(max_keepalive_connections=0),
-        )
+        self._clients = {
+            backend: httpx.AsyncClient(
+                timeout=timeout,
+                transport=transport,
+                trust_env=False,
+                limits=httpx.Limits(max_keepalive_connections=0),
+                verify=client_context(ca_files.get(backend)),
+            )
+            for backend in urls
+        }
 
     async def scrape(self, backend: str) -> float:
         try:
-            response = await self._client.get(self.urls[backend])
+            response = await self._clients[backend].get(self.urls[backend])
             response.raise_for_status()
             value = resident_memory(response.text)
         except (httpx.HTTPError, ValueError) as exc:
@@ -172,4 +182,5 @@ class MemoryScraper:
         return value
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        for client in self._clients.values():
+            await client.aclose()

@@ -19,11 +19,13 @@ import socket
 import ssl
 from collections import deque
 from collections.abc import AsyncIterator
+from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
 
 from .config import Timeouts
+from .tls import client_context
 from .types import RawHeaders
 from .upstream import (
     RequestBody,
@@ -419,7 +421,7 @@ class ConnectionPool:
 class Http1Upstream:
     """One backend: requests are written as HTTP/1.1 over the pool's connections."""
 
-    def __init__(self, base_url: str, timeouts: Timeouts) -> None:
+    def __init__(self, base_url: str, timeouts: Timeouts, *, ca_file: Path | None = None) -> None:
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"not an http(s) URL: {base_url!r}")
@@ -437,10 +439,13 @@ class Http1Upstream:
             token = base64.b64encode(credentials.encode("utf-8"))
             self._auth_header = b"authorization: Basic " + token + b"\r\n"
         self._timeouts = timeouts
+        self._ca_file = ca_file
         self._pool: ConnectionPool | None = None
 
     async def start(self) -> None:
-        tls = ssl.create_default_context() if self._tls else None
+        tls = None
+        if self._tls:
+            tls = client_context(self._ca_file)
         self._pool = ConnectionPool(self._host, self._port, tls, self._timeouts)
 
     def _head(

@@ -77,6 +77,23 @@ def test_backend_urls() -> None:
     assert problems({"backends": {"legacy": {"url": "http://x"}}}) == ["backends.new: required"]
 
 
+def test_backend_ca_files(tmp_path: Path) -> None:
+    not_pem = tmp_path / "ca.txt"
+    not_pem.write_text("not a certificate")
+    found = problems(
+        {
+            "backends": {
+                "legacy": {"url": "https://a", "ca_file": str(tmp_path / "missing.pem")},
+                "new": {"url": "https://b", "ca_file": str(not_pem)},
+            }
+        }
+    )
+    assert f"backends.legacy.ca_file: no such file: {tmp_path / 'missing.pem'}" in found
+    assert any(
+        p.startswith("backends.new.ca_file: not a PEM bundle of CA certificates") for p in found
+    )
+
+
 def test_every_problem_is_reported() -> None:
     found = problems({"backends": BACKENDS, "split": {"weight": 500, "sticky": "x"}, "oops": 1})
     assert len(found) == 3

@@ -25,13 +25,16 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
+import trustme
 from servers import free_socket, serve, serve_config, serve_raw
 
 from legacy_backend.app import create_app as create_legacy_app
 from new_backend.app import create_app as create_new_app
 from proxy.app import create_app
 from proxy.config import parse_settings
+from proxy.metrics import Metrics
 from proxy.server import bind, server_config, uvicorn_config
+from proxy.sources import MemoryScraper
 
 pytestmark = pytest.mark.e2e
 
@@ -936,3 +939,46 @@ def test_an_http_1_0_backend_that_closes_every_connection(tmp_path, lab_urls) ->
         refused = http.post("/data.bin", content=payload)
         assert refused.status_code == 501
         assert http.get("/data.bin").content == payload
+
+
+def test_an_https_backend_behind_an_internal_ca(tmp_path, lab_urls) -> None:
+    ca = trustme.CA()
+    ca_file, server_pem = tmp_path / "ca.pem", tmp_path / "server.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    ca.issue_cert("localhost").private_key_and_cert_chain_pem.write_to_path(str(server_pem))
+    tls = {"ssl_certfile": str(server_pem), "ssl_keyfile": str(server_pem)}
+    with serve(create_legacy_app(), **tls) as served:
+        legacy = served.replace("http://127.0.0.1", "https://localhost")
+        backends = {
+            "legacy": {"url": legacy, "ca_file": str(ca_file)},
+            "new": {"url": lab_urls["new"]},
+        }
+        with (
+            run_proxy(legacy, lab_urls["new"], backends=backends, split={"weight": 0}) as url,
+            client(url) as http,
+        ):
+            response = http.get("/api/v1/strategies")
+            assert response.status_code == 200
+            assert response.headers["x-cutover-backend"] == "legacy"
+            assert "sma_crossover" in response.text
+        # The guard's memory scrape trusts the same CA.
+        scraper = MemoryScraper(
+            {"legacy": legacy + "/metrics"}, Metrics(), ca_files={"legacy": ca_file}
+        )
+
+        async def scrape() -> float:
+            try:
+                return await scraper.scrape("legacy")
+            finally:
+                await scraper.aclose()
+
+        assert asyncio.run(scrape()) > 0
+        # The same backend without its CA: the certificate check fails, the client gets 502.
+        backends["legacy"].pop("ca_file")
+        with (
+            run_proxy(legacy, lab_urls["new"], backends=backends, split={"weight": 0}) as url,
+            client(url) as http,
+        ):
+            response = http.get("/api/v1/strategies")
+            assert response.status_code == 502
+            assert response.headers["content-type"] == "application/problem+json"

@@ -6,10 +6,12 @@ exact bytes, so the client meets what real servers do (and what they should not)
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 import pytest
+import trustme
 
 from proxy.config import Timeouts
 from proxy.upstream import (
@@ -405,3 +407,49 @@ async def test_a_body_in_a_transfer_coding_other_than_chunked_ends_at_close() ->
     async with scripted(handler) as server, client(server.url) as upstream:
         response = await upstream.send("GET", server.url + "/", [], None)
         assert await body_of(response) == b"\x1f\x8bdata"
+
+
+@asynccontextmanager
+async def tls_server(ca: trustme.CA, host: str) -> AsyncIterator[Server]:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert(host).configure_cert(context)
+    server = Server(answering(OK))
+    listener = await asyncio.start_server(server.serve, "127.0.0.1", 0, ssl=context)
+    server.url = f"https://localhost:{listener.sockets[0].getsockname()[1]}"
+    try:
+        yield server
+    finally:
+        listener.close()
+
+
+async def test_an_https_backend_is_checked_against_the_configured_ca(tmp_path) -> None:
+    ca = trustme.CA()
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    async with tls_server(ca, "localhost") as server:
+        upstream = Http1Upstream(server.url, Timeouts(read=5.0), ca_file=ca_file)
+        await upstream.start()
+        try:
+            response = await upstream.send("GET", server.url + "/", [], None)
+            assert (response.status, await body_of(response)) == (200, b"ok")
+        finally:
+            await upstream.aclose()
+
+
+@pytest.mark.parametrize("trusted", [False, True], ids=["unknown-ca", "wrong-host"])
+async def test_an_https_backend_that_fails_the_check_is_a_connect_error(
+    tmp_path, trusted: bool
+) -> None:
+    ca = trustme.CA()
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    async with tls_server(ca, "other.example" if trusted else "localhost") as server:
+        upstream = Http1Upstream(
+            server.url, Timeouts(read=5.0), ca_file=ca_file if trusted else None
+        )
+        await upstream.start()
+        try:
+            with pytest.raises(UpstreamConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+                await upstream.send("GET", server.url + "/", [], None)
+        finally:
+            await upstream.aclose()
