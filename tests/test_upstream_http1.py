@@ -96,6 +96,18 @@ def answering(*replies: bytes, heads: list[bytes] | None = None) -> Handler:
     return handler
 
 
+def answering_then_closing(*parts: bytes) -> Handler:
+    """Answer one request with ``parts`` (written one by one), then close the connection."""
+
+    async def handler(reader, writer, _n) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        for part in parts:
+            writer.write(part)
+            await writer.drain()
+
+    return handler
+
+
 async def test_requests_share_one_keep_alive_connection_and_go_out_as_given() -> None:
     heads: list[bytes] = []
     async with (
@@ -175,13 +187,9 @@ async def test_a_chunked_response_arrives_as_its_content() -> None:
 
 
 async def test_a_body_without_length_ends_when_the_backend_closes() -> None:
-    async def handler(reader, writer, _n) -> None:
-        await reader.readuntil(b"\r\n\r\n")
-        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\n\r\nuntil ")
-        await writer.drain()
-        writer.write(b"close")
-        await writer.drain()
-
+    handler = answering_then_closing(
+        b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\n\r\nuntil ", b"close"
+    )
     async with scripted(handler) as server, client(server.url) as upstream:
         for _ in range(2):
             response = await upstream.send("GET", server.url + "/", [], None)
@@ -253,11 +261,7 @@ async def test_a_malformed_response_is_a_protocol_error(reply: bytes) -> None:
 
 
 async def test_a_reset_mid_body_is_an_error_not_a_short_body() -> None:
-    async def handler(reader, writer, _n) -> None:
-        await reader.readuntil(b"\r\n\r\n")
-        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nonly part")
-        await writer.drain()
-
+    handler = answering_then_closing(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nonly part")
     async with scripted(handler) as server, client(server.url) as upstream:
         response = await upstream.send("GET", server.url + "/", [], None)
         with pytest.raises(UpstreamReset):
@@ -399,11 +403,9 @@ async def test_an_endless_response_head_is_refused() -> None:
 
 
 async def test_a_body_in_a_transfer_coding_other_than_chunked_ends_at_close() -> None:
-    async def handler(reader, writer, _n) -> None:
-        await reader.readuntil(b"\r\n\r\n")
-        writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: gzip\r\n\r\n\x1f\x8bdata")
-        await writer.drain()
-
+    handler = answering_then_closing(
+        b"HTTP/1.1 200 OK\r\ntransfer-encoding: gzip\r\n\r\n\x1f\x8bdata"
+    )
     async with scripted(handler) as server, client(server.url) as upstream:
         response = await upstream.send("GET", server.url + "/", [], None)
         assert await body_of(response) == b"\x1f\x8bdata"
