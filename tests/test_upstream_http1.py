@@ -455,3 +455,13 @@ async def test_an_https_backend_that_fails_the_check_is_a_connect_error(
                 await upstream.send("GET", server.url + "/", [], None)
         finally:
             await upstream.aclose()
+
+
+async def test_a_backend_url_with_a_path_prefix_keeps_it() -> None:
+    heads: list[bytes] = []
+    async with (
+        scripted(answering(OK, heads=heads)) as server,
+        client(server.url + "/base") as upstream,
+    ):
+        await body_of(await upstream.send("GET", server.url + "/base/x?y=1", [], None))
+    assert heads[0].startswith(b"GET /base/x?y=1 HTTP/1.1\r\n")
