@@ -28,7 +28,8 @@ from .sources import MemoryScraper, Observation, ScrapeError
 
 logger = logging.getLogger("cutover.guard")
 
-Observe = Callable[[float], Awaitable[Observation]]
+# observe(now, since): the readings over the window ending now, less anything before since.
+Observe = Callable[[float, float | None], Awaitable[Observation]]
 
 
 def _first_error(observation: Observation, *readings: str) -> str | None:
@@ -168,7 +169,7 @@ class Guard:
             with coordination.state_lock():
                 self.rollout.sync()
             return []
-        observation = await self.observe(self.clock())
+        observation = await self.observe(self.clock(), self.rollout.judging_since())
         await self.read_memory(observation)
         with coordination.state_lock() if coordination is not None else nullcontext():
             self.rollout.sync()

@@ -255,6 +255,15 @@ class Rollout:
         reason = f"weight set to {weight:g}% by operator"
         return self._record(phase, weight, reason, "operator", "set_weight")
 
+    def judging_since(self) -> float | None:
+        """Readings from before this moment belong to an attempt that was rolled back (or
+        to before this rollout began), and are not held against new: the last start, or
+        the last transition out of ``rolled_back`` (restart, set-weight, ...)."""
+        for transition in reversed(self.state.history):
+            if transition.kind == "start" or transition.from_phase == "rolled_back":
+                return transition.at
+        return None
+
     # -- bookkeeping -------------------------------------------------------------------
 
     def set_baseline_memory(self, value: float) -> None:

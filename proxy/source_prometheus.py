@@ -98,18 +98,30 @@ class PrometheusSource:
 
     def __init__(self, guard: Guard, *, transport: httpx.AsyncBaseTransport | None = None) -> None:
         settings = guard.prometheus
-        window = prometheus_duration(guard.window)
+        self.window = guard.window
         self.timeout = settings.timeout
-        self.queries: dict[str, str] = {
-            reading: getattr(settings.queries, reading).replace("$window", window)
-            for reading in READINGS
+        self.templates: dict[str, str] = {
+            reading: getattr(settings.queries, reading) for reading in READINGS
         }
+        self.queries = self.queries_for(self.window)
         self._client = httpx.AsyncClient(
             base_url=settings.url, timeout=settings.timeout, transport=transport, trust_env=False
         )
 
-    async def observe(self, now: float) -> Observation:
-        outcomes = await asyncio.gather(*(self._reading(reading, now) for reading in READINGS))
+    def queries_for(self, window: float) -> dict[str, str]:
+        duration = prometheus_duration(window)
+        return {
+            reading: query.replace("$window", duration) for reading, query in self.templates.items()
+        }
+
+    async def observe(self, now: float, since: float | None = None) -> Observation:
+        """``since``: the window shrinks so that it starts no earlier (at least 1 s)."""
+        queries = self.queries
+        if since is not None and now - since < self.window:
+            queries = self.queries_for(max(1.0, now - since))
+        outcomes = await asyncio.gather(
+            *(self._reading(reading, queries[reading], now) for reading in READINGS)
+        )
         observation = Observation()
         for reading, (value, error) in zip(READINGS, outcomes, strict=True):
             setattr(observation, reading, value)
@@ -130,9 +142,11 @@ class PrometheusSource:
             raise QueryError(f"cannot query Prometheus ({type(exc).__name__}{detail})") from None
         return parse_response(response)
 
-    async def _reading(self, reading: str, now: float) -> tuple[float | None, str | None]:
+    async def _reading(
+        self, reading: str, promql: str, now: float
+    ) -> tuple[float | None, str | None]:
         try:
-            return await self.query(self.queries[reading], now), None
+            return await self.query(promql, now), None
         except QueryError as exc:
             return None, f"{reading}: {exc}"
 

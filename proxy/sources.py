@@ -100,11 +100,15 @@ class EmbeddedSource:
         self.window = window
         self._snapshots: deque[tuple[float, Totals]] = deque()
 
-    async def observe(self, now: float) -> Observation:
+    async def observe(self, now: float, since: float | None = None) -> Observation:
+        """``since``: counts from before it are not used (the first reading after it is
+        the new base, so the next evaluation has data)."""
         latest = read_totals(self.metrics)
         self._snapshots.append((now, latest))
         # Keep the newest snapshot at least `window` old as the base; drop older ones.
         while len(self._snapshots) > 1 and self._snapshots[1][0] <= now - self.window:
+            self._snapshots.popleft()
+        while since is not None and self._snapshots and self._snapshots[0][0] < since:
             self._snapshots.popleft()
         if len(self._snapshots) < 2:
             return Observation()

@@ -56,7 +56,7 @@ def build(
     metrics = Metrics()
     queue = list(readings)
 
-    async def observe(now: float) -> Observation:
+    async def observe(now: float, since: float | None) -> Observation:
         return queue.pop(0) if len(queue) > 1 else queue[0]
 
     scraper = None
@@ -208,6 +208,53 @@ async def test_embedded_window_counts_only_recent_requests() -> None:
     assert (await source.observe(61)).new_requests == 41
     later = await source.observe(91)
     assert (later.new_requests, later.new_errors) == (1, 1)
+
+
+async def test_embedded_window_starts_again_at_since() -> None:
+    metrics = Metrics()
+    source = EmbeddedSource(metrics, window=60)
+    await source.observe(0)
+    for _ in range(40):
+        metrics.observe("new", "default", "5xx", 0.2)
+    assert (await source.observe(5)).new_errors == 40
+    # Since 7 (a restart): the first reading after it is the base, then only what follows.
+    assert (await source.observe(10, since=7)).new_requests is None
+    for _ in range(10):
+        metrics.observe("new", "default", "2xx", 0.01)
+    seen = await source.observe(15, since=7)
+    assert (seen.new_requests, seen.new_errors) == (10, 0)
+
+
+async def test_a_restart_soon_after_a_rollback_is_not_judged_on_the_old_fault(tmp_path) -> None:
+    clock = Clock()
+    settings = make_settings(
+        rollout={"stages": [10, 100], "hold": 600},
+        guard={"interval": 5, "window": 60, "min_requests": 50, "failures_to_rollback": 2},
+        state={"path": str(tmp_path / "state.json")},
+    )
+    rollout = Rollout.restore(settings, StateStore(settings.state.path), clock=clock)
+    metrics = Metrics()
+    source = EmbeddedSource(metrics, settings.guard.window)
+    guard = Guard(settings.guard, rollout, metrics, source.observe, clock=clock)
+
+    def traffic(new_errors: int) -> None:
+        for i in range(100):
+            metrics.observe("new", "default", "5xx" if i < new_errors else "2xx", 0.01)
+            metrics.observe("legacy", "default", "2xx", 0.01)
+
+    await guard.tick()
+    while rollout.phase != "rolled_back":
+        clock.now += 5
+        traffic(30)
+        await guard.tick()
+    clock.now += 10
+    rollout.restart()  # the fix is deployed, 10 s after the rollback
+    for _ in range(6):  # 30 s of healthy traffic: the old errors are still in a 60 s window
+        clock.now += 5
+        traffic(0)
+        verdicts = await guard.tick()
+    assert rollout.phase == "progressing", rollout.state.reason
+    assert next(v for v in verdicts if v.check == "error_rate").result is Result.PASS
 
 
 async def test_a_sudden_failure_is_caught_in_the_last_interval(tmp_path) -> None:

@@ -253,3 +253,25 @@ def test_status_document(tmp_path, clock) -> None:
     assert status["next_promotion_in"] == 40
     assert status["checks"]["error_rate"]["result"] == "pass"
     assert status["history"][0]["at"].endswith("Z")
+
+
+def test_judging_starts_at_the_start_and_again_on_leaving_a_rollback(tmp_path, clock) -> None:
+    rollout = make(tmp_path, clock)
+    started = clock.now
+    assert rollout.judging_since() == started
+    clock.now += 30
+    rollout.pause()
+    rollout.resume()
+    assert rollout.judging_since() == started  # a pause does not make old readings stale
+    clock.now += 30
+    rollout.rollback()
+    assert rollout.judging_since() == started
+    clock.now += 30
+    rollout.set_weight(5)  # out of rolled_back by hand
+    assert rollout.judging_since() == clock.now
+    clock.now += 30
+    rollout.rollback()
+    clock.now += 30
+    rollout.restart()
+    assert rollout.judging_since() == clock.now
+    assert reload(tmp_path, clock).judging_since() == clock.now  # it survives a restart

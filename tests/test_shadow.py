@@ -201,7 +201,7 @@ async def test_the_shadow_check_gates_promotion(tmp_path, anyio_backend, rollbac
     skewed = Observation(new_requests=500, new_errors=0, legacy_requests=500, new_p95=0.01,
                          legacy_p95=0.01, shadow_comparisons=200, shadow_mismatches=20)  # fmt: skip
 
-    async def observe(now: float) -> Observation:
+    async def observe(now: float, since: float | None) -> Observation:
         return skewed
 
     guard = Guard(settings.guard, rollout, Metrics(), observe, shadow=settings.shadow,

@@ -125,6 +125,25 @@ async def test_fractional_window_is_sent_in_milliseconds(
 
 
 @pytest.mark.anyio
+async def test_the_window_starts_no_earlier_than_since(
+    prom: respx.MockRouter, make_source: Callable[..., PrometheusSource]
+) -> None:
+    """After a restart from a rollback, the failed attempt's data is not judged again."""
+    route = prom.get(QUERY_URL).mock(return_value=httpx.Response(200, json=vector("1")))
+    source = make_source()
+
+    await source.observe(NOW, since=NOW - 12)
+    assert {call.request.url.params["query"] for call in route.calls} == {
+        query(reading, "12s") for reading in READINGS
+    }
+    route.reset()
+    await source.observe(NOW, since=NOW - 600)  # long ago: the whole window
+    assert {call.request.url.params["query"] for call in route.calls} == {
+        query(reading, "60s") for reading in READINGS
+    }
+
+
+@pytest.mark.anyio
 async def test_empty_results_are_no_data_not_errors(
     prom: respx.MockRouter, make_source: Callable[..., PrometheusSource]
 ) -> None:
