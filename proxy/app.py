@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 
 import httpx
 
@@ -26,6 +27,10 @@ from .upstream_http1 import Http1Upstream
 from .upstream_httpx import HttpxUpstream
 
 logger = logging.getLogger("cutover.app")
+
+# Set in a request's context when its response is abandoned on purpose (the backend failed
+# mid-body): uvicorn's ERROR about an unfinished response is then expected, not a bug.
+RESPONSE_ABANDONED: ContextVar[bool] = ContextVar("cutover_response_abandoned", default=False)
 
 
 def build_upstreams(
@@ -171,6 +176,7 @@ class CutoverApp:
         except UpstreamBodyError as exc:
             # Returning without finishing the response makes the server drop the
             # connection, so the client sees a truncated response, not a clean end.
+            RESPONSE_ABANDONED.set(True)
             logger.warning("%s backend: %s", decision.backend, exc)
 
     async def lifespan(self, receive: Receive, send: Send) -> None:

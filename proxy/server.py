@@ -19,7 +19,7 @@ from typing import Any
 import uvicorn
 from uvicorn.config import LOGGING_CONFIG
 
-from .app import create_app
+from .app import RESPONSE_ABANDONED, create_app
 from .config import Settings
 from .gateway import Gateway, Listeners
 from .protocol import configure
@@ -28,6 +28,7 @@ logger = logging.getLogger("cutover.server")
 
 # The message uvicorn (0.54) cancels a request's task with when the shutdown grace runs out.
 GRACE_CANCEL = "Task cancelled, timeout graceful shutdown exceeded"
+UNFINISHED_RESPONSE = "ASGI callable returned without completing response."
 # At most this long (never longer than the grace), before the wait for requests in flight:
 # accepting the connections already queued, and waiting for their requests to come in.
 SETTLE = 1.0
@@ -51,11 +52,22 @@ class GraceCutFilter(logging.Filter):
         return True
 
 
+class AbandonedResponseFilter(logging.Filter):
+    """uvicorn logs an ERROR for a response the app left unfinished. The proxy does that on
+    purpose when a backend fails mid-body (and logs a warning saying so): drop uvicorn's
+    line for those requests only."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.msg == UNFINISHED_RESPONSE and RESPONSE_ABANDONED.get())
+
+
 def logging_config(log_level: str) -> dict[str, Any]:
     """uvicorn's logging setup, plus Cutover's own ``cutover.*`` loggers on stderr."""
     config = copy.deepcopy(LOGGING_CONFIG)
-    config.setdefault("filters", {})["grace_cut"] = {"()": GraceCutFilter}
-    config["loggers"]["uvicorn.error"]["filters"] = ["grace_cut"]
+    filters = config.setdefault("filters", {})
+    filters["grace_cut"] = {"()": GraceCutFilter}
+    filters["abandoned"] = {"()": AbandonedResponseFilter}
+    config["loggers"]["uvicorn.error"]["filters"] = ["grace_cut", "abandoned"]
     config["formatters"]["default"]["fmt"] = "%(asctime)s %(levelprefix)s %(name)s: %(message)s"
     config["loggers"]["cutover"] = {
         "handlers": ["default"],
