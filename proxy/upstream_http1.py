@@ -354,6 +354,7 @@ class ConnectionPool:
         self._idle: deque[Connection] = deque()
         self._open: set[Connection] = set()
         self._closed = False
+        self._sweep: asyncio.TimerHandle | None = None
 
     async def acquire(self) -> Connection:
         idle = self._idle
@@ -371,14 +372,20 @@ class ConnectionPool:
         if self._closed or connection.closed:
             connection.close()
             return
-        now = self.loop.time()
-        connection.idle_since = now
+        connection.idle_since = self.loop.time()
+        self._idle.append(connection)
+        if self._sweep is None:
+            self._sweep = self.loop.call_later(self.idle_timeout, self._expire_idle)
+
+    def _expire_idle(self) -> None:
+        """Close the connections unused for ``pool_idle``; again later while any are left."""
+        self._sweep = None
+        cutoff = self.loop.time() - self.idle_timeout
         idle = self._idle
-        idle.append(connection)
-        oldest = idle[0]
-        if now - oldest.idle_since >= self.idle_timeout:
-            idle.popleft()
-            oldest.close()
+        while idle and idle[0].idle_since <= cutoff:
+            idle.popleft().close()
+        if idle:
+            self._sweep = self.loop.call_later(idle[0].idle_since - cutoff, self._expire_idle)
 
     def drop_idle(self) -> None:
         while self._idle:
@@ -412,6 +419,8 @@ class ConnectionPool:
 
     def close(self) -> None:
         self._closed = True
+        if self._sweep is not None:
+            self._sweep.cancel()
         for connection in [*self._open, *self._idle]:
             connection.close()
         self._idle.clear()

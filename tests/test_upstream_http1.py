@@ -465,3 +465,23 @@ async def test_a_backend_url_with_a_path_prefix_keeps_it() -> None:
     ):
         await body_of(await upstream.send("GET", server.url + "/base/x?y=1", [], None))
     assert heads[0].startswith(b"GET /base/x?y=1 HTTP/1.1\r\n")
+
+
+async def test_unused_connections_are_closed_after_pool_idle() -> None:
+    closed = asyncio.Event()
+
+    async def handler(reader, writer, _n) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(OK)
+        await reader.read()  # until the client closes its side
+        closed.set()
+
+    async with scripted(handler) as server, client(server.url, pool_idle=0.2) as upstream:
+        loop = asyncio.get_running_loop()
+        sent = loop.time()
+        await body_of(await upstream.send("GET", server.url + "/", [], None))
+        await asyncio.wait_for(closed.wait(), timeout=5)
+        assert loop.time() - sent >= 0.19  # not before pool_idle (less the clock's resolution)
+        # The next request simply opens a new connection.
+        await body_of(await upstream.send("GET", server.url + "/", [], None))
+    assert server.connections == 2
