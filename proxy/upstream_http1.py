@@ -216,15 +216,20 @@ class Connection(asyncio.Protocol):
 
     def fail(self, error: UpstreamError) -> None:
         response = self.response
-        self.response = None
         if response is not None:
             response.fail(error)
-        self.close()
+        self.close()  # with the exchange unfinished: aborted
+        self.response = None
 
     def close(self) -> None:
+        """With an exchange unfinished, at once (its pending writes dropped: nothing of it
+        may linger); an idle or finished connection after its pending writes."""
         if self.transport is not None and not self.closed:
             self.closed = True
-            self.transport.abort()  # never a lingering half-read response on a reused socket
+            if self.response is None:
+                self.transport.close()
+            else:
+                self.transport.abort()
             self._pool.forget(self)
         self.closed = True
 
