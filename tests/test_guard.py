@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -225,7 +226,9 @@ async def test_embedded_window_starts_again_at_since() -> None:
     assert (seen.new_requests, seen.new_errors) == (10, 0)
 
 
-async def test_a_restart_soon_after_a_rollback_is_not_judged_on_the_old_fault(tmp_path) -> None:
+def embedded_guard(tmp_path: Path) -> tuple[Guard, Rollout, Clock, Callable[[int], None]]:
+    """A guard over the embedded source (interval 5 s, window 60 s), and ``traffic(n)``:
+    100 requests to each backend, ``n`` of new's failing."""
     clock = Clock()
     settings = make_settings(
         rollout={"stages": [10, 100], "hold": 600},
@@ -242,6 +245,11 @@ async def test_a_restart_soon_after_a_rollback_is_not_judged_on_the_old_fault(tm
             metrics.observe("new", "default", "5xx" if i < new_errors else "2xx", 0.01)
             metrics.observe("legacy", "default", "2xx", 0.01)
 
+    return guard, rollout, clock, traffic
+
+
+async def test_a_restart_soon_after_a_rollback_is_not_judged_on_the_old_fault(tmp_path) -> None:
+    guard, rollout, clock, traffic = embedded_guard(tmp_path)
     await guard.tick()
     while rollout.phase != "rolled_back":
         clock.now += 5
@@ -259,22 +267,7 @@ async def test_a_restart_soon_after_a_rollback_is_not_judged_on_the_old_fault(tm
 
 async def test_a_sudden_failure_is_caught_in_the_last_interval(tmp_path) -> None:
     """A minute of healthy traffic must not dilute a fault that began a moment ago."""
-    clock = Clock()
-    settings = make_settings(
-        rollout={"stages": [10, 100], "hold": 600},
-        guard={"interval": 5, "window": 60, "min_requests": 50},
-        state={"path": str(tmp_path / "state.json")},
-    )
-    rollout = Rollout.restore(settings, StateStore(settings.state.path), clock=clock)
-    metrics = Metrics()
-    source = EmbeddedSource(metrics, settings.guard.window)
-    guard = Guard(settings.guard, rollout, metrics, source.observe, clock=clock)
-
-    def traffic(new_errors: int) -> None:
-        for i in range(100):
-            metrics.observe("new", "default", "5xx" if i < new_errors else "2xx", 0.01)
-            metrics.observe("legacy", "default", "2xx", 0.01)
-
+    guard, rollout, clock, traffic = embedded_guard(tmp_path)
     for _ in range(12):  # a minute of healthy traffic
         traffic(0)
         await guard.tick()
