@@ -68,6 +68,7 @@ class Connection(asyncio.Protocol):
 
     def __init__(self, pool: ConnectionPool) -> None:
         self._pool = pool
+        self.loop = pool.loop
         self._parser = HttpResponseParser(self)
         self.transport: asyncio.Transport | None = None
         self.response: Http1Response | None = None
@@ -230,7 +231,8 @@ class Connection(asyncio.Protocol):
                 self.transport.close()
             else:
                 self.transport.abort()
-            self._pool.forget(self)
+            # connection_lost follows and takes it out of the pool; until then `closed`
+            # keeps acquire() from handing it out.
         self.closed = True
 
 
@@ -256,7 +258,7 @@ class Http1Response:
 
     def __init__(self, connection: Connection, head_only: bool, read_timeout: float) -> None:
         self._connection = connection
-        self._loop = connection._pool.loop
+        self._loop = connection.loop
         self._read_timeout = read_timeout
         self._waiter: asyncio.Future[None] | None = None
         self._error: UpstreamError | None = None
