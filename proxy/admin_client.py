@@ -9,6 +9,7 @@ import sys
 from collections.abc import Callable
 from types import TracebackType
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -19,12 +20,59 @@ HISTORY_SHOWN = 5
 Status = dict[str, Any]
 
 
+EXIT_FAILED = 1  # the admin API refused or failed the request, or could not be reached
+EXIT_USAGE = 2  # a malformed --admin-url or --token, or an address that is not an admin API
+PROBLEM_TYPE_BASE = "urn:cutover:problem:"  # every error the admin API answers has such a type
+# A server failing (uvicorn's bare 500 for a crashed app) or a proxy in front of the admin API
+# answering while it is down: a failure, not a sign of the wrong address.
+SERVER_FAILURES = frozenset({500, 502, 503, 504})
+BACKEND_HEADER = "x-cutover-backend"  # on every response of the proxy listener, never the admin's
+
+
 class AdminError(Exception):
     """A request to the admin API failed; ``status`` is the HTTP status when there was one."""
+
+    exit_code = EXIT_FAILED
 
     def __init__(self, message: str, status: int | None = None) -> None:
         super().__init__(message)
         self.status = status
+
+
+class NotAdminAPI(AdminError):
+    """What answered at the address is not a Cutover admin API."""
+
+    exit_code = EXIT_USAGE
+
+
+class UsageError(Exception):
+    """A malformed admin URL or token, from an option or the environment."""
+
+
+def url_problem(url: str) -> str | None:
+    """Why ``url`` cannot be the admin API's address, or None."""
+    if any(char.isspace() or not char.isprintable() for char in url):
+        return f"must not contain spaces or control characters, got {url!r}"
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+        httpx.URL(url)
+    except (ValueError, httpx.InvalidURL) as exc:
+        return f"{url!r} is not a valid URL ({exc})"
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return f"must be an http:// or https:// URL with a host, got {url!r}"
+    if parts.query or parts.fragment:
+        return f"must not have a query or fragment, got {url!r}"
+    return None
+
+
+def token_problem(token: str) -> str | None:
+    """Why ``token`` cannot be sent as a bearer token, or None. A header field carries ASCII."""
+    for char in token:
+        if not " " <= char <= "~":
+            kind = "a control character" if char.isascii() else "not ASCII"
+            return f"must be printable ASCII (it is sent in a header); {char!r} is {kind}"
+    return None
 
 
 class AdminClient:
@@ -93,51 +141,71 @@ class AdminClient:
             raise AdminError(f"cannot reach the admin API at {self.base_url}: {exc}") from exc
         except httpx.HTTPError as exc:
             raise AdminError(f"admin API request {method} {path} failed: {exc}") from exc
+        backend = response.headers.get(BACKEND_HEADER)
+        if backend is not None:
+            raise NotAdminAPI(
+                f"{self.base_url} is Cutover's proxy listener, not its admin API ({method} "
+                f"{path} went to the {backend} backend): use the config's admin.host and "
+                f"admin.port (default {DEFAULT_ADMIN_URL})",
+                response.status_code,
+            )
         if response.is_error:
-            raise _error_from(response)
-        return self._json_object(response)
+            raise self._error_from(response)
+        return self._status(response)
 
-    def _json_object(self, response: httpx.Response) -> Status:
+    def _not_admin(self, response: httpx.Response, what: str) -> NotAdminAPI:
+        request = response.request
+        return NotAdminAPI(
+            f"{self.base_url} is not a Cutover admin API: it answered "
+            f"{request.method} {request.url.path} with {what}",
+            response.status_code,
+        )
+
+    def _status(self, response: httpx.Response) -> Status:
         try:
             data = response.json()
         except ValueError:
             data = None
         if not isinstance(data, dict):
             content_type = response.headers.get("content-type", "no content type")
-            raise AdminError(
-                f"the admin API at {self.base_url} answered {response.status_code} "
-                f"with something other than a JSON object ({content_type})",
-                response.status_code,
-            )
+            raise self._not_admin(response, f"something other than a JSON object ({content_type})")
+        if "phase" not in data:
+            raise self._not_admin(response, "a JSON object that is not a rollout status")
         return data
 
+    def _error_from(self, response: httpx.Response) -> AdminError:
+        status = response.status_code
+        problem = _cutover_problem(response)
+        if problem is None:
+            if status not in SERVER_FAILURES:
+                # The admin API answers every error it makes with a Cutover problem; a bare
+                # 404 or 501 comes from something else listening there.
+                return self._not_admin(response, f"{status} {response.reason_phrase}")
+            request = response.request
+            return AdminError(
+                f"the admin API answered {status} {response.reason_phrase} "
+                f"to {request.method} {request.url.path}",
+                status,
+            )
+        if status == 401:
+            return AdminError(
+                "the admin API refused the token: set CUTOVER_ADMIN_TOKEN or --token", status
+            )
+        detail = problem.get("detail") or problem.get("title")
+        return AdminError(str(detail) if detail else f"{status} {response.reason_phrase}", status)
 
-def _error_from(response: httpx.Response) -> AdminError:
-    status = response.status_code
-    if status == 401:
-        return AdminError(
-            "the admin API refused the token: set CUTOVER_ADMIN_TOKEN or --token", status
-        )
-    detail = _problem_detail(response)
-    if detail:
-        return AdminError(detail, status)
-    request = response.request
-    return AdminError(
-        f"the admin API answered {status} {response.reason_phrase} "
-        f"to {request.method} {request.url.path}",
-        status,
-    )
 
-
-def _problem_detail(response: httpx.Response) -> str | None:
+def _cutover_problem(response: httpx.Response) -> dict[str, Any] | None:
+    """The body when it is one of Cutover's problem details, else None."""
     try:
         problem = response.json()
     except ValueError:
         return None
-    if not isinstance(problem, dict):
+    if not isinstance(problem, dict) or not str(problem.get("type", "")).startswith(
+        PROBLEM_TYPE_BASE
+    ):
         return None
-    detail = problem.get("detail") or problem.get("title")
-    return str(detail) if detail else None
+    return problem
 
 
 def _number(value: Any) -> str:
@@ -261,10 +329,21 @@ def _format_json(status: Status) -> str:
     return json.dumps(status, indent=2)
 
 
+def _option(value: str | None, option: str, variable: str) -> tuple[str, str]:
+    """The value of ``--option`` or else ``$VARIABLE``, and which of the two it came from."""
+    if value:
+        return value, option
+    return os.environ.get(variable, ""), variable
+
+
 def _client(args: argparse.Namespace) -> AdminClient:
-    url = args.admin_url or os.environ.get("CUTOVER_ADMIN_URL") or DEFAULT_ADMIN_URL
-    token = args.token or os.environ.get("CUTOVER_ADMIN_TOKEN")
-    return AdminClient(url, token)
+    url, url_source = _option(args.admin_url, "--admin-url", "CUTOVER_ADMIN_URL")
+    url = url or DEFAULT_ADMIN_URL
+    token, token_source = _option(args.token, "--token", "CUTOVER_ADMIN_TOKEN")
+    for source, problem in ((url_source, url_problem(url)), (token_source, token_problem(token))):
+        if problem is not None:
+            raise UsageError(f"{source}: {problem}")
+    return AdminClient(url, token or None)
 
 
 def _run(
@@ -275,9 +354,12 @@ def _run(
     try:
         with _client(args) as client:
             status = call(client)
+    except UsageError as exc:
+        print(f"cutover: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except AdminError as exc:
         print(f"cutover: {exc}", file=sys.stderr)
-        return 1
+        return exc.exit_code
     print(render(status))
     return 0
 
@@ -338,7 +420,9 @@ def add_admin_commands(subparsers: Any) -> None:
     parents = [_connection_options()]
 
     status = subparsers.add_parser("status", parents=parents, help="show the rollout status")
-    status.add_argument("--json", action="store_true", help="print the raw JSON status")
+    status.add_argument(
+        "--json", action="store_true", help="print the raw JSON status (default: a summary)"
+    )
     status.set_defaults(func=cmd_status)
 
     actions = [
@@ -353,7 +437,9 @@ def add_admin_commands(subparsers: Any) -> None:
     rollback = subparsers.add_parser(
         "rollback", parents=parents, help="send all traffic back to legacy"
     )
-    rollback.add_argument("--reason", metavar="TEXT", help="why (recorded in the history)")
+    rollback.add_argument(
+        "--reason", metavar="TEXT", help="why, recorded in the history (default: none given)"
+    )
     rollback.set_defaults(func=cmd_rollback)
 
     set_weight = subparsers.add_parser(

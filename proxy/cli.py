@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import os
 import sys
 from collections.abc import Sequence
@@ -64,20 +65,31 @@ def cmd_demo(args: argparse.Namespace) -> int:
     )
 
 
+def distribution_version() -> str:
+    """The installed ``cutover`` distribution's version (its metadata, not a copy here)."""
+    try:
+        return importlib.metadata.version("cutover")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
+    # Every option's help states its default in words: "(default: ...)".
     parser = argparse.ArgumentParser(
         prog="cutover", description="Migration gateway: split traffic between legacy and new."
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {distribution_version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = commands.add_parser("run", help="run the proxy")
     run.add_argument("--config", help="YAML config file (default: $CUTOVER_CONFIG)")
     run.add_argument(
-        "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]
-    )
+        "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"],
+        help="the lowest level logged (default: %(default)s)",
+    )  # fmt: skip
     run.add_argument(
         "--workers", type=positive_int, default=1,
-        help="worker processes sharing the listeners and the rollout state (default 1)",
+        help="worker processes sharing the listeners and the rollout state (default: 1)",
     )  # fmt: skip
     run.set_defaults(func=cmd_run)
 
@@ -87,12 +99,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="run both demo backends, the proxy and demo traffic")
     demo.add_argument("--config", help="YAML config file (default: $CUTOVER_CONFIG)")
-    demo.add_argument("--duration", type=float, default=None, help="stop after N seconds")
-    demo.add_argument("--rate", type=float, default=50.0, help="demo requests per second")
+    demo.add_argument(
+        "--duration", type=float, default=None,
+        help="stop after N seconds (default: run until Ctrl-C, SIGTERM or SIGHUP)",
+    )  # fmt: skip
+    demo.add_argument(
+        "--rate", type=float, default=50.0, help="demo requests per second (default: %(default)g)"
+    )
     demo.add_argument(
         "--fault",
         choices=["error-rate", "latency", "memory"],
-        help="inject this fault into the new backend once the rollout reaches 50%%",
+        help="inject this fault into the new backend once the rollout reaches 50%% (default: none)",
     )
     demo.set_defaults(func=cmd_demo)
     add_admin_commands(commands)

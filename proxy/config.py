@@ -6,12 +6,16 @@ with ``__``, e.g. ``CUTOVER_SPLIT__WEIGHT=25``), then the YAML file.
 
 from __future__ import annotations
 
+import difflib
 import itertools
+import os
 import re
 import ssl
+from collections.abc import Mapping
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from types import UnionType
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 from urllib.parse import urlsplit
 
 import yaml
@@ -183,7 +187,23 @@ class Deprecation(_Section):
     @field_validator("link")
     @classmethod
     def _link(cls, value: str | None) -> str | None:
-        if value is not None and urlsplit(value).scheme not in ("http", "https"):
+        if value is None:
+            return None
+        # It goes into a Link header as <URL>: a header carries Latin-1 and no line breaks.
+        for char in value:
+            if ord(char) < 0x20 or ord(char) == 0x7F:
+                raise ValueError(
+                    f"must not contain control characters such as CR or LF, found {char!r}"
+                )
+            if char in ' <>"':
+                raise ValueError(f"must not contain {char!r}: percent-encode it")
+            if ord(char) > 0xFF:
+                encoded = "".join(f"%{byte:02X}" for byte in char.encode("utf-8"))
+                raise ValueError(
+                    f"contains {char!r}, outside Latin-1 (a header cannot carry it): "
+                    f"percent-encode it as {encoded}"
+                )
+        if urlsplit(value).scheme not in ("http", "https"):
             raise ValueError("must be an http:// or https:// URL")
         return value
 
@@ -494,14 +514,92 @@ def _problems(exc: ValidationError) -> list[str]:
     return problems
 
 
+# CUTOVER_* variables that are not settings, read where they are named: the config file's
+# path (cutover run/demo), the admin commands' address (CUTOVER_ADMIN_TOKEN is the
+# admin_token setting, which the admin commands read too) and the admin port a
+# `cutover run --workers N` parent hands its workers. Any other CUTOVER_* variable must name
+# a setting: a misspelt one is an error, as an unknown key in the file is.
+NOT_SETTINGS = frozenset({"CUTOVER_CONFIG", "CUTOVER_ADMIN_URL", "CUTOVER_WORKER_ADMIN_PORT"})
+ENV_PREFIX = "CUTOVER_"
+
+
+def _section(annotation: Any) -> type[BaseModel] | None:
+    """The model a field holds (``X | None`` included), or None for a plain value."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    if get_origin(annotation) in (Union, UnionType):
+        models = [arg for arg in get_args(annotation) if arg is not type(None)]
+        if len(models) == 1:
+            return _section(models[0])
+    return None
+
+
+def unknown_setting(name: str) -> str | None:
+    """Why the variable ``name`` (CUTOVER_...) names no setting, or None if it names one.
+    Matched without regard to case, as the settings source matches."""
+    keys = name[len(ENV_PREFIX) :].lower().split("__")
+    model: type[BaseModel] = Settings
+    for depth, key in enumerate(keys):
+        fields = model.model_fields
+        if key not in fields:
+            where = ".".join(keys[:depth]) or "the config"
+            guess = difflib.get_close_matches(key, list(fields), n=1)
+            hint = ""
+            if guess:
+                suggestion = ENV_PREFIX + "__".join([*keys[:depth], guess[0]]).upper()
+                hint = f"; did you mean {suggestion}?"
+            return f"names no setting ({where} has no {key!r}){hint}"
+        if depth == len(keys) - 1:
+            return None
+        annotation = fields[key].annotation
+        section = _section(annotation)
+        if section is None:
+            path = ".".join(keys[: depth + 1])
+            if get_origin(annotation) is list:
+                whole = ENV_PREFIX + "__".join(keys[: depth + 1]).upper()
+                return f"names no setting ({path} is a list: set {whole} to all of it, as JSON)"
+            return f"names no setting ({path} is a value, not a section)"
+        model = section
+    return None
+
+
+def _environment_problems(environ: Mapping[str, str]) -> list[str]:
+    problems = []
+    for name in sorted(environ):
+        if not name.upper().startswith(ENV_PREFIX) or name.upper() in NOT_SETTINGS:
+            continue
+        reason = unknown_setting(name)
+        if reason is not None:
+            problems.append(f"{name}: {reason}")
+    return problems
+
+
+def _key_problems(data: dict[Any, Any]) -> list[str]:
+    problems = []
+    for key in data:
+        if isinstance(key, str):
+            continue
+        if isinstance(key, bool):
+            why = "YAML reads an unquoted yes/no/on/off/true/false as a boolean"
+        else:
+            why = f"YAML read this one as {type(key).__name__}"
+        problems.append(f"{key}: keys must be strings; {why} (quote it)")
+    return problems
+
+
 def parse_settings(data: Any) -> Settings:
-    """Validate an already-parsed mapping; raise ConfigError listing every problem."""
+    """Validate an already-parsed mapping, with the CUTOVER_* environment over it; raise
+    ConfigError listing every problem."""
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError([f"config: must be a mapping of keys, got {type(data).__name__}"])
     if "admin_token" in data:
         raise ConfigError(["admin_token: keep it out of the file; set CUTOVER_ADMIN_TOKEN"])
+    problems = _environment_problems(os.environ) + _key_problems(data)
+    if problems:
+        # Validating would only repeat an unknown variable's problem in other words.
+        raise ConfigError(problems)
     try:
         return Settings(**data)
     except ValidationError as exc:
@@ -512,9 +610,16 @@ def load_settings(path: str | Path) -> Settings:
     """Read and validate a YAML config file; raise ConfigError on any problem."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
     except OSError as exc:
         raise ConfigError([f"config: cannot read {path}: {exc.strerror or exc}"]) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(
+            [f"config: {path} is not UTF-8 text (byte 0x{raw[exc.start]:02x} on line {line})"]
+        ) from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
