@@ -13,11 +13,16 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# DEMO_ARGS: more `cutover demo` options, e.g. DEMO_ARGS="--proxy-port 18080".
+# The recipe is one plain command, so make runs it without a shell and passes SIGTERM on to it
+# (a SIGHUP from a closed terminal reaches both, as the whole process group gets it).
+DEMO_ARGS ?=
+
 demo: $(STAMP)
-	$(BIN)/cutover demo --config config/cutover.yaml
+	$(BIN)/cutover demo --config config/cutover.yaml $(DEMO_ARGS)
 
 demo-rollback: $(STAMP)
-	$(BIN)/cutover demo --config config/cutover.yaml --fault error-rate
+	$(BIN)/cutover demo --config config/cutover.yaml --fault error-rate $(DEMO_ARGS)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

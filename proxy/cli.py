@@ -57,12 +57,26 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
+    from .demo import Ports, run_demo
 
     path = _config_path(args)
-    return run_demo(
-        load_settings(path), path, duration=args.duration, rate=args.rate, fault=args.fault
+    ports = Ports(
+        legacy=args.legacy_port, new=args.new_port, proxy=args.proxy_port, admin=args.admin_port
     )
+    return run_demo(
+        load_settings(path), path, duration=args.duration, rate=args.rate, fault=args.fault,
+        ports=ports,
+    )  # fmt: skip
+
+
+def port_number(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        port = 0
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a port number from 1 to 65535, got {text!r}")
+    return port
 
 
 def distribution_version() -> str:
@@ -111,6 +125,16 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["error-rate", "latency", "memory"],
         help="inject this fault into the new backend once the rollout reaches 50%% (default: none)",
     )
+    for name, what, config_key in [
+        ("proxy", "the proxy listener", "listen.port"),
+        ("admin", "the admin API", "admin.port"),
+        ("legacy", "the legacy backend", "backends.legacy.url"),
+        ("new", "the new backend", "backends.new.url"),
+    ]:
+        demo.add_argument(
+            f"--{name}-port", type=port_number, metavar="PORT",
+            help=f"the port of {what} (default: the config's {config_key})",
+        )  # fmt: skip
     demo.set_defaults(func=cmd_demo)
     add_admin_commands(commands)
     add_diff_report_command(commands)
