@@ -57,6 +57,8 @@ RELIED_ON: dict[type, dict[str, tuple[str, ...] | None]] = {
         "on_headers_complete": (),
         "data_received": ("data",),
         "send_400_response": ("msg",),
+        "_should_upgrade": (),
+        "on_response_complete": (),
         "cycle": None,  # DrainingServer.shutdown reads connection.cycle
     },
     # proxy/server.py
