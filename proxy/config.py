@@ -6,6 +6,7 @@ with ``__``, e.g. ``CUTOVER_SPLIT__WEIGHT=25``), then the YAML file.
 
 from __future__ import annotations
 
+import ipaddress
 import itertools
 import re
 import ssl
@@ -27,6 +28,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import InitErrorDetails, PydanticCustomError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from .compare import IgnorePathError, check_ignore_paths
@@ -77,6 +79,28 @@ class Listener(_Section):
 
 class AdminListener(Listener):
     port: int = Field(9180, ge=0, le=65535)
+
+
+def _host_key(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | str:
+    try:
+        return ipaddress.ip_address(host)
+    except ValueError:
+        return host.lower()
+
+
+def _wildcard(host: str) -> bool:
+    key = _host_key(host)
+    return host == "" or (not isinstance(key, str) and key.is_unspecified)
+
+
+def listeners_overlap(listen: Listener, admin: Listener) -> bool:
+    """Whether one address could be both listeners': the same port (0 picks a free one,
+    so never) on the same host, or on a wildcard host (0.0.0.0, ::) on either side."""
+    if listen.port == 0 or listen.port != admin.port:
+        return False
+    if _wildcard(listen.host) or _wildcard(admin.host):
+        return True
+    return _host_key(listen.host) == _host_key(admin.host)
 
 
 class Backend(_Section):
@@ -464,6 +488,24 @@ class Settings(BaseSettings):
                 f"required when admin.host ({admin.host}) is not loopback: set CUTOVER_ADMIN_TOKEN"
             )
         return value
+
+    @model_validator(mode="after")
+    def _listeners_apart(self) -> Settings:
+        listen, admin = self.listen, self.admin
+        if listeners_overlap(listen, admin):
+            reason = (
+                f"{listen.host}:{listen.port} overlaps the admin listener "
+                f"(admin: {admin.host}:{admin.port}), so clients could reach the admin API; "
+                "use different ports, or hosts that do not overlap"
+            )
+            # A model-level check, reported at the field it is about.
+            error = InitErrorDetails(
+                type=PydanticCustomError("listeners_overlap", reason),
+                loc=("listen",),
+                input=listen.model_dump(),
+            )
+            raise ValidationError.from_exception_data(type(self).__name__, [error])
+        return self
 
     @classmethod
     def settings_customise_sources(
