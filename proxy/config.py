@@ -255,7 +255,14 @@ class Route(_Section):
     weight: Weight | None = None
     deprecation: bool = True
     shadow: RouteShadow | None = None
-    fallback_methods: list[str] | None = None  # this route's own; default: fallback.methods
+    # The methods that may be served by legacy when new fails. Default: fallback.methods,
+    # and none on a route pinned to a backend (it opts in by listing them).
+    fallback_methods: list[str] | None = None
+
+    @field_validator("fallback_methods")
+    @classmethod
+    def _fallback_methods(cls, value: list[str] | None) -> list[str] | None:
+        return None if value is None else RouteShadow._methods.__func__(cls, value)  # type: ignore[attr-defined]
 
     @field_validator("prefix")
     @classmethod
