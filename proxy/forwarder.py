@@ -151,8 +151,25 @@ class Forwarder:
             admitted = self.breaker.allow()
             if not admitted:
                 decision.backend, decision.reason = "legacy", "breaker"
+        client = scope.get("client")
+        upstream_headers = upstream_request_headers(
+            scope["headers"],
+            client_host=client[0] if client else None,
+            scheme=scope.get("scheme", "http"),
+            http_version=scope.get("http_version", "1.1"),
+        )
+        mirror = (
+            None
+            if decision.shadow is None
+            else self.mirror_for(scope, decision, upstream_headers, length, has_body)
+        )
         try:
-            await self._forward(scope, receive, send, decision, method, length, has_body, admitted)
+            await self._forward(scope, receive, send, decision, method, length, has_body,
+                                admitted, upstream_headers, mirror)  # fmt: skip
+        except ClientDisconnected:
+            if mirror is not None:
+                self.shadower.client_left(mirror)  # type: ignore[union-attr]
+            raise
         finally:
             if admitted and not decision.judged:
                 self.breaker.forget()  # type: ignore[union-attr]
@@ -167,19 +184,9 @@ class Forwarder:
         length: int | None,
         has_body: bool,
         admitted: bool,
+        upstream_headers: RawHeaders,
+        mirror: Mirror | None,
     ) -> None:
-        client = scope.get("client")
-        upstream_headers = upstream_request_headers(
-            scope["headers"],
-            client_host=client[0] if client else None,
-            scheme=scope.get("scheme", "http"),
-            http_version=scope.get("http_version", "1.1"),
-        )
-        mirror = (
-            None
-            if decision.shadow is None
-            else self.mirror_for(scope, decision, upstream_headers, length, has_body)
-        )
         replay = decision.backend == "new" and self.can_replay(decision, method, length, has_body)
 
         stream: BodyStream | None = None
@@ -312,6 +319,10 @@ class Forwarder:
         except UpstreamBodyError as exc:
             self.metrics.upstream_error(decision.backend, exc.kind)
             raise
+        except ClientDisconnected:
+            if mirror is not None:  # before the finally below settles it as failed
+                self.shadower.client_left(mirror)  # type: ignore[union-attr]
+            raise
         finally:
             if mirror is not None:
                 mirror.failed()  # a no-op when relay_body finished it
@@ -379,7 +390,7 @@ class Forwarder:
                     chunk, more = await response.read()
                 except UpstreamError as exc:
                     if watcher is not None and watcher.done():
-                        return  # the client left and we aborted the read
+                        raise ClientDisconnected from None  # it left; we aborted the read
                     raise UpstreamBodyError(exc) from exc
             await send({"type": "http.response.body", "body": chunk, "more_body": False})
             if mirror is not None:
