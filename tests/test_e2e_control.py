@@ -82,7 +82,7 @@ def upstreams() -> Iterator[dict[str, Upstream]]:
 
 
 @pytest.fixture
-def started(tmp_path: Path) -> Iterator[list[ProxyProcess]]:
+def started() -> Iterator[list[ProxyProcess]]:
     processes: list[ProxyProcess] = []
     yield processes
     for process in processes:
