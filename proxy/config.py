@@ -7,6 +7,7 @@ with ``__``, e.g. ``CUTOVER_SPLIT__WEIGHT=25``), then the YAML file.
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import itertools
 import os
 import re
@@ -31,6 +32,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import InitErrorDetails, PydanticCustomError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from .compare import IgnorePathError, check_ignore_paths
@@ -81,6 +83,28 @@ class Listener(_Section):
 
 class AdminListener(Listener):
     port: int = Field(9180, ge=0, le=65535)
+
+
+def _host_key(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | str:
+    try:
+        return ipaddress.ip_address(host)
+    except ValueError:
+        return host.lower()
+
+
+def _wildcard(host: str) -> bool:
+    key = _host_key(host)
+    return host == "" or (not isinstance(key, str) and key.is_unspecified)
+
+
+def listeners_overlap(listen: Listener, admin: Listener) -> bool:
+    """Whether one address could be both listeners': the same port (0 picks a free one,
+    so never) on the same host, or on a wildcard host (0.0.0.0, ::) on either side."""
+    if listen.port == 0 or listen.port != admin.port:
+        return False
+    if _wildcard(listen.host) or _wildcard(admin.host):
+        return True
+    return _host_key(listen.host) == _host_key(admin.host)
 
 
 class Backend(_Section):
@@ -251,7 +275,14 @@ class Route(_Section):
     weight: Weight | None = None
     deprecation: bool = True
     shadow: RouteShadow | None = None
-    fallback_methods: list[str] | None = None  # this route's own; default: fallback.methods
+    # The methods that may be served by legacy when new fails. Default: fallback.methods,
+    # and none on a route pinned to a backend (it opts in by listing them).
+    fallback_methods: list[str] | None = None
+
+    @field_validator("fallback_methods")
+    @classmethod
+    def _fallback_methods(cls, value: list[str] | None) -> list[str] | None:
+        return None if value is None else RouteShadow._methods.__func__(cls, value)  # type: ignore[attr-defined]
 
     @field_validator("prefix")
     @classmethod
@@ -485,6 +516,24 @@ class Settings(BaseSettings):
             )
         return value
 
+    @model_validator(mode="after")
+    def _listeners_apart(self) -> Settings:
+        listen, admin = self.listen, self.admin
+        if listeners_overlap(listen, admin):
+            reason = (
+                f"{listen.host}:{listen.port} overlaps the admin listener "
+                f"(admin: {admin.host}:{admin.port}), so clients could reach the admin API; "
+                "use different ports, or hosts that do not overlap"
+            )
+            # A model-level check, reported at the field it is about.
+            error = InitErrorDetails(
+                type=PydanticCustomError("listeners_overlap", reason),
+                loc=("listen",),
+                input=listen.model_dump(),
+            )
+            raise ValidationError.from_exception_data(type(self).__name__, [error])
+        return self
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -519,7 +568,7 @@ def _problems(exc: ValidationError) -> list[str]:
 # admin_token setting, which the admin commands read too) and the admin port a
 # `cutover run --workers N` parent hands its workers. Any other CUTOVER_* variable must name
 # a setting: a misspelt one is an error, as an unknown key in the file is.
-NOT_SETTINGS = frozenset({"CUTOVER_CONFIG", "CUTOVER_ADMIN_URL", "CUTOVER_WORKER_ADMIN_PORT"})
+NOT_SETTINGS = frozenset({"CUTOVER_CONFIG", "CUTOVER_ADMIN_URL"})
 ENV_PREFIX = "CUTOVER_"
 
 

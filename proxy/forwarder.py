@@ -12,7 +12,7 @@ from time import perf_counter
 
 from .body import BodyStream, BodyTooLarge, ClientDisconnected, read_body, request_length
 from .breaker import CircuitBreaker
-from .config import Settings
+from .config import Fallback, Route, Settings
 from .deprecation import deprecation_headers
 from .disconnect import ClientWatch, SlowAnswers, wait_for_disconnect
 from .headers import BACKEND_HEADER, client_response_headers, upstream_request_headers
@@ -56,6 +56,15 @@ def header_value(headers: RawHeaders, name: bytes) -> str | None:
     return None
 
 
+def fallback_methods(route: Route, fallback: Fallback) -> frozenset[str]:
+    """The methods of ``route`` that legacy may serve when new fails (or while the breaker
+    is open): its own list, else ``fallback.methods``; a route pinned to a backend has
+    none unless it lists them."""
+    if route.fallback_methods is not None:
+        return frozenset(route.fallback_methods)
+    return frozenset() if route.backend is not None else frozenset(fallback.methods)
+
+
 class Forwarder:
     def __init__(
         self,
@@ -80,7 +89,7 @@ class Forwarder:
         self.fallback_enabled = fallback.enabled
         self.fallback_statuses = frozenset(fallback.statuses)
         self.max_replay_body = fallback.max_replay_body
-        self.replayable = {route.name: frozenset(route.fallback_methods or fallback.methods)
+        self.replayable = {route.name: fallback_methods(route, fallback)
                            for route in settings.routes}  # fmt: skip
         self.default_replayable = frozenset(fallback.methods)
         self.base_urls = {
@@ -108,6 +117,11 @@ class Forwarder:
             extra = [*extra, (b"set-cookie", decision.set_cookie)]
         return extra
 
+    def pin_holds(self, decision: Decision, method: str) -> bool:
+        """For a request its route pins to new: whether it stays there whatever happens (the
+        route did not list the method in its ``fallback_methods``)."""
+        return method not in self.replayable.get(decision.route, self.default_replayable)
+
     def can_replay(
         self, decision: Decision, method: str, length: int | None, has_body: bool
     ) -> bool:
@@ -128,12 +142,34 @@ class Forwarder:
         if limit is not None and length is not None and length > limit:
             raise BodyTooLarge
         admitted = False
-        if decision.backend == "new" and self.breaker is not None and decision.reason != "override":
+        if (
+            decision.backend == "new"
+            and self.breaker is not None
+            and decision.reason != "override"
+            and not (decision.reason == "pin" and self.pin_holds(decision, method))
+        ):
             admitted = self.breaker.allow()
             if not admitted:
                 decision.backend, decision.reason = "legacy", "breaker"
+        client = scope.get("client")
+        upstream_headers = upstream_request_headers(
+            scope["headers"],
+            client_host=client[0] if client else None,
+            scheme=scope.get("scheme", "http"),
+            http_version=scope.get("http_version", "1.1"),
+        )
+        mirror = (
+            None
+            if decision.shadow is None
+            else self.mirror_for(scope, decision, upstream_headers, length, has_body)
+        )
         try:
-            await self._forward(scope, receive, send, decision, method, length, has_body, admitted)
+            await self._forward(scope, receive, send, decision, method, length, has_body,
+                                admitted, upstream_headers, mirror)  # fmt: skip
+        except ClientDisconnected:
+            if mirror is not None:
+                self.shadower.client_left(mirror)  # type: ignore[union-attr]
+            raise
         finally:
             if admitted and not decision.judged:
                 self.breaker.forget()  # type: ignore[union-attr]
@@ -148,19 +184,9 @@ class Forwarder:
         length: int | None,
         has_body: bool,
         admitted: bool,
+        upstream_headers: RawHeaders,
+        mirror: Mirror | None,
     ) -> None:
-        client = scope.get("client")
-        upstream_headers = upstream_request_headers(
-            scope["headers"],
-            client_host=client[0] if client else None,
-            scheme=scope.get("scheme", "http"),
-            http_version=scope.get("http_version", "1.1"),
-        )
-        mirror = (
-            None
-            if decision.shadow is None
-            else self.mirror_for(scope, decision, upstream_headers, length, has_body)
-        )
         replay = decision.backend == "new" and self.can_replay(decision, method, length, has_body)
 
         stream: BodyStream | None = None
@@ -293,6 +319,10 @@ class Forwarder:
         except UpstreamBodyError as exc:
             self.metrics.upstream_error(decision.backend, exc.kind)
             raise
+        except ClientDisconnected:
+            if mirror is not None:  # before the finally below settles it as failed
+                self.shadower.client_left(mirror)  # type: ignore[union-attr]
+            raise
         finally:
             if mirror is not None:
                 mirror.failed()  # a no-op when relay_body finished it
@@ -360,7 +390,7 @@ class Forwarder:
                     chunk, more = await response.read()
                 except UpstreamError as exc:
                     if watcher is not None and watcher.done():
-                        return  # the client left and we aborted the read
+                        raise ClientDisconnected from None  # it left; we aborted the read
                     raise UpstreamBodyError(exc) from exc
             await send({"type": "http.response.body", "body": chunk, "more_body": False})
             if mirror is not None:

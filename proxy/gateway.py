@@ -10,9 +10,9 @@ import json
 import logging
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 from prometheus_client import CollectorRegistry
@@ -32,10 +32,20 @@ from .state import RolloutState, StateStore, Transition
 from .types import Receive, Scope, Send
 from .webhook import Webhook
 
+if TYPE_CHECKING:
+    from .listener import AppListener
+
 logger = logging.getLogger("cutover.gateway")
 transitions_log = logging.getLogger("cutover.rollout")
 
 RESTART_ONLY = ("listen", "admin", "state")
+WATCH_RETRY, WATCH_RETRY_MAX = 1.0, 30.0  # seconds before watching the config file again
+
+Closer = Callable[[], Awaitable[None]]
+
+
+def describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
 def route_weights(settings: Settings, weight: float) -> list[tuple[str, float]]:
@@ -86,7 +96,12 @@ class Gateway:
         self.ready = False
         self._tasks: list[asyncio.Task[Any]] = []
         self._guard_task: asyncio.Task[Any] | None = None
-        self._closers: list[Any] = []
+        self._closers: list[Closer] = []
+        # One reload at a time: SIGHUP and the file watcher only ask the reloader task for
+        # one, and a burst of asks while a reload runs makes one more reload after it.
+        self._reload_lock = asyncio.Lock()
+        self._reload_wanted = asyncio.Event()
+        self._reload_forced = False
         self.rollout.listeners.append(self._on_transition)
         self.rollout.sync_listeners.append(self._on_sync)
         self.metrics.set_phase(self.rollout.phase)
@@ -98,29 +113,32 @@ class Gateway:
         await self.proxy.startup()
         if self.settings.guard.webhook:
             self.webhook = Webhook(self.settings.guard.webhook, transport=self._side_transport)
-        self._start_guard()
+        self._run_guard(*self._build_guard(self.settings))
         if self.config_path is not None:
+            self._tasks.append(asyncio.create_task(self._reloader()))
             self._tasks.append(asyncio.create_task(self._watch_config()))
             with contextlib.suppress(ValueError, NotImplementedError, RuntimeError):
                 # Only possible in the main thread (not when tests run the server in one).
-                asyncio.get_running_loop().add_signal_handler(
-                    signal.SIGHUP, lambda: self._tasks.append(asyncio.create_task(self.reload()))
-                )
+                asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self.request_reload)
         self.ready = True
 
     async def shutdown(self) -> None:
         self.ready = False
+        if self.config_path is not None:
+            with contextlib.suppress(ValueError, NotImplementedError, RuntimeError):
+                asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
+        async with self._reload_lock:  # a reload under way finishes first
+            for task in self._tasks:
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
         await self._stop_guard()
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.webhook is not None:
             await self.webhook.aclose()
         await self.proxy.shutdown()
         self.coordination.resign()  # another worker may lead the guard now
 
-    def _start_guard(self) -> None:
-        settings = self.settings
+    def _build_guard(self, settings: Settings) -> tuple[Guard, list[Closer]]:
+        """The guard for ``settings`` and what to close when it stops; not running yet."""
         config = settings.guard
         urls = {
             name: backend.metrics_url
@@ -139,6 +157,7 @@ class Gateway:
             if urls
             else None
         )
+        closers: list[Closer]
         if config.source == "prometheus":
             source = PrometheusSource(config, transport=self._side_transport)
             observe, closers = source.observe, [source.aclose]
@@ -146,7 +165,7 @@ class Gateway:
             observe, closers = EmbeddedSource(self.metrics, config.window).observe, []
         if scraper is not None:
             closers.append(scraper.aclose)
-        self.guard = Guard(
+        guard = Guard(
             config,
             self.rollout,
             self.metrics,
@@ -157,17 +176,25 @@ class Gateway:
             coordination=self.coordination,
             clock=self.clock,
         )
+        return guard, closers
+
+    def _run_guard(self, guard: Guard, closers: list[Closer]) -> None:
+        assert self._guard_task is None, "one guard loop at a time"
+        self.guard = guard
         self._closers = closers
-        self._guard_task = asyncio.create_task(self.guard.run())
+        self._guard_task = asyncio.create_task(guard.run())
 
     async def _stop_guard(self) -> None:
         if self._guard_task is not None:
             self._guard_task.cancel()
             await asyncio.gather(self._guard_task, return_exceptions=True)
             self._guard_task = None
-        for close in self._closers:
-            await close()
-        self._closers = []
+        closers, self._closers = self._closers, []
+        for close in closers:
+            try:
+                await close()
+            except Exception:
+                logger.exception("closing the guard's metrics source failed")
 
     def status(self) -> dict[str, Any]:
         """The admin API's status document: the rollout, plus the circuit breaker."""
@@ -214,37 +241,76 @@ class Gateway:
         except OSError:
             return None
 
+    def request_reload(self, *, changed_only: bool = False) -> None:
+        """Ask for a reload (SIGHUP; the file watcher with ``changed_only``: skipped when
+        the file's bytes are the ones last read); returns at once."""
+        self._reload_forced = self._reload_forced or not changed_only
+        self._reload_wanted.set()
+
+    async def _reloader(self) -> None:
+        while True:
+            await self._reload_wanted.wait()
+            self._reload_wanted.clear()
+            forced, self._reload_forced = self._reload_forced, False
+            await self.reload(changed_only=not forced)
+
     async def _watch_config(self) -> None:
+        """Ask for a reload whenever the config file changes. The watch itself failing
+        (its directory gone, say) is logged, and watching starts again."""
         from watchfiles import awatch
 
         assert self.config_path is not None
         path = self.config_path.resolve()
-        async for _ in awatch(
-            path.parent,
-            debounce=200,
-            step=50,
-            watch_filter=lambda _, changed: Path(changed).name == path.name,
-        ):
-            digest = self._digest()
-            if digest is not None and digest != self._config_digest:
-                await self.reload()
+        retry = WATCH_RETRY
+        while True:
+            try:
+                async for _ in awatch(
+                    path.parent,
+                    debounce=200,
+                    step=50,
+                    watch_filter=lambda _, changed: Path(changed).name == path.name,
+                ):
+                    retry = WATCH_RETRY
+                    self.request_reload(changed_only=True)
+            except Exception as exc:
+                logger.error(
+                    "watching %s failed (%s); watching again in %gs", path, describe(exc), retry
+                )
+            await asyncio.sleep(retry)
+            retry = min(retry * 2, WATCH_RETRY_MAX)
 
-    async def reload(self) -> bool:
-        """Re-read the config file and apply it; keep the running config if it is invalid."""
+    async def reload(self, *, changed_only: bool = False) -> bool:
+        """Re-read the config file and apply it, one reload at a time. When the file is
+        invalid or applying it fails, the running config stays, and the failure is logged
+        with its reason and counted; returns whether the file's config is the running one."""
         assert self.config_path is not None
-        self._config_digest = self._digest()
-        try:
-            settings = load_settings(self.config_path)
-        except ConfigError as exc:
-            self.metrics.config_reload_failures.inc()
-            for problem in exc.problems:
-                logger.error("config reload refused, keeping the running config: %s", problem)
-            return False
-        await self.apply(settings)
+        async with self._reload_lock:
+            digest = await asyncio.to_thread(self._digest)
+            if changed_only and (digest is None or digest == self._config_digest):
+                return True
+            self._config_digest = digest
+            try:
+                settings = await asyncio.to_thread(load_settings, self.config_path)
+                await self.apply(settings)
+            except ConfigError as exc:
+                self._reload_failed(exc.problems)
+                return False
+            except Exception as exc:
+                self._reload_failed([describe(exc)], exc)
+                return False
         logger.info("config reloaded from %s", self.config_path)
         return True
 
+    def _reload_failed(self, reasons: list[str], exc: Exception | None = None) -> None:
+        self.metrics.config_reload_failures.inc()
+        for reason in reasons:
+            logger.error(
+                "config reload failed, keeping the running config: %s", reason, exc_info=exc
+            )
+
     async def apply(self, settings: Settings) -> None:
+        """Switch to ``settings``. Every new part is built first, so a failure (raised)
+        leaves the running config as it was; then the switch, then the old parts retire."""
         old = self.settings
         for key in RESTART_ONLY:
             if getattr(old, key) != getattr(settings, key):
@@ -258,83 +324,98 @@ class Gateway:
         settings = settings.model_copy(update={key: getattr(old, key) for key in keep})
 
         proxy = self.proxy
-        old_upstreams = proxy.upstreams
+        old_upstreams, old_shadower = proxy.upstreams, proxy.shadower
         upstreams = old_upstreams
-        if settings.backends != old.backends or settings.timeouts != old.timeouts:
-            upstreams = build_upstreams(settings, self._transport)
-            for upstream in upstreams.values():
-                await upstream.start()
-        splitter = Splitter(settings)
-        splitter.set_weight(self.rollout.weight)
-        shadower = proxy.shadower
-        if (
-            shadower is None
+        shadower = old_shadower
+        restart_guard = (
+            settings.guard != old.guard
+            or settings.backends != old.backends
             or settings.shadow != old.shadow
             or shadowing(settings) != shadowing(old)
-        ):
-            shadower = build_shadower(settings, upstreams, self.metrics)
-        else:
-            shadower.upstreams = upstreams
+        )
+        guard: tuple[Guard, list[Closer]] | None = None
+        try:
+            if settings.backends != old.backends or settings.timeouts != old.timeouts:
+                upstreams = build_upstreams(settings, self._transport)
+                for upstream in upstreams.values():
+                    await upstream.start()
+            if restart_guard:
+                guard = self._build_guard(settings)
+            if (
+                shadower is None
+                or settings.shadow != old.shadow
+                or shadowing(settings) != shadowing(old)
+            ):
+                shadower = build_shadower(settings, upstreams, self.metrics)  # last: opens a file
+        except BaseException:
+            # Nothing was switched: close what was built for the new config.
+            if upstreams is not old_upstreams:
+                for upstream in upstreams.values():
+                    await upstream.aclose()
+            for close in guard[1] if guard is not None else []:
+                await close()
+            raise
+        splitter = Splitter(settings)
+        splitter.set_weight(self.rollout.weight)
         breaker = proxy.breaker
         if settings.breaker != old.breaker:
             breaker = build_breaker(settings, self.metrics)
         forwarder = Forwarder(settings, upstreams, self.metrics, shadower, breaker)
-        # No await between these: a request sees either the old or the new trio.
-        old_shadower = proxy.shadower
+        # No await between these: a request sees either the old or the new parts.
+        if shadower is not None:
+            shadower.upstreams = upstreams
         proxy.settings, proxy.upstreams, proxy.splitter, proxy.forwarder = (
             settings, upstreams, splitter, forwarder,
         )  # fmt: skip
         proxy.shadower, proxy.breaker = shadower, breaker
         self.settings = settings
-        if upstreams is not old_upstreams:
-            self._tasks.append(asyncio.create_task(self._close_later(old_upstreams, old)))
-        if old_shadower is not None and old_shadower is not shadower:
-            await old_shadower.aclose()
-
         self.rollout.config = settings.rollout
         self.rollout.failures_to_rollback = settings.guard.failures_to_rollback
         self.rollout.manual_weight = settings.split.weight
         self.metrics.set_weights(route_weights(settings, self.rollout.weight))
-        if (
-            settings.guard != old.guard
-            or settings.backends != old.backends
-            or settings.shadow != old.shadow
-            or shadowing(settings) != shadowing(old)
-        ):
+
+        if upstreams is not old_upstreams:
+            # Exchanges in flight (an event stream, a long download) keep their connection
+            # to the end; the old clients keep no connection for reuse.
+            for upstream in old_upstreams.values():
+                upstream.retire()
+        if old_shadower is not None and old_shadower is not shadower:
+            try:
+                await old_shadower.aclose()
+            except Exception as exc:
+                logger.error("closing the previous shadow comparer failed: %s", describe(exc))
+        if guard is not None:
             await self._stop_guard()
             if self.webhook is not None and settings.guard.webhook != old.guard.webhook:
                 await self.webhook.aclose()
                 self.webhook = None
             if settings.guard.webhook and self.webhook is None:
                 self.webhook = Webhook(settings.guard.webhook, transport=self._side_transport)
-            self._start_guard()
-
-    async def _close_later(self, upstreams: dict[str, Any], settings: Settings) -> None:
-        # Requests already in flight keep their old upstream until they finish.
-        await asyncio.sleep(settings.timeouts.read + 1)
-        for upstream in upstreams.values():
-            await upstream.aclose()
-
-    # -- ASGI --------------------------------------------------------------------------
-
-    async def lifespan(self, receive: Receive, send: Send) -> None:
-        await run_lifespan(receive, send, self.startup, self.shutdown)
+            self._run_guard(*guard)
 
 
 class Listeners:
-    """The ASGI app uvicorn runs: requests on the admin socket go to the admin app,
-    everything else to the proxy; lifespan goes to the gateway."""
+    """The ASGI app uvicorn runs on the proxy socket: every request on it goes to the
+    proxy. Its lifespan starts and stops the gateway and the admin API, which is served on
+    a socket of its own (``listener.AppListener``): no request accepted on the proxy
+    socket can reach the admin app, whatever address or port it names."""
 
-    def __init__(self, gateway: Gateway, admin_port: int) -> None:
+    def __init__(self, gateway: Gateway, admin: AppListener | None = None) -> None:
         self.gateway = gateway
-        self.admin_port = admin_port
+        self.admin = admin
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
-            await self.gateway.lifespan(receive, send)
+            await run_lifespan(receive, send, self.startup, self.shutdown)
             return
-        server = scope.get("server")
-        if server is not None and server[1] == self.admin_port:
-            await self.gateway.admin(scope, receive, send)
-        else:
-            await self.gateway.proxy(scope, receive, send)
+        await self.gateway.proxy(scope, receive, send)
+
+    async def startup(self) -> None:
+        await self.gateway.startup()
+        if self.admin is not None:
+            await self.admin.start()
+
+    async def shutdown(self) -> None:
+        if self.admin is not None:
+            await self.admin.stop(self.gateway.settings.shutdown.grace)
+        await self.gateway.shutdown()

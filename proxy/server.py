@@ -1,5 +1,5 @@
-"""Run Cutover under uvicorn (uvloop and httptools where installed): one server, two
-sockets — the proxy listener and the admin listener."""
+"""Run Cutover under uvicorn (uvloop and httptools where installed): uvicorn serves the
+proxy socket, and the admin API is served on its own socket (``listener.AppListener``)."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from uvicorn.config import LOGGING_CONFIG
 from .app import RESPONSE_ABANDONED, create_app
 from .config import Settings
 from .gateway import Gateway, Listeners
+from .listener import AppListener
 from .protocol import configure
 
 logger = logging.getLogger("cutover.server")
@@ -109,6 +110,17 @@ def head_bounds(settings: Settings) -> type:
     return configure(settings.limits.max_url_bytes, settings.limits.max_header_bytes)
 
 
+def admin_listener(
+    gateway: Gateway, sock: socket.socket, settings: Settings, *, log_level: str = "info"
+) -> AppListener:
+    """The admin API on ``sock``, with the proxy listener's protocol options."""
+    config = server_config(
+        gateway.admin, log_level=log_level, log_config=None, lifespan="off",
+        http=head_bounds(settings), timeout_keep_alive=settings.listen.keep_alive,
+    )  # fmt: skip
+    return AppListener(sock, config)
+
+
 def bind(host: str, port: int) -> socket.socket:
     try:
         family, _, _, _, address = socket.getaddrinfo(
@@ -131,13 +143,18 @@ def bind(host: str, port: int) -> socket.socket:
 
 class DrainingServer(uvicorn.Server):
     """uvicorn's server, logging the drain. On SIGINT/SIGTERM uvicorn (0.54) closes the
-    listening sockets (new connections are refused), closes idle keep-alive connections,
+    listening sockets (new connections are refused; the admin listener, ``admin``, stops
+    accepting too and closes after the drain), closes idle keep-alive connections,
     marks busy ones to close after their response, waits up to
     ``timeout_graceful_shutdown`` for the requests in flight, cancels what is left (the
     client gets a 500 if no response had started, else a cut connection), then runs the
     lifespan shutdown (Gateway.shutdown: guard stopped, webhooks given a short grace, the
     shadow log's totals line written). A second SIGINT skips the waiting and the lifespan
     shutdown."""
+
+    def __init__(self, config: uvicorn.Config, *, admin: AppListener | None = None) -> None:
+        super().__init__(config)
+        self.admin = admin
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         # Only shutdown's own cost: nothing here touches the request path.
@@ -155,6 +172,8 @@ class DrainingServer(uvicorn.Server):
             server.close()
         for sock in sockets or []:
             sock.close()  # uvicorn's shutdown closes them again: that does nothing
+        if self.admin is not None:
+            self.admin.close()
         # uvicorn closes a connection with no request yet as idle, dropping the request its
         # client may just have sent: give the connections just accepted time to send theirs.
         while time.monotonic() < settle_until and any(
@@ -228,21 +247,22 @@ def serve(settings: Settings, *, config_path: str | Path | None, log_level: str 
     gateway = Gateway(settings, config_path=config_path)
     proxy_socket = bind(settings.listen.host, settings.listen.port)
     admin_socket = bind(settings.admin.host, settings.admin.port)
-    admin_port = admin_socket.getsockname()[1]
+    admin = admin_listener(gateway, admin_socket, settings, log_level=log_level)
     config = server_config(
-        Listeners(gateway, admin_port), log_level=log_level,
+        Listeners(gateway, admin), log_level=log_level,
         http=head_bounds(settings),
         timeout_keep_alive=settings.listen.keep_alive,
         timeout_graceful_shutdown=settings.shutdown.grace,
     )  # fmt: skip
     proxy_host, proxy_port = proxy_socket.getsockname()[:2]
+    admin_host, admin_port = admin_socket.getsockname()[:2]
     logger.info(
         "proxy on http://%s:%s, admin on http://%s:%s (phase %s, weight %g%%)",
-        proxy_host, proxy_port, settings.admin.host, admin_port,
+        proxy_host, proxy_port, admin_host, admin_port,
         gateway.rollout.phase, gateway.rollout.weight,
     )  # fmt: skip
-    server = DrainingServer(config)
+    server = DrainingServer(config, admin=admin)
     with signals_to(server):
-        server.run(sockets=[proxy_socket, admin_socket])
+        server.run(sockets=[proxy_socket])
     if server.force_exit:
         raise KeyboardInterrupt  # exit status 130, as for an interrupted command

@@ -69,6 +69,8 @@ class Mirror:
         self._chunks: list[bytes] = []
         self._size = 0
         self.too_large = False
+        self.launched = False  # the shadow call was started (Shadower.start)
+        self.client_left = False
         self.primary: asyncio.Future[tuple[int, str | None, bytes] | None] = (
             asyncio.get_running_loop().create_future()
         )
@@ -94,6 +96,14 @@ class Mirror:
     def failed(self) -> None:
         if not self.primary.done():
             self.primary.set_result(None)
+
+    def left(self) -> bool:
+        """The client left before its answer was complete; False if already settled."""
+        if self.primary.done():
+            return False
+        self.client_left = True
+        self.primary.set_result(None)
+        return True
 
 
 class Shadower:
@@ -127,23 +137,39 @@ class Shadower:
         """Launch the mirrored call; False (and counted as dropped) when too many are out."""
         if self.in_flight >= self.config.max_in_flight:
             self.record(mirror.route, "dropped")
+            mirror.failed()  # settled: nothing more happens to it
             return False
         self.in_flight += 1
+        mirror.launched = True
         task = asyncio.get_running_loop().create_task(self._run(mirror))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return True
 
+    def client_left(self, mirror: Mirror) -> None:
+        """The mirror's client left early: the comparison is dropped at once (the shadow
+        call stopped, its slot free), or counted dropped here if it had not started."""
+        if mirror.left() and not mirror.launched:
+            self.record(mirror.route, "dropped")
+
     async def _run(self, mirror: Mirror) -> None:
         result = "error"
         diffs: list = []
         shadow_status = 0
+        # The shadow call runs while the client's answer streams. Whichever ends the pair
+        # first decides: a failed shadow call at once, and an answer known not to come (the
+        # client left, the primary failed, it was too large) stops the shadow call.
+        fetch = asyncio.ensure_future(self._fetch(mirror))
         try:
             async with asyncio.timeout(self.config.timeout):
-                shadow_status, shadow_type, shadow_body = await self._fetch(mirror)
+                await asyncio.wait((fetch, mirror.primary), return_when=asyncio.FIRST_COMPLETED)
+                if not mirror.primary.done():
+                    fetch.result()  # raises the shadow call's failure
                 primary = await mirror.primary
+                if primary is not None:
+                    shadow_status, shadow_type, shadow_body = await fetch
             if primary is None:
-                result = "error" if not mirror.too_large else "dropped"
+                result = "dropped" if mirror.client_left or mirror.too_large else "error"
             else:
                 status, primary_type, primary_body = primary
                 rule = mirror.rule
@@ -162,6 +188,10 @@ class Shadower:
             logger.exception("shadow comparison failed")
         finally:
             self.in_flight -= 1
+            if not fetch.done():
+                fetch.cancel()
+            elif not fetch.cancelled():
+                fetch.exception()  # retrieved: a failure of an unneeded call says nothing
         self.record(mirror.route, result)
         if result == "mismatch" and self.log is not None:
             self._log(mirror, shadow_status, diffs)

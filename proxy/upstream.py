@@ -67,4 +67,10 @@ class Upstream(Protocol):
         """Send a request and return once the response headers arrived; raises UpstreamError."""
         ...
 
+    def retire(self) -> None:
+        """Replaced by another client (a config reload): keep no connection for reuse from
+        now on. Idle connections close at once, each busy one when its exchange is done;
+        requests still sent through this client are served."""
+        ...
+
     async def aclose(self) -> None: ...

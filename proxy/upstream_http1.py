@@ -361,6 +361,7 @@ class ConnectionPool:
         self._idle: deque[Connection] = deque()
         self._open: set[Connection] = set()
         self._closed = False
+        self._retired = False
         self._sweep: asyncio.TimerHandle | None = None
 
     async def acquire(self) -> Connection:
@@ -376,7 +377,7 @@ class ConnectionPool:
         return await self._connect()
 
     def release(self, connection: Connection) -> None:
-        if self._closed or connection.closed:
+        if self._closed or self._retired or connection.closed:
             connection.close()
             return
         connection.idle_since = self.loop.time()
@@ -397,6 +398,15 @@ class ConnectionPool:
     def drop_idle(self) -> None:
         while self._idle:
             self._idle.pop().close()
+
+    def retire(self) -> None:
+        """Keep no connection from now on: the idle ones close now, a busy one when its
+        exchange is done (``release``); new ones may still be opened and are not kept."""
+        self._retired = True
+        if self._sweep is not None:
+            self._sweep.cancel()
+            self._sweep = None
+        self.drop_idle()
 
     def forget(self, connection: Connection) -> None:
         self._open.discard(connection)
@@ -556,6 +566,10 @@ class Http1Upstream:
             await connection.drain()
         connection.write(pending + b"0\r\n\r\n" if chunked else pending)
         connection.request_sent = True
+
+    def retire(self) -> None:
+        if self._pool is not None:
+            self._pool.retire()
 
     async def aclose(self) -> None:
         if self._pool is not None:

@@ -83,5 +83,8 @@ class HttpxUpstream:
         response.request = request
         return HttpxResponse(response)
 
+    def retire(self) -> None:
+        pass  # the transport is the caller's
+
     async def aclose(self) -> None:
         pass

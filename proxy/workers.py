@@ -5,64 +5,77 @@ listening sockets, and reads the rollout from the state file (``coordination.py`
 them leads the guard, the others adopt what it saves within a guard interval. Metrics are
 written by every worker and summed on ``/metrics`` (prometheus-client multiprocess mode).
 
-The worker entry point reads three variables the parent sets: the environment is how a
-spawned process gets its arguments.
+Each worker builds its gateway from what the parent hands it in ``WorkerApp``: the config
+path and the admin socket (multiprocessing passes a socket in a pickled object on as a file
+descriptor). uvicorn serves the proxy socket; the admin API is served on its own socket
+(``listener.AppListener``), so a connection is answered by the app of the socket it came in on.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import socket
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
+import uvicorn
 from uvicorn.supervisors import Multiprocess
 
 from .config import Settings, load_settings
 from .gateway import Gateway, Listeners
 from .protocol import configure
+from .server import admin_listener, bind, server_config
 from .state import StateStore
 
-ENV_CONFIG = "CUTOVER_CONFIG"
-ENV_ADMIN_PORT = "CUTOVER_WORKER_ADMIN_PORT"
-ENV_METRICS_DIR = "PROMETHEUS_MULTIPROC_DIR"
+ENV_METRICS_DIR = "PROMETHEUS_MULTIPROC_DIR"  # prometheus-client reads it from the environment
 
 
 class DrainingSupervisor(Multiprocess):
+    def __init__(
+        self, config: uvicorn.Config, sockets: list[socket.socket], admin_socket: socket.socket
+    ) -> None:
+        super().__init__(config, sockets)
+        self.admin_socket = admin_socket  # handed to each worker in its WorkerApp
+
     def terminate_all(self) -> None:
         # The supervisor's own copies of the listening sockets would keep them open (the
         # kernel accepting connections nobody will serve) while the workers drain.
-        for sock in self.sockets:
+        for sock in [*self.sockets, self.admin_socket]:
             sock.close()
         super().terminate_all()
 
 
-def worker_app() -> Listeners:
-    """uvicorn's app factory, run once in each worker process."""
-    config_path = os.environ[ENV_CONFIG]
-    settings = load_settings(config_path)
-    configure(settings.limits.max_url_bytes, settings.limits.max_header_bytes)
-    gateway = Gateway(
-        settings, config_path=config_path, multiprocess_dir=os.environ[ENV_METRICS_DIR]
-    )
-    return Listeners(gateway, int(os.environ[ENV_ADMIN_PORT]))
+@dataclass(frozen=True)
+class WorkerApp:
+    """uvicorn's app factory, pickled into each worker process and called there once."""
+
+    config_path: str
+    admin_socket: socket.socket
+    metrics_dir: str
+    log_level: str
+
+    def __call__(self) -> Listeners:
+        settings = load_settings(self.config_path)
+        configure(settings.limits.max_url_bytes, settings.limits.max_header_bytes)
+        gateway = Gateway(settings, config_path=self.config_path, multiprocess_dir=self.metrics_dir)
+        admin = admin_listener(gateway, self.admin_socket, settings, log_level=self.log_level)
+        return Listeners(gateway, admin)
 
 
 def serve_workers(
     settings: Settings, *, config_path: str | Path, workers: int, log_level: str
 ) -> None:
     """Validate, bind both listeners, then supervise ``workers`` processes until a signal."""
-    from .server import bind, server_config  # the server module imports this one
-
     StateStore(settings.state.path).load()  # a bad state file stops us before binding
     proxy_socket = bind(settings.listen.host, settings.listen.port)
     admin_socket = bind(settings.admin.host, settings.admin.port)
     metrics_dir = tempfile.mkdtemp(prefix="cutover-metrics-")
-    os.environ[ENV_CONFIG] = str(Path(config_path).resolve())
-    os.environ[ENV_ADMIN_PORT] = str(admin_socket.getsockname()[1])
     os.environ[ENV_METRICS_DIR] = metrics_dir
+    app = WorkerApp(str(Path(config_path).resolve()), admin_socket, metrics_dir, log_level)
     config = server_config(
-        "proxy.workers:worker_app",
+        app,
         factory=True,
         workers=workers,
         log_level=log_level,
@@ -71,6 +84,7 @@ def serve_workers(
         timeout_graceful_shutdown=settings.shutdown.grace,
     )
     try:
-        DrainingSupervisor(config, sockets=[proxy_socket, admin_socket]).run()
+        DrainingSupervisor(config, [proxy_socket], admin_socket).run()
     finally:
+        admin_socket.close()
         shutil.rmtree(metrics_dir, ignore_errors=True)

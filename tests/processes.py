@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
@@ -241,15 +242,26 @@ class ProxyProcess(Process):
     """``cutover run --config FILE`` with CUTOVER_ADMIN_TOKEN; restartable on the same
     config, state file and ports (after a kill -9, say)."""
 
-    def __init__(self, log_dir: Path, config_path: Path, ports: ProxyPorts, token: str) -> None:
+    def __init__(
+        self,
+        log_dir: Path,
+        config_path: Path,
+        ports: ProxyPorts,
+        token: str,
+        *,
+        admin_host: str = "127.0.0.1",
+        workers: int = 1,
+    ) -> None:
         argv = [*cutover_command(), "run", "--config", str(config_path), "--log-level", "warning"]
+        if workers > 1:
+            argv += ["--workers", str(workers)]
         super().__init__("proxy", argv, clean_env(CUTOVER_ADMIN_TOKEN=token), log_dir)
         self.config_path = config_path
         self.ports = ports
         self.token = token
         self.companions: list[Process] = []  # e.g. the backends: their logs go with ours
         self.url = f"http://127.0.0.1:{ports.listen}"
-        self.admin_url = f"http://127.0.0.1:{ports.admin}"
+        self.admin_url = f"http://{admin_host}:{ports.admin}"
         self.admin = httpx.Client(
             base_url=self.admin_url,
             timeout=5.0,
@@ -337,6 +349,14 @@ def wait_until(
                 f"timed out after {timeout}s waiting for {what}; last: {last!r}\n{logs}"
             )
         time.sleep(interval)
+
+
+def write_config(path: Path, config: dict[str, Any] | str) -> None:
+    """Replace the file atomically, so the proxy's watcher never reads half a file."""
+    text = config if isinstance(config, str) else yaml.safe_dump(config, sort_keys=False)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
 
 
 def read_state(path: Path) -> dict[str, Any]:

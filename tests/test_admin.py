@@ -11,6 +11,7 @@ import httpx
 import pytest
 import respx
 import yaml
+from processes import wait_until
 from starlette.testclient import TestClient
 
 from proxy.config import load_settings
@@ -64,9 +65,25 @@ def gateway(config_path: Path, router: respx.MockRouter, monkeypatch) -> Gateway
     )
 
 
+class ByPort:
+    """Both listeners under one TestClient (it has no sockets, so no listening socket to
+    tell them apart): requests to port 9180 go to the admin app, the rest and the lifespan
+    to what `cutover run` serves on the proxy socket."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+        self.listeners = Listeners(gateway)
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http" and scope["server"][1] == 9180:
+            await self.gateway.admin(scope, receive, send)
+        else:
+            await self.listeners(scope, receive, send)
+
+
 @pytest.fixture
 def client(gateway: Gateway) -> Iterator[TestClient]:
-    with TestClient(Listeners(gateway, admin_port=9180)) as client:
+    with TestClient(ByPort(gateway)) as client:
         yield client
 
 
@@ -185,9 +202,41 @@ def test_reload_keeps_the_last_good_config(
     assert gateway.rollout.weight == 10  # the live weight is the rollout's, not the file's
 
 
+def test_the_file_watcher_survives_reloads_that_fail(
+    client: TestClient, gateway: Gateway, config_path: Path, tmp_path: Path, caplog
+) -> None:
+    caplog.set_level("ERROR", logger="cutover.gateway")
+    registry = gateway.metrics.registry
+
+    def failures() -> float | None:
+        return registry.get_sample_value("cutover_config_reload_failures_total")
+
+    # Valid, but applying it fails: the shadow log cannot be opened (it names a directory).
+    shadow_route = [{"prefix": "/x", "shadow": {"sample": 1.0}}]
+    write_config(config_path, routes=shadow_route, shadow={"log_path": str(tmp_path)})
+    wait_until(lambda: failures() == 1, 10, "the failed apply to be counted")
+    # Unreadable as a config (not UTF-8).
+    config_path.write_bytes(b"split: {weight: 10, sticky: \xff}\n")
+    wait_until(lambda: failures() == 2, 10, "the unreadable file to be counted")
+    reasons = [r.getMessage() for r in caplog.records if r.name == "cutover.gateway"]
+    assert any("shadow.log_path: cannot open" in reason for reason in reasons), reasons
+    assert len(reasons) == 2, reasons
+
+    # The watcher is still there: a good edit takes effect.
+    write_config(config_path, deprecation={"deprecated_at": "2026-12-01T00:00:00Z"})
+
+    def deprecated() -> bool:
+        response = client.get(f"{PROXY}/x", headers={"X-Cutover-Backend": "legacy"})
+        return "deprecation" in response.headers
+
+    wait_until(deprecated, 10, "the good edit to be applied")
+    assert failures() == 2
+    assert gateway.proxy.shadower is None  # nothing of the failed apply stayed
+
+
 def test_no_token_on_loopback_leaves_the_api_open(config_path, router, monkeypatch) -> None:
     monkeypatch.delenv("CUTOVER_ADMIN_TOKEN", raising=False)
     transport = httpx.MockTransport(router.async_handler)
     gateway = Gateway(load_settings(config_path), transport=transport, side_transport=transport)
-    with TestClient(Listeners(gateway, admin_port=9180)) as client:
+    with TestClient(ByPort(gateway)) as client:
         assert client.get(f"{ADMIN}/status").status_code == 200

@@ -171,3 +171,58 @@ def test_config_from_environment_variable(
     monkeypatch.setenv("CUTOVER_CONFIG", str(tmp_path / "absent.yaml"))
     assert main(["run"]) == 2
     assert "cannot read" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("listen", "admin"),
+    [
+        ("127.0.0.1:9180", "127.0.0.1:9180"),
+        ("0.0.0.0:9180", "127.0.0.1:9180"),
+        ("127.0.0.1:8080", "0.0.0.0:8080"),
+        ("[::]:8080", "[::1]:8080"),
+        ("[::1]:8080", "[0:0:0:0:0:0:0:1]:8080"),
+        ("localhost:8080", "LOCALHOST:8080"),
+    ],
+)
+def test_listeners_that_overlap_are_refused(
+    listen: str, admin: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CUTOVER_ADMIN_TOKEN", "t0ken")  # a wildcard admin host needs one
+    sections = {}
+    for name, address in (("listen", listen), ("admin", admin)):
+        host, _, port = address.rpartition(":")
+        sections[name] = {"host": host.strip("[]"), "port": int(port)}
+    found = problems({"backends": BACKENDS, **sections})
+    assert len(found) == 1 and found[0].startswith("listen: "), found
+    assert "overlaps the admin listener" in found[0]
+
+
+@pytest.mark.parametrize(
+    ("listen", "admin"),
+    [
+        (("127.0.0.1", 8080), ("127.0.0.2", 8080)),  # one port, two loopback addresses
+        (("0.0.0.0", 8080), ("127.0.0.1", 9180)),
+        (("127.0.0.1", 0), ("127.0.0.1", 0)),  # both pick a free port
+    ],
+)
+def test_listeners_apart_are_accepted(listen: tuple, admin: tuple) -> None:
+    settings = parse_settings(
+        {
+            "backends": BACKENDS,
+            "listen": {"host": listen[0], "port": listen[1]},
+            "admin": {"host": admin[0], "port": admin[1]},
+        }
+    )
+    assert (settings.admin.host, settings.admin.port) == admin
+
+
+def test_run_refuses_overlapping_listeners(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "listen: {host: 127.0.0.1, port: 9180}\n"
+        "backends: {legacy: {url: 'http://a'}, new: {url: 'http://b'}}\n"
+    )
+    assert main(["run", "--config", str(path)]) == 2
+    assert capsys.readouterr().err.startswith("listen: 127.0.0.1:9180 overlaps the admin listener")

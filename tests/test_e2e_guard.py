@@ -22,7 +22,6 @@ from typing import Any
 
 import httpx
 import pytest
-import yaml
 from processes import (
     Backends,
     Faults,
@@ -34,6 +33,7 @@ from processes import (
     read_state,
     running_backends,
     wait_until,
+    write_config,
 )
 
 pytestmark = pytest.mark.e2e
@@ -83,14 +83,6 @@ def config_for(
     }
     config.update(sections)
     return config
-
-
-def write_config(path: Path, config: dict[str, Any] | str) -> None:
-    """Replace the file atomically, so the proxy's watcher never reads half a file."""
-    text = config if isinstance(config, str) else yaml.safe_dump(config, sort_keys=False)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 @dataclass

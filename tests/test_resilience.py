@@ -76,6 +76,46 @@ def test_route_fallback_methods(upstreams, proxy) -> None:
     assert legacy.call_count == 1
 
 
+PINNED = {"prefix": "/reports/", "backend": "new"}
+
+
+def test_a_route_pinned_to_new_does_not_fall_back(upstreams, proxy) -> None:
+    new = upstreams.get(url__startswith=NEW_URL).respond(503, json={"error": "busy"})
+    legacy = upstreams.get(url__startswith=LEGACY_URL).respond(404)  # legacy has no such path
+    response = proxy(routes=[PINNED]).get("/reports/1")
+    assert (response.status_code, response.json()) == (503, {"error": "busy"})
+    assert response.headers["x-cutover-backend"] == "new"
+    assert "x-cutover-fallback" not in response.headers
+    assert (new.call_count, legacy.call_count) == (1, 0)
+
+
+def test_a_pinned_route_falls_back_only_for_the_methods_it_opts_in(upstreams, proxy) -> None:
+    upstreams.route(url__startswith=NEW_URL).mock(side_effect=httpx.ConnectError("refused"))
+    legacy = upstreams.route(url__startswith=LEGACY_URL).respond(200, text="legacy")
+    client = proxy(routes=[{**PINNED, "fallback_methods": ["get"]}])
+    response = client.get("/reports/1")
+    assert (response.status_code, response.text) == (200, "legacy")
+    assert response.headers["x-cutover-fallback"] == "new-failed"
+    assert client.delete("/reports/1").status_code == 502  # not listed: stays on new
+    assert legacy.call_count == 1
+
+
+def test_an_open_breaker_leaves_a_pinned_route_on_new(upstreams, proxy) -> None:
+    new = upstreams.get(url__startswith=NEW_URL).mock(side_effect=httpx.ConnectError("down"))
+    upstreams.get(url__startswith=LEGACY_URL).respond(200, text="legacy")
+    routes = [PINNED, {"prefix": "/opted/", "backend": "new", "fallback_methods": ["GET"]}]
+    client = proxy(
+        split={"weight": 100}, routes=routes, breaker={"failures": 1, "cooldown": 60},
+        fallback={"enabled": False},
+    )  # fmt: skip
+    assert client.get("/x").status_code == 502  # opens the breaker
+    assert client.app.breaker.state == "open"
+    assert client.get("/x").text == "legacy"  # the weighted default route is diverted
+    assert client.get("/opted/1").text == "legacy"  # so is a pinned route that opts in
+    assert client.get("/reports/1").status_code == 502  # the pin holds
+    assert new.call_count == 2
+
+
 def test_large_bodies_are_not_replayed(upstreams, proxy) -> None:
     upstreams.put(url__startswith=NEW_URL).mock(side_effect=httpx.ConnectError("refused"))
     legacy = upstreams.put(url__startswith=LEGACY_URL).respond(200)

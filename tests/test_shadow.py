@@ -5,15 +5,22 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+from processes import wait_until
+from servers import serve, serve_config
 
+from proxy.app import create_app
 from proxy.checks import Result
+from proxy.config import parse_settings
 from proxy.guard import Guard
 from proxy.metrics import Metrics
 from proxy.rollout import Rollout
+from proxy.server import server_config
 from proxy.sources import Observation
 from proxy.state import StateStore
 from tests.conftest import LEGACY_URL, NEW_URL, make_settings
@@ -217,3 +224,73 @@ async def test_the_shadow_check_gates_promotion(tmp_path, anyio_backend, rollbac
     else:
         assert shadow.result is Result.FAIL
         assert (rollout.phase, rollout.weight) == ("progressing", 10)  # blocked, not undone
+
+
+# --------------------------------------------------------------------------- real sockets
+
+
+def leaving_client_backends() -> tuple[Any, Any, threading.Event]:
+    """legacy (the primary): ``/api/stream`` sends a chunk every 20 ms until its client
+    leaves; ``/api/hold`` answers nothing until then. new (the shadow) holds every request
+    until the proxy hangs up on it, and sets the event then."""
+    shadow_gone = threading.Event()
+
+    async def disconnected(receive: Any) -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+
+    async def legacy(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        if scope["path"] == "/api/hold":
+            await disconnected(receive)
+            return
+        gone = asyncio.ensure_future(disconnected(receive))
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        while not gone.done():
+            await send({"type": "http.response.body", "body": b"." * 512, "more_body": True})
+            await asyncio.sleep(0.02)
+
+    async def new(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        await disconnected(receive)
+        shadow_gone.set()
+
+    return legacy, new, shadow_gone
+
+
+@pytest.mark.parametrize("leaves", ["mid-body", "before-the-answer"])
+def test_a_mirror_whose_client_leaves_is_dropped_at_once(tmp_path, leaves: str) -> None:
+    legacy_app, new_app, shadow_gone = leaving_client_backends()
+    with serve(legacy_app) as legacy, serve(new_app) as new:
+        settings = parse_settings(
+            {
+                "backends": {"legacy": {"url": legacy}, "new": {"url": new}},
+                **shadow_config(tmp_path),
+                # Long enough that only the client leaving can end the mirror in time.
+                "shadow": {"log_path": str(tmp_path / "s.jsonl"), "timeout": 60},
+            }
+        )
+        app = create_app(settings)
+        with serve_config(server_config(app, log_level="warning")) as url:
+            with httpx.Client(base_url=url, timeout=httpx.Timeout(5.0, read=1.0)) as client:
+                if leaves == "mid-body":
+                    with client.stream("GET", "/api/stream") as response:
+                        assert response.status_code == 200
+                        next(response.iter_raw())
+                else:
+                    with pytest.raises(httpx.ReadTimeout):
+                        client.get("/api/hold")
+            shadower = app.shadower
+            assert shadower is not None
+
+            def settled() -> bool:
+                return shadower.in_flight == 0 and shadower.totals["dropped"] == 1
+
+            wait_until(settled, 10, "the mirror to be dropped")
+            assert shadow_gone.wait(5), "the shadow call was not stopped"
+            assert dict(shadower.totals) == {"match": 0, "mismatch": 0, "error": 0, "dropped": 1}
+            registry = app.metrics.registry
+            dropped = {"route": ROUTE, "result": "dropped"}
+            assert registry.get_sample_value("cutover_shadow_requests_total", dropped) == 1

@@ -1,0 +1,56 @@
+"""A listening socket served with an ASGI app of its own.
+
+uvicorn serves every socket it is handed with its one app. The admin API gets this instead:
+its own asyncio server on its own socket, speaking uvicorn's HTTP protocol, so the app that
+answers a connection is decided by the socket the kernel accepted it on, never by an
+address or port the request carries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import uvicorn
+from uvicorn.server import ServerState
+
+
+class AppListener:
+    def __init__(self, sock: socket.socket, config: uvicorn.Config) -> None:
+        """``sock`` is bound already; ``config`` names the app and the protocol options
+        (its host, port and lifespan are not used)."""
+        self.sock = sock
+        self.config = config
+        self.state = ServerState()
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> None:
+        config = self.config
+        if not config.loaded:
+            config.load()
+        loop = asyncio.get_running_loop()
+
+        def protocol() -> asyncio.Protocol:
+            return config.http_protocol_class(  # type: ignore[call-arg]
+                config=config, server_state=self.state, app_state={}, _loop=loop
+            )
+
+        self._server = await loop.create_server(protocol, sock=self.sock, backlog=config.backlog)
+
+    def close(self) -> None:
+        """Stop accepting connections; those already accepted go on."""
+        if self._server is not None:
+            self._server.close()
+
+    async def stop(self, grace: float) -> None:
+        """Stop accepting, close idle connections, give the requests in flight up to
+        ``grace`` seconds, then cancel what is left."""
+        self.close()
+        for connection in list(self.state.connections):
+            connection.shutdown()
+        tasks = set(self.state.tasks)
+        if tasks:
+            _, late = await asyncio.wait(tasks, timeout=grace)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
