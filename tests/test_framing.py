@@ -268,7 +268,7 @@ def gateway(recorder: Recorder) -> Iterator[Gateway]:
                 "split": {"weight": 0},
             }
         )
-        with serve_config(uvicorn_config(settings, log_level="critical")) as url:
+        with serve_config(uvicorn_config(settings, log_level="warning")) as url:
             hosts = {"legacy": urlsplit(legacy).netloc, "new": urlsplit(new).netloc}
             yield Gateway(url, hosts)
 
