@@ -233,9 +233,17 @@ CHUNKED_ANSWER = (
 )
 
 
+BIG = bytes(range(256)) * 1024  # 256 KiB: more than one read on the way
+
+
 def answer(backend: str, request: Sent) -> bytes:
     if request.target == b"/chunked-answer":
         return CHUNKED_ANSWER
+    if request.target == b"/big-chunked-answer":
+        chunks = b"".join(
+            b"1000\r\n" + BIG[i : i + 4096] + b"\r\n" for i in range(0, len(BIG), 4096)
+        )
+        return b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + chunks + b"0\r\n\r\n"
     body = b"recorded " + backend.encode() + b" " + request.target
     head = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body)
     return head if request.method == b"HEAD" else head + body
@@ -685,6 +693,13 @@ CASES = {
         Forward(target=b"/first", body=b"hello", framing="length"),
         Forward(method=b"GET", target=b"/second"),
     ),
+    "h2c-upgrade-with-big-body": passed(
+        post(H2C + b"Content-Length: %d\r\n" % len(BIG), BIG), Forward(body=BIG, framing="length")
+    ),
+    "h2c-upgrade-with-big-chunked-body": passed(
+        post(H2C + TE, chunked(*(BIG[i : i + 10000] for i in range(0, len(BIG), 10000)))),
+        Forward(body=BIG, framing="chunked"),
+    ),
     "h2c-upgrade-then-pipelined": passed(
         get(b"/first", H2C) + get(b"/second"),
         Forward(method=b"GET", target=b"/first"),
@@ -868,6 +883,21 @@ def test_http10_client_gets_a_close_delimited_response(gateway: Gateway, seen: R
         assert reply.headers.get(b"connection") == b"close", reply.headers
         assert reply.body == b"hello world"  # read until the proxy closed the connection
         assert client.eof
+    finally:
+        client.close()
+
+
+def test_http10_client_gets_a_long_response_close_delimited(
+    gateway: Gateway, seen: Recorder
+) -> None:
+    client = RawClient(gateway.url)
+    try:
+        client.send(b"GET /big-chunked-answer HTTP/1.0\r\n\r\n")
+        reply = client.reply()
+        assert reply is not None
+        assert b"transfer-encoding" not in reply.headers, reply.headers
+        assert reply.headers.get(b"connection") == b"close", reply.headers
+        assert reply.body == BIG
     finally:
         client.close()
 
