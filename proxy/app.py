@@ -85,6 +85,7 @@ async def run_lifespan(
 
 
 ALLOWED_METHODS = b"GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"
+REFUSAL_TITLES = {400: "Bad Request", 405: "Method Not Allowed", 505: "HTTP Version Not Supported"}
 
 
 def refuse(scope: Scope) -> tuple[int, str] | None:
@@ -94,6 +95,10 @@ def refuse(scope: Scope) -> tuple[int, str] | None:
         # CONNECT would open a tunnel past every rule here; TRACE reflects the request,
         # cookies and forwarding headers included (RFC 9110 §9.3.6, §9.3.8).
         return 405, f"{method} is not forwarded by this proxy"
+    version = scope.get("http_version", "1.1")
+    if version != "1.1" and version != "1.0":
+        # httptools also parses HTTP/0.9 and HTTP/2.0 request lines: neither can be forwarded.
+        return 505, f"HTTP/{version} is not supported; send HTTP/1.1 or HTTP/1.0"
     raw_path = scope.get("raw_path") or scope["path"].encode("latin-1", "replace")
     if not raw_path.startswith(b"/"):
         return 400, "the request target must be a path (origin-form)"
@@ -157,7 +162,7 @@ class CutoverApp:
         if refusal is not None:
             status, detail = refusal
             headers = [(b"allow", ALLOWED_METHODS)] if status == 405 else []
-            title = "Method Not Allowed" if status == 405 else "Bad Request"
+            title = REFUSAL_TITLES[status]
             await send_problem(send, status, title, detail, slug="refused", headers=headers)
             return
         decision = self.splitter.decide(scope["path"], scope["headers"], scope.get("client"))

@@ -27,6 +27,8 @@ def request_length(headers: RawHeaders) -> tuple[int | None, bool]:
     chunked = False
     for name, value in headers:
         if name == b"content-length":
+            if not value.isdigit():
+                value = value.strip(b" \t")  # OWS is not part of a field value (RFC 9110 §5.5)
             if length is not None or not value.isdigit():
                 raise BadRequest("Content-Length must be a single non-negative integer")
             length = int(value)

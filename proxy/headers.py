@@ -16,6 +16,7 @@ HOP_BY_HOP = frozenset(
         b"trailer",
         b"transfer-encoding",
         b"upgrade",
+        b"http2-settings",  # belongs to an h2c Upgrade (RFC 7540 §3.2.1)
         b"proxy-authenticate",
         b"proxy-authorization",
     }

@@ -1,26 +1,96 @@
-"""uvicorn's httptools protocol with bounds on the request head.
+"""uvicorn's httptools protocol, with bounds on the request head and the framing rules the
+proxy enforces before a request reaches the app (README.md, "Request framing").
 
-uvicorn has no limit on the URL or header size with httptools (its one option applies to
-h11), so a client could make the proxy buffer megabytes of head. This refuses a URL over
-``max_url`` bytes with 414 and a head over ``max_head`` bytes with 431, as soon as the bound
-is crossed, and closes the connection.
+- Bounds: uvicorn has no limit on the URL or header size with httptools (its one option applies
+  to h11). A URL over ``max_url`` bytes gets 414, a head over ``max_head`` bytes 431, as soon
+  as the bound is crossed.
+- Transfer-Encoding: ``chunked`` is the only coding implemented. Another coding before it gets
+  501, a list that does not end in ``chunked`` 400, and so does any Transfer-Encoding in an
+  HTTP/1.0 request (RFC 9112 §6.1, §6.3).
+- Trailer fields of a chunked request are dropped, never merged into the header section that
+  routing and every header rule read (RFC 9110 §6.5.1).
+- Upgrade: llhttp stops at the head of a request it flags as an upgrade, and httptools skips
+  that request's body, so the body would be parsed as the next request. A request with a body
+  is never upgraded here: its body is read through a fresh parser and the request goes to the
+  app as an ordinary one. After a bodiless upgrade request parsing goes on with the bytes that
+  followed it. ``CONNECT`` opens no tunnel: once it is answered the connection closes and what
+  followed its head is never parsed.
+- HTTP/1.0 has no chunked coding: a response without a length goes to a 1.0 client
+  close-delimited.
+- A refusal is written after the responses to the requests before it on the connection, so
+  every answer stays in its place, and the connection closes.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import contextlib
+from collections.abc import Awaitable, Callable
+from typing import Any, NoReturn
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+import httptools
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 REFUSALS = {
     400: b"HTTP/1.1 400 Bad Request\r\n",
     414: b"HTTP/1.1 414 URI Too Long\r\n",
     431: b"HTTP/1.1 431 Request Header Fields Too Large\r\n",
+    501: b"HTTP/1.1 501 Not Implemented\r\n",
 }
 
+# Heads that frame a body the way its client did: fed to a fresh parser, they make it read
+# the body of a request httptools flagged as an upgrade (and skipped the body of).
+_LENGTH_HEAD = b"POST / HTTP/1.1\r\ncontent-length: %d\r\n\r\n"
+_CHUNKED_HEAD = b"POST / HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n"
+_NO_BODY_STATUSES = (204, 304)
 
-class HeadTooLarge(Exception):
-    """The request line or headers crossed a bound; raised inside a parser callback."""
+
+class Refused(Exception):
+    """The request cannot be forwarded; raised inside a parser callback."""
+
+
+def transfer_coding_problem(values: list[bytes], http_version: str) -> tuple[int, str] | None:
+    """(status, reason) when a request's Transfer-Encoding field values make it unforwardable,
+    else None. Codings are case-insensitive; empty list elements are ignored (RFC 9110 §5.6.1)."""
+    if http_version == "1.0":
+        return 400, "Transfer-Encoding in an HTTP/1.0 request (RFC 9112 §6.1)"
+    codings = [coding.strip(b" \t").lower() for value in values for coding in value.split(b",")]
+    codings = [coding for coding in codings if coding]
+    if not codings or codings[-1] != b"chunked" or b"chunked" in codings[:-1]:
+        return 400, "the request's Transfer-Encoding must end in chunked, once"
+    if len(codings) > 1:
+        others = b", ".join(codings[:-1]).decode("latin-1")
+        return 501, f"the transfer coding {others} is not implemented (only chunked is)"
+    return None
+
+
+def close_delimited(cycle: RequestResponseCycle) -> Callable[[Any], Awaitable[None]]:
+    """``cycle.send`` for an HTTP/1.0 request: a response without Content-Length goes out with
+    neither Content-Length nor chunked (which 1.0 does not have, RFC 9112 §6.1), its end marked
+    by closing the connection (uvicorn never keeps a 1.0 connection: ``connection: close``)."""
+    send = cycle.send
+    delimited = False
+
+    async def send_to_http10(message: Any) -> None:
+        nonlocal delimited
+        kind = message["type"]
+        if kind == "http.response.start" and not cycle.response_started:
+            names = {name.lower() for name, _ in message.get("headers", ())}
+            delimited = (
+                b"content-length" not in names
+                and b"transfer-encoding" not in names
+                and cycle.scope["method"] != "HEAD"
+                and message["status"] not in _NO_BODY_STATUSES
+            )
+            if delimited:
+                cycle.chunked_encoding = False  # uvicorn then adds no transfer-encoding
+                cycle.keep_alive = False
+        elif delimited and kind == "http.response.body":
+            # uvicorn writes a body without chunked as counted down from Content-Length:
+            # allow exactly this piece.
+            cycle.expected_content_length = len(message.get("body", b""))
+        await send(message)
+
+    return send_to_http10
 
 
 class BoundedHttpToolsProtocol(HttpToolsProtocol):
@@ -34,48 +104,173 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._in_head = False
         self._head_bytes = 0
         self._refusal = 400
+        self._reason: str | None = None
+        self._codings: list[bytes] | None = None  # the request's Transfer-Encoding values
+        self._upgrade_body: bytes | None = None  # a head framing an upgrade request's body
+        self._reframing = False  # parsing such a head: the request already has its cycle
+        self._ignore_input = False  # after a refusal, or after CONNECT's head
+        self._pending_refusal: tuple[int, str] | None = None
         super().__init__(*args, **kwargs)
+
+    # -- parser callbacks ---------------------------------------------------------
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._in_head = True
         self._head_bytes = 0
         self._refusal = 400
+        self._reason = None
+        self._codings = None
+        self._upgrade_body = None
+
+    def _refuse(self, status: int, reason: str) -> NoReturn:
+        self._refusal, self._reason = status, reason
+        raise Refused(reason)
 
     def on_url(self, url: bytes) -> None:
         super().on_url(url)
         if len(self.url) > self.max_url:
-            self._refusal = 414
-            raise HeadTooLarge(f"the request target is longer than {self.max_url} bytes")
+            self._refuse(414, f"the request target is longer than {self.max_url} bytes")
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._head_bytes += len(name) + len(value) + 4
         if self._head_bytes > self.max_head:
-            self._refusal = 431
-            raise HeadTooLarge(f"the request headers are larger than {self.max_head} bytes")
-        super().on_header(name, value)
+            self._refuse(431, f"the request headers are larger than {self.max_head} bytes")
+        if not self._in_head:
+            return  # a trailer field: dropped, never merged into the header section
+        # uvicorn's on_header, inlined (it runs for every field of every request), noting
+        # the Transfer-Encoding values on the way.
+        name = name.lower()
+        if name == b"transfer-encoding":
+            if self._codings is None:
+                self._codings = [value]
+            else:
+                self._codings.append(value)
+        elif name == b"expect" and value.lower() == b"100-continue":
+            self.expect_100_continue = True
+        self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
         self._in_head = False
+        if self._reframing:
+            self._reframing = False
+            return
+        if self._codings is not None:
+            problem = transfer_coding_problem(self._codings, self.parser.get_http_version())
+            if problem is not None:
+                self._refuse(*problem)
+        if self.parser.should_upgrade():
+            self._upgrade_body = self._body_head()
         super().on_headers_complete()
+        if self.scope["http_version"] == "1.0":
+            cycle = self.cycle
+            if cycle is not None and cycle.scope is self.scope:  # not a WebSocket handshake
+                cycle.send = close_delimited(cycle)  # type: ignore[method-assign]
+
+    def _body_head(self) -> bytes | None:
+        """For a request llhttp flagged as an upgrade: a head framing its body as the client
+        did, or None when it has none (llhttp has checked the framing fields)."""
+        if self._codings is not None:
+            return _CHUNKED_HEAD
+        for name, value in self.headers:
+            if name == b"content-length":
+                length = int(value)
+                return _LENGTH_HEAD % length if length else None
+        return None
+
+    def _should_upgrade(self) -> bool:
+        # A request with a body is not upgraded (RFC 9110 §7.8 lets a server ignore Upgrade):
+        # it is forwarded as an ordinary request, Upgrade removed as hop-by-hop.
+        return self._upgrade_body is None and super()._should_upgrade()
+
+    # -- connection ---------------------------------------------------------------
 
     def data_received(self, data: bytes) -> None:
+        if self._ignore_input:
+            return
+        self._unset_keepalive_if_required()
         # httptools holds a header value until it is complete, so count what arrives
         # while a head that began earlier is still unfinished.
         continuing = self._in_head
-        super().data_received(data)
+        size = len(data)
+        while data:
+            try:
+                self.parser.feed_data(data)
+                data = b""
+            except httptools.HttpParserUpgrade as upgrade:
+                if self._should_upgrade():
+                    self.handle_websocket_upgrade()
+                    return
+                data = self._after_upgrade(data[upgrade.args[0] :])
+            except httptools.HttpParserError as exc:
+                reason = self._reason or f"Invalid HTTP request received: {exc}"
+                self.logger.warning(reason)
+                self.send_400_response(reason)
+                return
         if continuing and self._in_head and not self.transport.is_closing():
-            self._head_bytes += len(data)
+            self._head_bytes += size
             if self._head_bytes > self.max_head:
                 self._refusal = 414 if len(self.url) > self.max_url else 431
                 self.send_400_response("the request head is too large")
 
+    def _after_upgrade(self, rest: bytes) -> bytes:
+        """After a request httptools flagged as an upgrade (it stopped parsing at the end of
+        its head): the bytes to parse next."""
+        cycle = self.cycle
+        if self.scope["method"] == "CONNECT":
+            # llhttp takes what follows for tunnel bytes. There is no tunnel: the app refuses
+            # CONNECT, then the connection closes, and nothing after the head is parsed.
+            self._ignore_input = True
+            cycle.keep_alive = False
+            return b""
+        head = self._upgrade_body
+        if head is not None:
+            # httptools skipped the body and reported the request complete: a fresh parser
+            # reads the body into the same cycle, then the requests after it.
+            self._upgrade_body = None
+            cycle.more_body = True
+            self.parser = httptools.HttpRequestParser(self)
+            with contextlib.suppress(AttributeError):  # httptools < 0.6.3 has no leniencies
+                self.parser.set_dangerous_leniencies(lenient_data_after_close=True)  # as uvicorn
+            self._reframing = True
+            self.parser.feed_data(head)
+        return rest
+
+    def on_response_complete(self) -> None:
+        last = not self.pipeline
+        super().on_response_complete()
+        if last and self._pending_refusal is not None and not self.transport.is_closing():
+            self._write_refusal(*self._pending_refusal)
+
     def send_400_response(self, msg: str) -> None:
-        body = msg.encode("ascii", "replace")
+        """Refuse the request being parsed (with ``self._refusal``), as soon as every request
+        before it on this connection has its response; then close the connection."""
+        self._ignore_input = True
+        reason = self._reason or msg
+        cycle = self.cycle
+        waiting = bool(self.pipeline)
+        if cycle is not None and not cycle.response_complete:
+            if cycle.more_body:
+                # The error is in this request's body: it must not reach the backend.
+                queued = [entry for entry in self.pipeline if entry[0] is cycle]
+                for entry in queued:
+                    self.pipeline.remove(entry)
+                cycle.disconnected = True
+                cycle.message_event.set()
+                waiting = waiting or bool(queued)
+            else:
+                waiting = True
+        if waiting:
+            self._pending_refusal = (self._refusal, reason)
+        else:
+            self._write_refusal(self._refusal, reason)
+
+    def _write_refusal(self, status: int, reason: str) -> None:
+        body = reason.encode("ascii", "replace")
         self.transport.write(
             b"".join(
                 [
-                    REFUSALS[self._refusal],
+                    REFUSALS[status],
                     b"content-type: text/plain; charset=utf-8\r\n",
                     b"content-length: " + str(len(body)).encode("ascii") + b"\r\n",
                     b"connection: close\r\n\r\n",

@@ -487,7 +487,7 @@ class Http1Upstream:
         for name, value in headers:
             if name in _FRAMING:
                 if name == b"content-length":
-                    length = value
+                    length = b"%d" % int(value)  # checked digits; without OWS or leading zeros
                 continue
             lines += (name, b": ", value, b"\r\n")
         chunked = False
