@@ -85,7 +85,7 @@ async def run_lifespan(
 
 
 ALLOWED_METHODS = b"GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"
-REFUSAL_TITLES = {400: "Bad Request", 405: "Method Not Allowed", 505: "HTTP Version Not Supported"}
+REFUSAL_TITLES = {400: "Bad Request", 405: "Method Not Allowed"}
 
 
 def refuse(scope: Scope) -> tuple[int, str] | None:
@@ -98,7 +98,8 @@ def refuse(scope: Scope) -> tuple[int, str] | None:
     version = scope.get("http_version", "1.1")
     if version != "1.1" and version != "1.0":
         # httptools also parses HTTP/0.9 and HTTP/2.0 request lines: neither can be forwarded.
-        return 505, f"HTTP/{version} is not supported; send HTTP/1.1 or HTTP/1.0"
+        # 400 rather than 505: a refusal here is always a 4xx (or 501), as everywhere else.
+        return 400, f"HTTP/{version} is not supported; send HTTP/1.1 or HTTP/1.0"
     raw_path = scope.get("raw_path") or scope["path"].encode("latin-1", "replace")
     if not raw_path.startswith(b"/"):
         return 400, "the request target must be a path (origin-form)"

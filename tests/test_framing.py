@@ -714,9 +714,9 @@ CASES = {
         b"CONNECT /tunnel HTTP/1.1\r\n" + HOST + b"\r\n", (405,), then=SMUGGLED, closes=True
     ),
     # ---- versions
-    "http09": refused(b"GET /\r\n\r\n", 505),
-    "http09-explicit": refused(b"GET / HTTP/0.9\r\n" + HOST + b"\r\n", 505),
-    "http20-request-line": refused(b"GET / HTTP/2.0\r\n" + HOST + b"\r\n", 505),
+    "http09": refused(b"GET /\r\n\r\n", 400),
+    "http09-explicit": refused(b"GET / HTTP/0.9\r\n" + HOST + b"\r\n", 400),
+    "http20-request-line": refused(b"GET / HTTP/2.0\r\n" + HOST + b"\r\n", 400),
     # garden server 24
     "http-version-overflow": refused(b"GET / HTTP/4294967295.255\r\n\r\n"),
     # garden server 5
