@@ -79,7 +79,7 @@ def test_mismatches_are_counted_and_logged_without_credentials(upstreams, proxy,
     upstreams.get(url__startswith=NEW_URL).respond(json={"sharpe": 1.05, "n": 3})
     client = proxy(**shadow_config(tmp_path))
     response = client.get(
-        "/api/run?token=abc", headers={"Authorization": "Bearer hunter2", "Cookie": "s=1"}
+        "/api/run?token=query-secret-7", headers={"Authorization": "Bearer hunter2", "Cookie": "session=cookie-secret-9"}
     )
     assert response.json() == {"sharpe": 1.0, "n": 3}
     wait_for(client, lambda: results(client)["mismatch"] == 1, "a mismatch")
@@ -89,7 +89,7 @@ def test_mismatches_are_counted_and_logged_without_credentials(upstreams, proxy,
         {"path": "$.sharpe", "primary": 1.0, "shadow": 1.05, "reason": "value"}
     ]
     text = json.dumps(line)
-    assert "hunter2" not in text and "s=1" not in text and "abc" not in text
+    assert "hunter2" not in text and "cookie-secret-9" not in text and "query-secret-7" not in text
     assert line["primary"] == {"backend": "legacy", "status": 200}
     assert line["shadow"] == {"backend": "new", "status": 200}
 
