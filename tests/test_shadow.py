@@ -79,7 +79,8 @@ def test_mismatches_are_counted_and_logged_without_credentials(upstreams, proxy,
     upstreams.get(url__startswith=NEW_URL).respond(json={"sharpe": 1.05, "n": 3})
     client = proxy(**shadow_config(tmp_path))
     response = client.get(
-        "/api/run?token=query-secret-7", headers={"Authorization": "Bearer hunter2", "Cookie": "session=cookie-secret-9"}
+        "/api/run?token=query-secret-7",
+        headers={"Authorization": "Bearer hunter2", "Cookie": "session=cookie-secret-9"},
     )
     assert response.json() == {"sharpe": 1.0, "n": 3}
     wait_for(client, lambda: results(client)["mismatch"] == 1, "a mismatch")
