@@ -10,9 +10,9 @@ import json
 import logging
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 from prometheus_client import CollectorRegistry
@@ -23,6 +23,7 @@ from .config import ConfigError, Settings, load_settings
 from .coordination import Coordination
 from .forwarder import Forwarder
 from .guard import Guard
+from .guard_status import EvaluationFile, EvaluationFileError
 from .metrics import Metrics
 from .rollout import Rollout, iso
 from .source_prometheus import PrometheusSource
@@ -31,6 +32,8 @@ from .splitter import DEFAULT_ROUTE, Splitter
 from .state import RolloutState, StateStore, Transition
 from .types import Receive, Scope, Send
 from .webhook import Webhook
+
+T = TypeVar("T")
 
 logger = logging.getLogger("cutover.gateway")
 transitions_log = logging.getLogger("cutover.rollout")
@@ -63,6 +66,7 @@ class Gateway:
         registry: CollectorRegistry | None = None,
         multiprocess_dir: str | None = None,
         clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         """Build everything; raises StateError if the saved rollout state is unusable.
         ``transport`` replaces the upstream client, ``side_transport`` the client used for
@@ -73,11 +77,14 @@ class Gateway:
         self._transport = transport
         self._side_transport = side_transport
         self.clock = clock
+        self.monotonic = monotonic
         self.metrics = Metrics(registry, multiprocess_dir=multiprocess_dir)
         self.coordination = Coordination(settings.state.path)
         with self.coordination.state_lock():
             store = StateStore(settings.state.path)
-            self.rollout = Rollout.restore(settings, store, clock=clock)
+            self.rollout = Rollout.restore(settings, store, clock=clock, monotonic=monotonic)
+        self.evaluations = EvaluationFile(settings.state.path)
+        self._resume_hold()
         self.proxy = CutoverApp(settings, transport=transport, metrics=self.metrics)
         self.proxy.splitter.set_weight(self.rollout.weight)
         self.admin = create_admin_app(self)
@@ -140,7 +147,7 @@ class Gateway:
             else None
         )
         if config.source == "prometheus":
-            source = PrometheusSource(config, transport=self._side_transport)
+            source = PrometheusSource(config, transport=self._side_transport, clock=self.clock)
             observe, closers = source.observe, [source.aclose]
         else:
             observe, closers = EmbeddedSource(self.metrics, config.window).observe, []
@@ -155,7 +162,8 @@ class Gateway:
             memory_from_scrape=config.source == "embedded",
             shadow=settings.shadow if shadowing(settings) else None,
             coordination=self.coordination,
-            clock=self.clock,
+            shared=self.evaluations,
+            monotonic=self.monotonic,
         )
         self._closers = closers
         self._guard_task = asyncio.create_task(self.guard.run())
@@ -169,6 +177,17 @@ class Gateway:
             await close()
         self._closers = []
 
+    def _resume_hold(self) -> None:
+        """At start-up: the last evaluation saved (by this process before a restart, or by
+        the leading worker) carries on the stage's hold, without the time nobody watched."""
+        try:
+            _, shared = self.evaluations.read_if_changed(None)
+        except (OSError, EvaluationFileError) as exc:
+            logger.warning("the guard's last evaluation is not resumed: %s", exc)
+            return
+        if shared is not None:
+            self.rollout.adopt(shared, fresh=0.0)
+
     def status(self) -> dict[str, Any]:
         """The admin API's status document: the rollout, plus the circuit breaker."""
         status = self.rollout.status()
@@ -176,14 +195,21 @@ class Gateway:
         status["breaker"] = None if breaker is None else breaker.status()
         return status
 
+    async def current_status(self) -> dict[str, Any]:
+        """``status()``, with the guard's latest evaluation even when another worker made it."""
+        if self.guard is not None:
+            await self.guard.follow()
+        return self.status()
+
     # -- transitions -------------------------------------------------------------------
 
-    def act(self, action: Callable[[], Any]) -> Any:
+    async def act(self, action: Callable[[], Awaitable[T]]) -> T:
         """Run an operator action on the latest saved state, under the state lock (another
-        worker process may have changed it since this one last looked)."""
-        with self.coordination.state_lock():
-            self.rollout.sync()
-            return action()
+        worker process may have changed it since this one last looked). The action saves
+        its transition before applying it: SaveError means nothing changed."""
+        async with self.coordination.locked():
+            await self.rollout.sync()
+            return await action()
 
     def _on_sync(self, state: RolloutState) -> None:
         self.proxy.splitter.set_weight(state.weight)

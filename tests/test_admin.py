@@ -15,6 +15,7 @@ from starlette.testclient import TestClient
 
 from proxy.config import load_settings
 from proxy.gateway import Gateway, Listeners
+from proxy.state import write_atomically
 from tests.conftest import LEGACY_URL, NEW_URL
 
 TOKEN = "s3cret-token"
@@ -191,3 +192,54 @@ def test_no_token_on_loopback_leaves_the_api_open(config_path, router, monkeypat
     gateway = Gateway(load_settings(config_path), transport=transport, side_transport=transport)
     with TestClient(Listeners(gateway, admin_port=9180)) as client:
         assert client.get(f"{ADMIN}/status").status_code == 200
+
+
+class Disk:
+    """The state file's disk, which can fill up (CI runs as root: chmod stops nothing)."""
+
+    def __init__(self) -> None:
+        self.full = False
+
+    def __call__(self, path: Path, payload: bytes) -> None:
+        if self.full:
+            raise OSError(28, "No space left on device")
+        write_atomically(path, payload)
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("POST", "/rollout/promote", None),
+        ("POST", "/rollout/pause", None),
+        ("POST", "/rollout/rollback", {"reason": "bad numbers"}),
+        ("PUT", "/split", {"weight": 100}),
+    ],
+)
+def test_an_action_that_cannot_be_saved_is_a_503_and_changes_nothing(
+    client: TestClient, gateway: Gateway, router: respx.MockRouter, caplog, method, path, body
+) -> None:
+    disk = Disk()
+    gateway.rollout.store.writer = disk
+    state_file = gateway.rollout.store.path
+
+    def rollout() -> tuple:
+        status = client.get(f"{ADMIN}/status", headers=AUTH).json()
+        return tuple(status[key] for key in ("phase", "weight", "reason", "history"))
+
+    before, saved = rollout(), state_file.read_bytes()
+    disk.full = True
+    response = client.request(method, f"{ADMIN}{path}", json=body, headers=AUTH)
+    detail = problem(response, 503)["detail"]
+    assert detail.startswith("the rollout is unchanged: could not save the rollout state")
+    assert "No space left on device" in detail
+    # memory, file and splitter agree: nothing moved
+    assert rollout() == before
+    assert state_file.read_bytes() == saved
+    assert gateway.proxy.splitter.weight == 10
+    registry = gateway.metrics.registry
+    assert registry.get_sample_value("cutover_split_weight", {"route": "default"}) == 10
+    assert "No space left on device" in caplog.text
+    assert router.routes[2].call_count == 0  # no webhook for a transition that did not happen
+    disk.full = False
+    assert client.request(method, f"{ADMIN}{path}", json=body, headers=AUTH).status_code == 200
+    assert gateway.rollout.store.load() == gateway.rollout.state

@@ -197,7 +197,13 @@ async def test_the_shadow_check_gates_promotion(tmp_path, anyio_backend, rollbac
         state={"path": str(tmp_path / "state.json")},
     )
     clock_now = [0.0]
-    rollout = Rollout.restore(settings, StateStore(settings.state.path), clock=lambda: clock_now[0])
+
+    def clock() -> float:
+        return clock_now[0]
+
+    rollout = Rollout.restore(
+        settings, StateStore(settings.state.path), clock=clock, monotonic=clock
+    )
     skewed = Observation(new_requests=500, new_errors=0, legacy_requests=500, new_p95=0.01,
                          legacy_p95=0.01, shadow_comparisons=200, shadow_mismatches=20)  # fmt: skip
 
@@ -205,7 +211,7 @@ async def test_the_shadow_check_gates_promotion(tmp_path, anyio_backend, rollbac
         return skewed
 
     guard = Guard(settings.guard, rollout, Metrics(), observe, shadow=settings.shadow,
-                  clock=lambda: clock_now[0])  # fmt: skip
+                  monotonic=clock)  # fmt: skip
     for _ in range(10):
         verdicts = await guard.tick()
         clock_now[0] += 5
