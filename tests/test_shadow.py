@@ -50,8 +50,10 @@ def wait_for(client, predicate, what: str) -> None:
 
 
 def log_lines(tmp_path: Path) -> list[dict]:
+    """The log's complete lines so far (its writer thread may be writing the next one)."""
     path = tmp_path / "shadow.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    text = path.read_text() if path.exists() else ""
+    return [json.loads(line) for line in text[: text.rfind("\n") + 1].splitlines()]
 
 
 def test_matching_answers_count_as_matches(upstreams, proxy, tmp_path) -> None:
@@ -76,6 +78,7 @@ def test_mismatches_are_counted_and_logged_without_credentials(upstreams, proxy,
     )
     assert response.json() == {"sharpe": 1.0, "n": 3}
     wait_for(client, lambda: results(client)["mismatch"] == 1, "a mismatch")
+    wait_for(client, lambda: log_lines(tmp_path), "the mismatch's log line")
     [line] = log_lines(tmp_path)
     assert (line["method"], line["path"], line["route"]) == ("GET", "/api/run", ROUTE)
     assert line["diffs"] == [
