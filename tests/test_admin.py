@@ -3,7 +3,10 @@ proxy, transitions reaching metrics and the webhook, config reloads."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,6 +17,7 @@ import yaml
 from starlette.testclient import TestClient
 
 from proxy.config import load_settings
+from proxy.coordination import Coordination
 from proxy.gateway import Gateway, Listeners
 from proxy.state import write_atomically
 from tests.conftest import LEGACY_URL, NEW_URL
@@ -243,3 +247,35 @@ def test_an_action_that_cannot_be_saved_is_a_503_and_changes_nothing(
     disk.full = False
     assert client.request(method, f"{ADMIN}{path}", json=body, headers=AUTH).status_code == 200
     assert gateway.rollout.store.load() == gateway.rollout.state
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_an_action_waiting_for_the_state_lock_does_not_block_the_loop(
+    gateway: Gateway, anyio_backend: str
+) -> None:
+    """Another worker holds the state lock: the action waits for it in a thread while the
+    event loop goes on serving."""
+    holding, release = threading.Event(), threading.Event()
+
+    def other_worker() -> None:
+        with Coordination(gateway.settings.state.path).state_lock():
+            holding.set()
+            release.wait(10)
+
+    thread = threading.Thread(target=other_worker)
+    thread.start()
+    try:
+        assert holding.wait(5)
+        action = asyncio.ensure_future(gateway.act(gateway.rollout.pause))
+        began = time.monotonic()
+        for _ in range(10):
+            await asyncio.sleep(0.01)  # the loop turns while the action waits
+        assert time.monotonic() - began < 1.0
+        assert not action.done()
+        release.set()
+        transition = await asyncio.wait_for(action, 5)
+    finally:
+        release.set()
+        thread.join(5)
+    assert transition.kind == "pause" and gateway.rollout.phase == "paused"
