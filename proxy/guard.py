@@ -80,6 +80,7 @@ class Guard:
         self.monotonic = monotonic
         self._shared_stamp: Stamp | None = None
         self._shared_problem: str | None = None
+        self._other_leads = False  # another process held the leader lock at the last tick
         self.memory_enabled = scraper is not None and "new" in scraper.urls
         self.shadow_config = shadow
         self.shadow_enabled = shadow is not None
@@ -181,14 +182,13 @@ class Guard:
             async with self.coordination.locked():
                 yield
 
-    def leading(self) -> bool:
-        return self.coordination is None or self.coordination.leading
-
     async def tick(self) -> list[Verdict]:
         """One evaluation. With several workers only the leader judges; the others adopt
         whatever the leader (or an operator) saved, and the leader's latest evaluation."""
         coordination = self.coordination
-        if coordination is not None and not await asyncio.to_thread(coordination.lead):
+        if coordination is not None:
+            self._other_leads = not await asyncio.to_thread(coordination.lead)
+        if self._other_leads:
             async with self._locked():
                 await self.rollout.sync()
             await self.follow()
@@ -219,9 +219,9 @@ class Guard:
             self._shared_problem = None
 
     async def follow(self) -> None:
-        """Adopt the leader's latest evaluation, if it wrote one since we last looked. For
-        a worker that does not lead: the leader's own evaluation is in memory."""
-        if self.shared is None or self.leading():
+        """Adopt the leader's latest evaluation, if it wrote one since we last looked. Only
+        in a worker that another one leads: the leader's own evaluation is in memory."""
+        if self.shared is None or not self._other_leads:
             return
         try:
             stamp, shared = await asyncio.to_thread(self.shared.read_if_changed, self._shared_stamp)

@@ -429,7 +429,14 @@ class Rollout:
         return await self._apply(*self._transition(phase, weight, reason, actor, kind, **changes))
 
     async def _apply(self, transition: Transition, state: RolloutState) -> Transition:
-        """Save first, then apply: SaveError (logged, nothing changed) if the save fails."""
+        """Save first, then apply: SaveError (logged, nothing changed) if the save fails.
+        Once the write has begun it is seen through even if the caller is cancelled (the
+        guard stopped by a reload), so memory never falls behind the file."""
+        return await asyncio.shield(
+            asyncio.ensure_future(self._save_then_commit(transition, state))
+        )
+
+    async def _save_then_commit(self, transition: Transition, state: RolloutState) -> Transition:
         try:
             await self._save(state)
         except SaveError as exc:
