@@ -14,7 +14,8 @@ request) runs against one ``cutover run`` in two conditions, interleaved over ro
 Reported: the median over rounds of each condition's p99 and p50, and busy / quiet. The
 harness is ``proxy_bench.py``'s (nginx upstreams, pinning, wrk parsing, child processes).
 
-Usage: ``.venv/bin/python bench/control_bench.py [--quick] [--rounds N] [--duration S]``.
+Usage: ``.venv/bin/python bench/control_bench.py [--quick] [--rounds N] [--duration S]
+[--actions N] [--mismatches N]`` (either side load alone with the other at 0).
 Results are printed and written to ``bench/results/control.json``; exit status 0 whatever
 the figures (1 if the setup cannot start, 130 on Ctrl-C / SIGTERM / SIGHUP).
 """
@@ -57,12 +58,21 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=3, help="rounds of quiet + busy (3)")
     parser.add_argument("--warmup", type=int, default=2, help="warm-up seconds (2)")
     parser.add_argument("--quick", action="store_true", help="one round of 5 s runs")
+    parser.add_argument(
+        "--actions", type=float, default=ACTIONS_PER_S, help="admin actions per second (20)"
+    )
+    parser.add_argument(
+        "--mismatches", type=float, default=MISMATCHES_PER_S,
+        help="shadowed requests (each a logged mismatch) per second (20)",
+    )  # fmt: skip
     parser.add_argument("--json", type=Path, default=RESULTS_FILE, help="where to write JSON")
     args = parser.parse_args(argv)
     if args.quick:
         args.duration, args.rounds = 5, 1
     if args.duration < 1 or args.rounds < 1:
         parser.error("--duration and --rounds must be positive")
+    if args.actions < 0 or args.mismatches < 0 or args.actions + args.mismatches == 0:
+        parser.error("--actions and --mismatches must not be negative, nor both 0")
     return args
 
 
@@ -118,6 +128,8 @@ class Lab:
     admin_url: str = ""
     token: str = ""
     pgid: int | None = None
+    actions_per_s: float = ACTIONS_PER_S
+    mismatches_per_s: float = MISMATCHES_PER_S
 
 
 def start(children: Children, tmp: Path, tools: dict[str, str | None], pin: Pinning) -> Lab:
@@ -178,7 +190,7 @@ def admin_client(lab: Lab, load: SideLoad, stop: threading.Event) -> None:
     headers = {**auth, "Content-Length": "0"}
     status = harness.http_get(f"{lab.admin_url}/status", auth)
     action = "resume" if json.loads(status[2])["phase"] == "paused" else "pause"
-    for _ in paced(ACTIONS_PER_S, stop):
+    for _ in paced(lab.actions_per_s, stop):
         began = time.perf_counter()
         try:
             conn.request("POST", f"/rollout/{action}", headers=headers)
@@ -198,7 +210,7 @@ def admin_client(lab: Lab, load: SideLoad, stop: threading.Event) -> None:
 def report_client(lab: Lab, load: SideLoad, stop: threading.Event) -> None:
     host, port = lab.url.removeprefix("http://").split(":")
     conn = http.client.HTTPConnection(host, int(port), timeout=10)
-    for n, _ in enumerate(paced(MISMATCHES_PER_S, stop)):
+    for n, _ in enumerate(paced(lab.mismatches_per_s, stop)):
         try:
             conn.request("GET", REPORT_PATH, headers={"X-User-Id": f"report-{n}"})
             response = conn.getresponse()
@@ -214,9 +226,16 @@ def report_client(lab: Lab, load: SideLoad, stop: threading.Event) -> None:
 @contextlib.contextmanager
 def side_load(lab: Lab) -> Iterator[SideLoad]:
     load, stop = SideLoad(), threading.Event()
+    clients = [
+        client
+        for client, rate in (
+            (admin_client, lab.actions_per_s),
+            (report_client, lab.mismatches_per_s),
+        )
+        if rate > 0
+    ]
     threads = [
-        threading.Thread(target=target, args=(lab, load, stop), daemon=True)
-        for target in (admin_client, report_client)
+        threading.Thread(target=client, args=(lab, load, stop), daemon=True) for client in clients
     ]
     began = time.monotonic()
     for thread in threads:
@@ -317,6 +336,7 @@ def run(args: argparse.Namespace, tmp: Path, children: Children) -> int:
     print(f"pinning: {pin.note}", flush=True)
     info = harness.machine_info(tools)
     lab = start(children, tmp, tools, pin)
+    lab.actions_per_s, lab.mismatches_per_s = args.actions, args.mismatches
     script = tmp / "user-id.lua"
     script.write_text(harness.WRK_SCRIPT)
     url = lab.url + harness.REQUEST_PATH
@@ -340,7 +360,7 @@ def run(args: argparse.Namespace, tmp: Path, children: Children) -> int:
         f"at end\n  pinning: {pin.note}\n"
         f"  load: wrk -t1 -c{CONNECTIONS} -d{args.duration}s --latency, {args.rounds} round(s)"
         f" of quiet + busy, medians\n"
-        f"  busy: {ACTIONS_PER_S:g} admin actions/s (pause/resume), {MISMATCHES_PER_S:g} "
+        f"  busy: {args.actions:g} admin actions/s (pause/resume), {args.mismatches:g} "
         f"shadow mismatches/s on {len(report_body(0)) // 1024} KiB JSON bodies\n\n"
         f"  condition     req/s    p50 ms    p99 ms\n"
         f"  quiet      {figures['quiet_rps']:8.0f}  {figures['quiet_p50_ms']:8.3f}  "

@@ -7,7 +7,7 @@ import json
 import os
 import tempfile
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -22,6 +22,16 @@ Kind = Literal["start", "promote", "rollback", "pause", "resume", "restart", "se
 Stamp = tuple[int, int, int]
 # Writes ``payload`` as the whole new content of ``path``, or raises OSError.
 Writer = Callable[[Path, bytes], None]
+
+
+def dumps(document: dict[str, Any]) -> str:
+    """The file's text: indented, one transition per line (readable, and fast: the C
+    encoder serialises each line, where ``indent`` alone falls back to pure Python)."""
+    history = document.get("history", [])
+    head = json.dumps({k: v for k, v in document.items() if k != "history"}, indent=2)
+    lines = ",\n    ".join(json.dumps(item) for item in history)
+    body = f"[\n    {lines}\n  ]" if history else "[]"
+    return f'{head.removesuffix("}").rstrip()},\n  "history": {body}\n}}\n'
 
 
 class StateError(Exception):
@@ -63,7 +73,12 @@ class RolloutState:
     history: list[Transition] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
-        return {"version": STATE_VERSION, **asdict(self)}
+        # Not dataclasses.asdict: it deep-copies every value, 2.5 ms for 200 transitions.
+        return {
+            "version": STATE_VERSION,
+            **{name: getattr(self, name) for name in _STATE_FIELDS},
+            "history": [dict(vars(transition)) for transition in self.history],
+        }
 
     @classmethod
     def from_json(cls, data: Any) -> RolloutState:
@@ -90,6 +105,9 @@ class RolloutState:
             failure=model.failure,
             history=[Transition(**item.model_dump()) for item in model.history],
         )
+
+
+_STATE_FIELDS = tuple(name for name in RolloutState.__dataclass_fields__ if name != "history")
 
 
 def _weight(value: float) -> float:
@@ -215,7 +233,7 @@ class StateStore:
         """Replace the file with ``state`` (its history trimmed to the limit) and return the
         new file's stamp; SaveError (the old file intact) when it cannot be written."""
         del state.history[: -self.history_limit]
-        payload = json.dumps(state.to_json(), indent=2).encode("utf-8")
+        payload = dumps(state.to_json()).encode("utf-8")
         try:
             self.writer(self.path, payload)
         except OSError as exc:
