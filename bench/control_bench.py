@@ -8,7 +8,7 @@ request) runs against one ``cutover run`` in two conditions, interleaved over ro
 - ``busy``:  an admin client issuing 20 rollout actions a second (pause / resume in turn:
   each takes the state lock and saves the state file with its fsyncs), and a client
   sending 20 requests a second to a shadowed route whose two backends answer with
-  different 16 KiB JSON bodies (each mirrored, compared, and logged as a mismatch, to a
+  different 13 KiB JSON bodies (each mirrored, compared, and logged as a mismatch, to a
   log small enough to rotate every few seconds).
 
 Reported: the median over rounds of each condition's p99 and p50, and busy / quiet. The
@@ -48,7 +48,7 @@ RESULTS_FILE = harness.BENCH_DIR / "results" / "control.json"
 REPORT_PATH = "/api/v1/report"
 ACTIONS_PER_S = 20.0
 MISMATCHES_PER_S = 20.0
-REPORT_ITEMS = 170  # about 16 KiB of JSON
+REPORT_ITEMS = 170  # about 13 KiB of JSON
 CONNECTIONS = 32
 
 
