@@ -432,9 +432,12 @@ class Rollout:
         """Save first, then apply: SaveError (logged, nothing changed) if the save fails.
         Once the write has begun it is seen through even if the caller is cancelled (the
         guard stopped by a reload), so memory never falls behind the file."""
-        return await asyncio.shield(
-            asyncio.ensure_future(self._save_then_commit(transition, state))
-        )
+        saving = asyncio.ensure_future(self._save_then_commit(transition, state))
+        try:
+            return await asyncio.shield(saving)
+        except asyncio.CancelledError:
+            saving.add_done_callback(_consume)  # a SaveError then is logged already
+            raise
 
     async def _save_then_commit(self, transition: Transition, state: RolloutState) -> Transition:
         try:
@@ -458,3 +461,8 @@ class Rollout:
             self._judging = (transition.at, self.monotonic())
         for listener in self.listeners:
             listener(transition, self.state)
+
+
+def _consume(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()

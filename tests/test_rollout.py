@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import asyncio
+import threading
 from pathlib import Path
 
 import pytest
@@ -479,3 +481,33 @@ async def test_a_hold_from_before_a_transition_is_not_adopted(tmp_path, clock) -
     await rollout.resume()
     rollout.adopt(shared, fresh=100.0)
     assert rollout.status()["healthy_for"] is None
+
+
+async def test_a_save_under_way_is_applied_even_if_its_caller_is_cancelled(tmp_path, clock) -> None:
+    """A reload stops the guard while its transition is being written: memory must not stay
+    behind the file (the next sync would adopt it without telling the listeners)."""
+    writing, release = threading.Event(), threading.Event()
+
+    def slow_disk(path: Path, payload: bytes) -> None:
+        writing.set()
+        release.wait(5)
+        write_atomically(path, payload)
+
+    rollout = make(tmp_path, clock)
+    rollout.store.writer = slow_disk
+    seen = []
+    rollout.listeners.append(lambda t, s: seen.append(t.kind))
+    pausing = asyncio.ensure_future(rollout.pause())
+    while not writing.is_set():
+        await asyncio.sleep(0.001)
+    pausing.cancel()
+    release.set()
+    with pytest.raises(asyncio.CancelledError):
+        await pausing
+    for _ in range(500):  # the save finishes on its own
+        if seen:
+            break
+        await asyncio.sleep(0.01)
+    assert seen == ["pause"]
+    assert rollout.phase == "paused"
+    assert StateStore(tmp_path / "state.json").load() == rollout.state
