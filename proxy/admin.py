@@ -7,6 +7,7 @@ API is open, which config validation allows only on a loopback address.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 from typing import TYPE_CHECKING, Any
@@ -19,6 +20,7 @@ from starlette.routing import Route
 
 from .problem import problem_body
 from .rollout import RolloutError
+from .state import SaveError, StateError
 
 if TYPE_CHECKING:
     from .gateway import Gateway
@@ -68,7 +70,9 @@ def create_admin_app(gateway: Gateway) -> Any:
     rollout = gateway.rollout
 
     async def metrics(request: Request) -> Response:
-        return Response(gateway.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+        # With several workers this reads every worker's metric files: not on the loop.
+        body = await asyncio.to_thread(gateway.metrics.exposition)
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
 
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
@@ -79,29 +83,31 @@ def create_admin_app(gateway: Gateway) -> Any:
         return JSONResponse({"status": "ready"})
 
     async def status(request: Request) -> Response:
-        return JSONResponse(gateway.status())
+        return JSONResponse(await gateway.current_status())
 
     async def act(request: Request) -> Response:
         action = request.path_params["action"]
         try:
             if action == "pause":
-                gateway.act(rollout.pause)
+                await gateway.act(rollout.pause)
             elif action == "resume":
-                gateway.act(rollout.resume)
+                await gateway.act(rollout.resume)
             elif action == "promote":
-                gateway.act(rollout.promote)
+                await gateway.act(rollout.promote)
             elif action == "rollback":
                 reason = (await json_body(request)).get("reason")
-                gateway.act(lambda: rollout.rollback(str(reason) if reason else None))
+                await gateway.act(lambda: rollout.rollback(str(reason) if reason else None))
             elif action == "restart":
-                gateway.act(rollout.restart)
+                await gateway.act(rollout.restart)
             else:
                 return problem(404, "Not Found", f"no rollout action {action!r}", "not-found")
         except BodyError as exc:
             return problem(422, "Unprocessable Content", str(exc), "invalid-body")
         except RolloutError as exc:
             return problem(409, "Conflict", str(exc), "conflict")
-        return JSONResponse(gateway.status())
+        except (SaveError, StateError) as exc:
+            return not_saved(exc)
+        return JSONResponse(await gateway.current_status())
 
     async def split(request: Request) -> Response:
         try:
@@ -112,8 +118,17 @@ def create_admin_app(gateway: Gateway) -> Any:
                 raise BodyError("weight must be between 0 and 100")
         except BodyError as exc:
             return problem(422, "Unprocessable Content", str(exc), "invalid-body")
-        gateway.act(lambda: rollout.set_weight(float(weight)))
-        return JSONResponse(gateway.status())
+        try:
+            await gateway.act(lambda: rollout.set_weight(float(weight)))
+        except (SaveError, StateError) as exc:
+            return not_saved(exc)
+        return JSONResponse(await gateway.current_status())
+
+    def not_saved(exc: SaveError | StateError) -> Response:
+        # Nothing changed (the transition is saved before it is applied); try again once
+        # the state file can be written (or read) again.
+        detail = f"the rollout is unchanged: {exc}"
+        return problem(503, "Service Unavailable", detail, "state-unavailable")
 
     async def failed(request: Request, exc: Exception) -> Response:
         detail = f"{type(exc).__name__}: {exc}"

@@ -30,7 +30,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from .server import ListenError, serve
-    from .state import StateError
+    from .state import SaveError, StateError
 
     path = _config_path(args)
     settings = load_settings(path)
@@ -44,11 +44,16 @@ def cmd_run(args: argparse.Namespace) -> int:
         else:
             serve(settings, config_path=path, log_level=args.log_level)
     except StateError as exc:
-        print(f"state: {exc}", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"state: {problem}", file=sys.stderr)
         print(
-            "state: fix or move the file away to start fresh (its history is lost then)",
+            f"state: fix or move {exc.path or 'the file'} away to start fresh "
+            "(its history is lost then)",
             file=sys.stderr,
         )
+        return EXIT_CONFIG
+    except SaveError as exc:
+        print(f"state: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     except ListenError as exc:
         print(f"cutover: {exc}", file=sys.stderr)

@@ -3,14 +3,17 @@ the state file, and one leader at a time running the guard's transitions.
 
 Both are ``flock`` locks on files beside the state file, so they work across processes on
 one machine and are released by the kernel when a process dies (even by ``kill -9``).
+Waiting for the state lock blocks, so a serving process takes it with ``locked()``: in a
+thread, after an asyncio lock that keeps the process's own coroutines in line.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import fcntl
 import os
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 
@@ -20,17 +23,44 @@ class Coordination:
         self._lock_path = directory / f".{state_path.name}.lock"
         self._leader_path = directory / f".{state_path.name}.leader"
         self._leader_fd: int | None = None
+        self._local = asyncio.Lock()  # bound to the event loop on first use
 
     @contextlib.contextmanager
     def state_lock(self) -> Iterator[None]:
-        """Held only for the moment of reading and writing the state file."""
+        """Held only for the moment of reading and writing the state file. Blocking: for
+        start-up; a serving process uses ``locked()``."""
+        fd = self._acquire()
+        try:
+            yield
+        finally:
+            os.close(fd)  # closing releases the lock
+
+    @contextlib.asynccontextmanager
+    async def locked(self) -> AsyncIterator[None]:
+        """The state lock without blocking the event loop: one holder per process at a
+        time (an asyncio lock), the flock itself taken in a thread."""
+        async with self._local:
+            acquiring = asyncio.ensure_future(asyncio.to_thread(self._acquire))
+            try:
+                fd = await asyncio.shield(acquiring)
+            except asyncio.CancelledError:
+                # The thread may still get the lock: release it then, or no one else can.
+                acquiring.add_done_callback(_close_acquired)
+                raise
+            try:
+                yield
+            finally:
+                os.close(fd)
+
+    def _acquire(self) -> int:
         self._lock_path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)  # closing releases the lock
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
 
     def lead(self) -> bool:
         """Become (or stay) the leader if no other live process is; never blocks."""
@@ -54,3 +84,8 @@ class Coordination:
         if self._leader_fd is not None:
             os.close(self._leader_fd)
             self._leader_fd = None
+
+
+def _close_acquired(future: asyncio.Future[int]) -> None:
+    if not future.cancelled() and future.exception() is None:
+        os.close(future.result())

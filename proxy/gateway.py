@@ -12,7 +12,7 @@ import signal
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 from prometheus_client import CollectorRegistry
@@ -23,6 +23,7 @@ from .config import ConfigError, Settings, load_settings
 from .coordination import Coordination
 from .forwarder import Forwarder
 from .guard import Guard
+from .guard_status import EvaluationFile, EvaluationFileError
 from .metrics import Metrics
 from .rollout import Rollout, iso
 from .source_prometheus import PrometheusSource
@@ -34,6 +35,8 @@ from .webhook import Webhook
 
 if TYPE_CHECKING:
     from .listener import AppListener
+
+T = TypeVar("T")
 
 logger = logging.getLogger("cutover.gateway")
 transitions_log = logging.getLogger("cutover.rollout")
@@ -73,6 +76,7 @@ class Gateway:
         registry: CollectorRegistry | None = None,
         multiprocess_dir: str | None = None,
         clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         """Build everything; raises StateError if the saved rollout state is unusable.
         ``transport`` replaces the upstream client, ``side_transport`` the client used for
@@ -83,11 +87,14 @@ class Gateway:
         self._transport = transport
         self._side_transport = side_transport
         self.clock = clock
+        self.monotonic = monotonic
         self.metrics = Metrics(registry, multiprocess_dir=multiprocess_dir)
         self.coordination = Coordination(settings.state.path)
         with self.coordination.state_lock():
             store = StateStore(settings.state.path)
-            self.rollout = Rollout.restore(settings, store, clock=clock)
+            self.rollout = Rollout.restore(settings, store, clock=clock, monotonic=monotonic)
+        self.evaluations = EvaluationFile(settings.state.path)
+        self._resume_hold()
         self.proxy = CutoverApp(settings, transport=transport, metrics=self.metrics)
         self.proxy.splitter.set_weight(self.rollout.weight)
         self.admin = create_admin_app(self)
@@ -159,7 +166,7 @@ class Gateway:
         )
         closers: list[Closer]
         if config.source == "prometheus":
-            source = PrometheusSource(config, transport=self._side_transport)
+            source = PrometheusSource(config, transport=self._side_transport, clock=self.clock)
             observe, closers = source.observe, [source.aclose]
         else:
             observe, closers = EmbeddedSource(self.metrics, config.window).observe, []
@@ -174,7 +181,8 @@ class Gateway:
             memory_from_scrape=config.source == "embedded",
             shadow=settings.shadow if shadowing(settings) else None,
             coordination=self.coordination,
-            clock=self.clock,
+            shared=self.evaluations,
+            monotonic=self.monotonic,
         )
         return guard, closers
 
@@ -196,6 +204,17 @@ class Gateway:
             except Exception:
                 logger.exception("closing the guard's metrics source failed")
 
+    def _resume_hold(self) -> None:
+        """At start-up: the last evaluation saved (by this process before a restart, or by
+        the leading worker) carries on the stage's hold, without the time nobody watched."""
+        try:
+            _, shared = self.evaluations.read_if_changed(None)
+        except (OSError, EvaluationFileError) as exc:
+            logger.warning("the guard's last evaluation is not resumed: %s", exc)
+            return
+        if shared is not None:
+            self.rollout.adopt(shared, fresh=0.0)
+
     def status(self) -> dict[str, Any]:
         """The admin API's status document: the rollout, plus the circuit breaker."""
         status = self.rollout.status()
@@ -203,14 +222,21 @@ class Gateway:
         status["breaker"] = None if breaker is None else breaker.status()
         return status
 
+    async def current_status(self) -> dict[str, Any]:
+        """``status()``, with the guard's latest evaluation even when another worker made it."""
+        if self.guard is not None:
+            await self.guard.follow()
+        return self.status()
+
     # -- transitions -------------------------------------------------------------------
 
-    def act(self, action: Callable[[], Any]) -> Any:
+    async def act(self, action: Callable[[], Awaitable[T]]) -> T:
         """Run an operator action on the latest saved state, under the state lock (another
-        worker process may have changed it since this one last looked)."""
-        with self.coordination.state_lock():
-            self.rollout.sync()
-            return action()
+        worker process may have changed it since this one last looked). The action saves
+        its transition before applying it: SaveError means nothing changed."""
+        async with self.coordination.locked():
+            await self.rollout.sync()
+            return await action()
 
     def _on_sync(self, state: RolloutState) -> None:
         self.proxy.splitter.set_weight(state.weight)

@@ -1,13 +1,16 @@
 """The guard loop: every ``guard.interval`` seconds, read the window, judge it, and let
-the rollout promote or roll back. It runs beside the proxy, never on the request path."""
+the rollout promote or roll back. It runs beside the proxy, never on the request path.
+
+Windows and the loop's timing are on the monotonic clock (``now`` and ``since`` handed to
+the source are monotonic seconds), so a wall-clock jump changes no window."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
-from contextlib import nullcontext
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 
 from .checks import (
@@ -22,13 +25,16 @@ from .checks import (
 from .config import Guard as GuardConfig
 from .config import Shadow as ShadowConfig
 from .coordination import Coordination
+from .guard_status import EvaluationFile, EvaluationFileError
 from .metrics import Metrics
 from .rollout import Rollout
 from .sources import MemoryScraper, Observation, ScrapeError
+from .state import SaveError, Stamp
 
 logger = logging.getLogger("cutover.guard")
 
-# observe(now, since): the readings over the window ending now, less anything before since.
+# observe(now, since): the readings over the window ending now, less anything before since
+# (both on the monotonic clock).
 Observe = Callable[[float, float | None], Awaitable[Observation]]
 
 
@@ -58,16 +64,23 @@ class Guard:
         memory_from_scrape: bool = True,
         shadow: ShadowConfig | None = None,
         coordination: Coordination | None = None,
-        clock: Callable[[], float] = time.time,
+        shared: EvaluationFile | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
+        """``shared``: where the leader publishes each evaluation and the other workers read
+        it (None: this process keeps its evaluations to itself)."""
         self.config = config
         self.coordination = coordination
+        self.shared = shared
         self.rollout = rollout
         self.metrics = metrics
         self.observe = observe
         self.scraper = scraper
         self.memory_from_scrape = memory_from_scrape
-        self.clock = clock
+        self.monotonic = monotonic
+        self._shared_stamp: Stamp | None = None
+        self._shared_problem: str | None = None
+        self._other_leads = False  # another process held the leader lock at the last tick
         self.memory_enabled = scraper is not None and "new" in scraper.urls
         self.shadow_config = shadow
         self.shadow_enabled = shadow is not None
@@ -161,29 +174,74 @@ class Guard:
             return observation.legacy_p95
         return state.last_legacy_p95
 
+    @contextlib.asynccontextmanager
+    async def _locked(self) -> AsyncIterator[None]:
+        if self.coordination is None:
+            yield
+        else:
+            async with self.coordination.locked():
+                yield
+
     async def tick(self) -> list[Verdict]:
         """One evaluation. With several workers only the leader judges; the others adopt
-        whatever the leader (or an operator) saved."""
+        whatever the leader (or an operator) saved, and the leader's latest evaluation."""
         coordination = self.coordination
-        if coordination is not None and not coordination.lead():
-            with coordination.state_lock():
-                self.rollout.sync()
+        if coordination is not None:
+            self._other_leads = not await asyncio.to_thread(coordination.lead)
+        if self._other_leads:
+            async with self._locked():
+                await self.rollout.sync()
+            await self.follow()
             return []
-        observation = await self.observe(self.clock(), self.rollout.judging_since())
+        observation = await self.observe(self.monotonic(), self.rollout.judging_since_monotonic())
         await self.read_memory(observation)
-        with coordination.state_lock() if coordination is not None else nullcontext():
-            self.rollout.sync()
-            self.record_baseline(observation)
+        async with self._locked():
+            await self.rollout.sync()
+            await self.record_baseline(observation)
             verdicts = self.judge(observation)
-            self.rollout.evaluate(verdicts, errors_fail=self.config.rollback_on_source_error)
+            await self.rollout.evaluate(verdicts, errors_fail=self.config.rollback_on_source_error)
+        await self.publish()
         for verdict in verdicts:
             self.metrics.guard_checks.labels(verdict.check, verdict.result.value).inc()
             if verdict.result is Result.ERROR:
                 logger.warning("guard check %s: source error: %s", verdict.check, verdict.detail)
         return verdicts
 
-    def record_baseline(self, observation: Observation) -> None:
-        """new's memory when the rollout (re)started is the memory check's baseline."""
+    async def publish(self) -> None:
+        """Write this evaluation for the other workers (and a restart); never fatal."""
+        if self.shared is None:
+            return
+        try:
+            await asyncio.to_thread(self.shared.write, self.rollout.shared())
+        except OSError as exc:
+            self._problem(f"cannot write {self.shared.path}: {exc.strerror or exc}")
+        else:
+            self._shared_problem = None
+
+    async def follow(self) -> None:
+        """Adopt the leader's latest evaluation, if it wrote one since we last looked. Only
+        in a worker that another one leads: the leader's own evaluation is in memory."""
+        if self.shared is None or not self._other_leads:
+            return
+        try:
+            stamp, shared = await asyncio.to_thread(self.shared.read_if_changed, self._shared_stamp)
+        except (OSError, EvaluationFileError) as exc:
+            self._problem(f"cannot use the guard's shared evaluation: {exc}")
+            return
+        self._shared_stamp = stamp
+        if shared is not None:
+            # Between two of the leader's evaluations up to an interval passes (half of one
+            # after a failure), plus the time the evaluation itself takes.
+            self.rollout.adopt(shared, fresh=2 * self.config.interval)
+
+    def _problem(self, message: str) -> None:
+        if message != self._shared_problem:  # once, not every interval
+            logger.warning("%s", message)
+            self._shared_problem = message
+
+    async def record_baseline(self, observation: Observation) -> None:
+        """new's memory when the rollout (re)started is the memory check's baseline. One
+        that cannot be saved is logged and taken again at the next evaluation."""
         state = self.rollout.state
         if (
             self.memory_enabled
@@ -191,9 +249,13 @@ class Guard:
             and observation.new_memory is not None
             and state.phase != "rolled_back"
         ):
-            self.rollout.set_baseline_memory(observation.new_memory)
-        if state.baseline_memory_bytes is not None:
-            self.metrics.baseline_memory.labels("new").set(state.baseline_memory_bytes)
+            try:
+                await self.rollout.set_baseline_memory(observation.new_memory)
+            except SaveError as exc:
+                logger.error("the memory baseline was not saved, trying again next time: %s", exc)
+        baseline = self.rollout.state.baseline_memory_bytes
+        if baseline is not None:
+            self.metrics.baseline_memory.labels("new").set(baseline)
 
     async def run(self) -> None:
         while True:

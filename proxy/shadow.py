@@ -4,18 +4,25 @@ The client's response comes from the primary alone. A mirrored call runs as its 
 with its own timeout and a bound on how many are in flight; its failure is never seen by
 the client. The comparison waits for both answers, then counts the result and writes a
 sample of every mismatch to the JSON Lines log.
+
+Comparing two JSON bodies walks both trees in Python (about 2 ms for 5 KB, 20 ms for
+50 KB), so all but the smallest comparisons run on one comparison thread, off the event
+loop: one thread, so comparisons take turns with the loop for the interpreter rather than
+crowding it out. The log's writes go to its own thread (``shadow_log.py``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import random
 import secrets
 import time
 from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from time import perf_counter
 
 from .compare import Tolerance, compare_responses
@@ -29,6 +36,8 @@ from .upstream import Upstream, UpstreamError
 logger = logging.getLogger("cutover.shadow")
 
 RESULTS = ("match", "mismatch", "error", "dropped")
+# Bodies this large together are compared on the comparison thread (a hop costs ~50 µs).
+OFF_LOOP_BYTES = 1024
 
 
 class TooLarge(Exception):
@@ -125,6 +134,7 @@ class Shadower:
         self.totals: Counter[str] = Counter({result: 0 for result in RESULTS})
         self.run_id = secrets.token_hex(6)
         self._tasks: set[asyncio.Task[None]] = set()
+        self._comparer = ThreadPoolExecutor(1, thread_name_prefix="cutover-compare")
 
     def sampled(self, rule: RouteShadow, method: str) -> bool:
         return rule.enabled and method in rule.methods and self.draw() < rule.sample
@@ -173,12 +183,18 @@ class Shadower:
             else:
                 status, primary_type, primary_body = primary
                 rule = mirror.rule
-                diffs = compare_responses(
+                compare = functools.partial(
+                    compare_responses,
                     status, primary_body, primary_type,
                     shadow_status, shadow_body, shadow_type,
                     tolerance=Tolerance(rule.tolerance.relative, rule.tolerance.absolute),
                     ignore=rule.ignore,
                 )  # fmt: skip
+                if len(primary_body) + len(shadow_body) < OFF_LOOP_BYTES:
+                    diffs = compare()
+                else:
+                    loop = asyncio.get_running_loop()
+                    diffs = await loop.run_in_executor(self._comparer, compare)
                 result = "mismatch" if diffs else "match"
         except TooLarge:
             result = "dropped"
@@ -243,6 +259,7 @@ class Shadower:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._comparer.shutdown(wait=False, cancel_futures=True)
         if self.log is not None:
             self.log.write(totals_record(totals=self.totals, run_id=self.run_id, at=time.time()))
-            self.log.close()
+            await asyncio.to_thread(self.log.close)  # writes what is queued

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -96,7 +98,16 @@ def parse_response(response: httpx.Response) -> float | None:
 class PrometheusSource:
     """The guard's readings as instant PromQL queries against ``guard.prometheus.url``."""
 
-    def __init__(self, guard: Guard, *, transport: httpx.AsyncBaseTransport | None = None) -> None:
+    def __init__(
+        self,
+        guard: Guard,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        """``clock``: the wall clock, for the queries' evaluation time (Prometheus stamps
+        its samples with it); the guard's ``now`` and ``since`` are monotonic."""
+        self.clock = clock
         settings = guard.prometheus
         self.window = guard.window
         self.timeout = settings.timeout
@@ -115,12 +126,14 @@ class PrometheusSource:
         }
 
     async def observe(self, now: float, since: float | None = None) -> Observation:
-        """``since``: the window shrinks so that it starts no earlier (at least 1 s)."""
+        """``since``: the window shrinks so that it starts no earlier (at least 1 s). Both
+        are monotonic: only ``now - since`` is used; the queries run at ``clock()``."""
         queries = self.queries
         if since is not None and now - since < self.window:
             queries = self.queries_for(max(1.0, now - since))
+        at = self.clock()
         outcomes = await asyncio.gather(
-            *(self._reading(reading, queries[reading], now) for reading in READINGS)
+            *(self._reading(reading, queries[reading], at) for reading in READINGS)
         )
         observation = Observation()
         for reading, (value, error) in zip(READINGS, outcomes, strict=True):

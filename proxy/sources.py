@@ -6,6 +6,7 @@ The ``prometheus`` source (``source_prometheus.py``) produces the same ``Observa
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections import deque
 from collections.abc import Mapping
@@ -102,8 +103,11 @@ class EmbeddedSource:
 
     async def observe(self, now: float, since: float | None = None) -> Observation:
         """``since``: counts from before it are not used (the first reading after it is
-        the new base, so the next evaluation has data)."""
-        latest = read_totals(self.metrics)
+        the new base, so the next evaluation has data). ``now`` and ``since`` are monotonic."""
+        if self.metrics.multiprocess_dir is None:
+            latest = read_totals(self.metrics)
+        else:  # every worker's metric files are read: file I/O, off the event loop
+            latest = await asyncio.to_thread(read_totals, self.metrics)
         self._snapshots.append((now, latest))
         # Keep the newest snapshot at least `window` old as the base; drop older ones.
         while len(self._snapshots) > 1 and self._snapshots[1][0] <= now - self.window:

@@ -3,7 +3,9 @@
 Every worker routes identically (the sticky hash is the same everywhere), shares the two
 listening sockets, and reads the rollout from the state file (``coordination.py``): one of
 them leads the guard, the others adopt what it saves within a guard interval. Metrics are
-written by every worker and summed on ``/metrics`` (prometheus-client multiprocess mode).
+written by every worker and summed on ``/metrics`` (prometheus-client multiprocess mode);
+when a worker exits, the supervisor removes its per-process series (``mark_process_dead``),
+so ``/metrics`` does not report a dead process's breaker state for ever.
 
 Each worker builds its gateway from what the parent hands it in ``WorkerApp``: the config
 path and the admin socket (multiprocessing passes a socket in a pickled object on as a file
@@ -21,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import uvicorn
+from prometheus_client import multiprocess
 from uvicorn.supervisors import Multiprocess
 
 from .config import Settings, load_settings
@@ -34,10 +37,17 @@ ENV_METRICS_DIR = "PROMETHEUS_MULTIPROC_DIR"  # prometheus-client reads it from 
 
 class DrainingSupervisor(Multiprocess):
     def __init__(
-        self, config: uvicorn.Config, sockets: list[socket.socket], admin_socket: socket.socket
+        self,
+        config: uvicorn.Config,
+        sockets: list[socket.socket],
+        admin_socket: socket.socket,
+        *,
+        metrics_dir: str,
     ) -> None:
         super().__init__(config, sockets)
         self.admin_socket = admin_socket  # handed to each worker in its WorkerApp
+        self.metrics_dir = metrics_dir
+        self._known: set[int] = set()
 
     def terminate_all(self) -> None:
         # The supervisor's own copies of the listening sockets would keep them open (the
@@ -45,6 +55,30 @@ class DrainingSupervisor(Multiprocess):
         for sock in [*self.sockets, self.admin_socket]:
             sock.close()
         super().terminate_all()
+
+    def init_processes(self) -> None:
+        super().init_processes()
+        self._forget_dead()
+
+    # A worker leaves the list when it died and was replaced, was retired by a SIGHUP
+    # restart, or was dropped by SIGTTOU: after each of these, forget the ones now gone.
+    def keep_subprocess_alive(self) -> None:
+        super().keep_subprocess_alive()
+        self._forget_dead()
+
+    def restart_all(self) -> None:
+        super().restart_all()
+        self._forget_dead()
+
+    def handle_ttou(self) -> None:
+        super().handle_ttou()
+        self._forget_dead()
+
+    def _forget_dead(self) -> None:
+        alive = {process.pid for process in self.processes if process.pid is not None}
+        for pid in self._known - alive:
+            multiprocess.mark_process_dead(pid, self.metrics_dir)
+        self._known = alive
 
 
 @dataclass(frozen=True)
@@ -84,7 +118,7 @@ def serve_workers(
         timeout_graceful_shutdown=settings.shutdown.grace,
     )
     try:
-        DrainingSupervisor(config, [proxy_socket], admin_socket).run()
+        DrainingSupervisor(config, [proxy_socket], admin_socket, metrics_dir=metrics_dir).run()
     finally:
         admin_socket.close()
         shutil.rmtree(metrics_dir, ignore_errors=True)

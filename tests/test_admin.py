@@ -3,7 +3,10 @@ proxy, transitions reaching metrics and the webhook, config reloads."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,7 +18,9 @@ from processes import wait_until
 from starlette.testclient import TestClient
 
 from proxy.config import load_settings
+from proxy.coordination import Coordination
 from proxy.gateway import Gateway, Listeners
+from proxy.state import write_atomically
 from tests.conftest import LEGACY_URL, NEW_URL
 
 TOKEN = "s3cret-token"
@@ -240,3 +245,86 @@ def test_no_token_on_loopback_leaves_the_api_open(config_path, router, monkeypat
     gateway = Gateway(load_settings(config_path), transport=transport, side_transport=transport)
     with TestClient(ByPort(gateway)) as client:
         assert client.get(f"{ADMIN}/status").status_code == 200
+
+
+class Disk:
+    """The state file's disk, which can fill up (CI runs as root: chmod stops nothing)."""
+
+    def __init__(self) -> None:
+        self.full = False
+
+    def __call__(self, path: Path, payload: bytes) -> None:
+        if self.full:
+            raise OSError(28, "No space left on device")
+        write_atomically(path, payload)
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("POST", "/rollout/promote", None),
+        ("POST", "/rollout/pause", None),
+        ("POST", "/rollout/rollback", {"reason": "bad numbers"}),
+        ("PUT", "/split", {"weight": 100}),
+    ],
+)
+def test_an_action_that_cannot_be_saved_is_a_503_and_changes_nothing(
+    client: TestClient, gateway: Gateway, router: respx.MockRouter, caplog, method, path, body
+) -> None:
+    disk = Disk()
+    gateway.rollout.store.writer = disk
+    state_file = gateway.rollout.store.path
+
+    def rollout() -> tuple:
+        status = client.get(f"{ADMIN}/status", headers=AUTH).json()
+        return tuple(status[key] for key in ("phase", "weight", "reason", "history"))
+
+    before, saved = rollout(), state_file.read_bytes()
+    disk.full = True
+    response = client.request(method, f"{ADMIN}{path}", json=body, headers=AUTH)
+    detail = problem(response, 503)["detail"]
+    assert detail.startswith("the rollout is unchanged: could not save the rollout state")
+    assert "No space left on device" in detail
+    # memory, file and splitter agree: nothing moved
+    assert rollout() == before
+    assert state_file.read_bytes() == saved
+    assert gateway.proxy.splitter.weight == 10
+    registry = gateway.metrics.registry
+    assert registry.get_sample_value("cutover_split_weight", {"route": "default"}) == 10
+    assert "No space left on device" in caplog.text
+    assert router.routes[2].call_count == 0  # no webhook for a transition that did not happen
+    disk.full = False
+    assert client.request(method, f"{ADMIN}{path}", json=body, headers=AUTH).status_code == 200
+    assert gateway.rollout.store.load() == gateway.rollout.state
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_an_action_waiting_for_the_state_lock_does_not_block_the_loop(
+    gateway: Gateway, anyio_backend: str
+) -> None:
+    """Another worker holds the state lock: the action waits for it in a thread while the
+    event loop goes on serving."""
+    holding, release = threading.Event(), threading.Event()
+
+    def other_worker() -> None:
+        with Coordination(gateway.settings.state.path).state_lock():
+            holding.set()
+            release.wait(10)
+
+    thread = threading.Thread(target=other_worker)
+    thread.start()
+    try:
+        assert holding.wait(5)
+        action = asyncio.ensure_future(gateway.act(gateway.rollout.pause))
+        began = time.monotonic()
+        for _ in range(10):
+            await asyncio.sleep(0.01)  # the loop turns while the action waits
+        assert time.monotonic() - began < 1.0
+        assert not action.done()
+        release.set()
+        transition = await asyncio.wait_for(action, 5)
+    finally:
+        release.set()
+        thread.join(5)
+    assert transition.kind == "pause" and gateway.rollout.phase == "paused"

@@ -9,8 +9,10 @@ the normal path takes a fraction of them.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -347,6 +349,62 @@ def test_kill_9_mid_rollout_resumes_at_the_same_stage(
     final = wait_status(proxy, "the rollout to be promoted", lambda s: s["phase"] == "promoted")
     after = final["history"][len(history) :]
     assert [(t["kind"], t["to_weight"]) for t in after] == [("promote", 100)], final["history"]
+
+
+@contextlib.contextmanager
+def immutable(directory: Path) -> Iterator[None]:
+    """``chattr +i``: nothing can be created, renamed or removed in ``directory``, even by
+    root (tests run as root on CI, where chmod stops nothing)."""
+    chattr = shutil.which("chattr")
+    if chattr is None:
+        pytest.skip("chattr is not installed: no way to make a directory unwritable for root")
+    done = subprocess.run([chattr, "+i", str(directory)], capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"chattr +i does not work here: {done.stderr.strip()}")
+    try:
+        yield
+    finally:
+        subprocess.run([chattr, "-i", str(directory)], check=True)
+
+
+def test_an_action_the_state_directory_refuses_is_a_503_and_changes_nothing(
+    cutover: Cutover,
+) -> None:
+    state_dir = cutover.tmp_path / "state"
+    state_dir.mkdir()
+    state_path = state_dir / "state.json"
+    proxy = cutover.start(state={"path": str(state_path)})
+    # The guard saves new's memory baseline at its first evaluation: after that, only an
+    # action changes the file.
+    wait_status(proxy, "the memory baseline", lambda s: s["baseline_memory_bytes"])
+    saved = state_path.read_bytes()
+
+    def backends_seen() -> set[str]:
+        with httpx.Client(base_url=proxy.url, timeout=5.0, trust_env=False) as client:
+            return {
+                client.get("/api/v1/strategies", headers={"X-User-Id": f"user-{i}"}).headers[
+                    "x-cutover-backend"
+                ]
+                for i in range(40)
+            }
+
+    assert backends_seen() == {"legacy", "new"}  # 10 % of 40 users on new
+    with immutable(state_dir):
+        response = proxy.admin.put("/split", json={"weight": 100})
+        assert response.status_code == 503, response.text
+        assert response.headers["content-type"] == "application/problem+json"
+        assert "the rollout is unchanged" in response.json()["detail"], response.text
+        status = proxy.status()
+        assert (status["phase"], status["weight"]) == ("progressing", 10), status
+        assert [t["kind"] for t in status["history"]] == ["start"]
+        assert backends_seen() == {"legacy", "new"}  # the splitter did not move either
+        assert state_path.read_bytes() == saved
+    assert "could not save the rollout state" in proxy.stderr()
+    assert "Traceback" not in proxy.stderr()
+    # Once the directory can be written again, the same action goes through.
+    assert proxy.admin.put("/split", json={"weight": 100}).status_code == 200
+    assert read_state(state_path)["weight"] == 100.0
+    assert backends_seen() == {"new"}
 
 
 def test_corrupt_state_file_refuses_to_start_before_binding(cutover: Cutover) -> None:

@@ -11,11 +11,13 @@ import pytest
 import respx
 
 from proxy.checks import Result
+from proxy.coordination import Coordination
 from proxy.guard import Guard
+from proxy.guard_status import EvaluationFile
 from proxy.metrics import Metrics
 from proxy.rollout import Rollout
 from proxy.sources import EmbeddedSource, MemoryScraper, Observation
-from proxy.state import StateStore
+from proxy.state import StateStore, write_atomically
 from tests.conftest import make_settings
 
 pytestmark = pytest.mark.anyio
@@ -53,7 +55,9 @@ def build(
         guard={"min_requests": 50, "failures_to_rollback": 2, **guard},
         state={"path": str(tmp_path / "state.json")},
     )
-    rollout = Rollout.restore(settings, StateStore(settings.state.path), clock=clock)
+    rollout = Rollout.restore(
+        settings, StateStore(settings.state.path), clock=clock, monotonic=clock
+    )
     metrics = Metrics()
     queue = list(readings)
 
@@ -64,7 +68,7 @@ def build(
     if router is not None:
         transport = httpx.MockTransport(router.async_handler)
         scraper = MemoryScraper({"new": NEW_METRICS}, metrics, transport=transport)
-    guard_ = Guard(settings.guard, rollout, metrics, observe, scraper=scraper, clock=clock)
+    guard_ = Guard(settings.guard, rollout, metrics, observe, scraper=scraper, monotonic=clock)
     return guard_, rollout, metrics, clock
 
 
@@ -226,19 +230,24 @@ async def test_embedded_window_starts_again_at_since() -> None:
     assert (seen.new_requests, seen.new_errors) == (10, 0)
 
 
-def embedded_guard(tmp_path: Path) -> tuple[Guard, Rollout, Clock, Callable[[int], None]]:
+def embedded_guard(
+    tmp_path: Path, wall: Clock | None = None
+) -> tuple[Guard, Rollout, Clock, Callable[[int], None]]:
     """A guard over the embedded source (interval 5 s, window 60 s), and ``traffic(n)``:
-    100 requests to each backend, ``n`` of new's failing."""
+    100 requests to each backend, ``n`` of new's failing. The clock returned is the
+    monotonic one; the wall clock is the same unless ``wall`` is given."""
     clock = Clock()
     settings = make_settings(
         rollout={"stages": [10, 100], "hold": 600},
         guard={"interval": 5, "window": 60, "min_requests": 50, "failures_to_rollback": 2},
         state={"path": str(tmp_path / "state.json")},
     )
-    rollout = Rollout.restore(settings, StateStore(settings.state.path), clock=clock)
+    rollout = Rollout.restore(
+        settings, StateStore(settings.state.path), clock=wall or clock, monotonic=clock
+    )
     metrics = Metrics()
     source = EmbeddedSource(metrics, settings.guard.window)
-    guard = Guard(settings.guard, rollout, metrics, source.observe, clock=clock)
+    guard = Guard(settings.guard, rollout, metrics, source.observe, monotonic=clock)
 
     def traffic(new_errors: int) -> None:
         for i in range(100):
@@ -256,7 +265,7 @@ async def test_a_restart_soon_after_a_rollback_is_not_judged_on_the_old_fault(tm
         traffic(30)
         await guard.tick()
     clock.now += 10
-    rollout.restart()  # the fix is deployed, 10 s after the rollback
+    await rollout.restart()  # the fix is deployed, 10 s after the rollback
     for _ in range(6):  # 30 s of healthy traffic: the old errors are still in a 60 s window
         clock.now += 5
         traffic(0)
@@ -301,3 +310,99 @@ async def test_a_failure_is_confirmed_after_half_an_interval(tmp_path, monkeypat
         await guard.run()
     assert pauses == [4.0, 2.0, 4.0]  # healthy, failed (confirm soon), healthy again
     assert rollout.phase == "progressing"
+
+
+@pytest.mark.parametrize("jump", [-3600, 3600])
+async def test_a_wall_clock_jump_does_not_blind_the_guard(tmp_path, jump) -> None:
+    """The wall clock steps an hour (NTP, a VM resumed): windows are monotonic, so a
+    failing new is still rolled back two evaluations later."""
+    wall = Clock()
+    guard, rollout, clock, traffic = embedded_guard(tmp_path, wall)
+    for _ in range(3):
+        traffic(0)
+        await guard.tick()
+        clock.now += 5
+        wall.now += 5
+    wall.now += jump
+    for _ in range(2):
+        traffic(40)
+        await guard.tick()
+        clock.now += 5
+        wall.now += 5
+    assert rollout.phase == "rolled_back", [v.as_dict() for v in rollout.latest.values()]
+    assert rollout.state.history[-1].at == wall.now - 5  # stamped with the wall clock
+
+
+class Disk:
+    def __init__(self) -> None:
+        self.full = False
+
+    def __call__(self, path: Path, payload: bytes) -> None:
+        if self.full:
+            raise OSError(28, "No space left on device")
+        write_atomically(path, payload)
+
+
+async def test_the_guard_carries_on_while_the_state_cannot_be_saved(tmp_path, caplog) -> None:
+    bad = Observation(new_requests=100, new_errors=30, legacy_requests=900, new_p95=0.02,
+                      legacy_p95=0.02)  # fmt: skip
+    guard, rollout, metrics, _ = build(tmp_path, [bad])
+    disk = Disk()
+    rollout.store.writer = disk
+    disk.full = True
+    for _ in range(3):
+        await guard.tick()  # never raises: the loop goes on evaluating
+    assert (rollout.phase, rollout.weight) == ("progressing", 10)
+    assert StateStore(tmp_path / "state.json").load().phase == "progressing"
+    assert caplog.text.count("the rollback by guard was not made") == 2
+    assert (
+        metrics.registry.get_sample_value(
+            "cutover_guard_checks_total", {"check": "error_rate", "result": "fail"}
+        )
+        == 3
+    )
+    disk.full = False
+    await guard.tick()
+    assert (rollout.phase, rollout.weight) == ("rolled_back", 0)
+    assert StateStore(tmp_path / "state.json").load().phase == "rolled_back"
+
+
+def worker(tmp_path: Path, clock: Clock) -> tuple[Guard, Rollout]:
+    """One of several worker processes on one state file (each its own Coordination)."""
+    settings = make_settings(
+        rollout={"stages": [10, 50, 100], "hold": 600},
+        guard={"interval": 5, "min_requests": 50},
+        state={"path": str(tmp_path / "state.json")},
+    )
+    rollout = Rollout.restore(
+        settings, StateStore(settings.state.path), clock=clock, monotonic=clock
+    )
+
+    async def observe(now: float, since: float | None) -> Observation:
+        return HEALTHY
+
+    guard = Guard(
+        settings.guard, rollout, Metrics(), observe,
+        coordination=Coordination(settings.state.path),
+        shared=EvaluationFile(settings.state.path), monotonic=clock,
+    )  # fmt: skip
+    return guard, rollout
+
+
+async def test_every_worker_shows_the_leaders_checks_and_hold(tmp_path) -> None:
+    clock = Clock()
+    leader, leading = worker(tmp_path, clock)
+    other, following = worker(tmp_path, clock)
+    try:
+        for _ in range(4):
+            assert await leader.tick() != []
+            assert await other.tick() == []  # not the leader: adopts instead of judging
+            clock.now += 5
+        assert following.status()["checks"] == leading.status()["checks"] != {}
+        assert leading.status()["healthy_for"] == 20
+        assert following.status()["healthy_for"] == 20
+        clock.now += 2
+        await other.follow()  # nothing new written: the same hold, 2 s on
+        assert following.status()["healthy_for"] == leading.status()["healthy_for"] == 22
+    finally:
+        leader.coordination.resign()

@@ -57,8 +57,10 @@ def wait_for(client, predicate, what: str) -> None:
 
 
 def log_lines(tmp_path: Path) -> list[dict]:
+    """The log's complete lines so far (its writer thread may be writing the next one)."""
     path = tmp_path / "shadow.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    text = path.read_text() if path.exists() else ""
+    return [json.loads(line) for line in text[: text.rfind("\n") + 1].splitlines()]
 
 
 def test_matching_answers_count_as_matches(upstreams, proxy, tmp_path) -> None:
@@ -84,6 +86,7 @@ def test_mismatches_are_counted_and_logged_without_credentials(upstreams, proxy,
     )
     assert response.json() == {"sharpe": 1.0, "n": 3}
     wait_for(client, lambda: results(client)["mismatch"] == 1, "a mismatch")
+    wait_for(client, lambda: log_lines(tmp_path), "the mismatch's log line")
     [line] = log_lines(tmp_path)
     assert (line["method"], line["path"], line["route"]) == ("GET", "/api/run", ROUTE)
     assert line["diffs"] == [
@@ -205,7 +208,13 @@ async def test_the_shadow_check_gates_promotion(tmp_path, anyio_backend, rollbac
         state={"path": str(tmp_path / "state.json")},
     )
     clock_now = [0.0]
-    rollout = Rollout.restore(settings, StateStore(settings.state.path), clock=lambda: clock_now[0])
+
+    def clock() -> float:
+        return clock_now[0]
+
+    rollout = Rollout.restore(
+        settings, StateStore(settings.state.path), clock=clock, monotonic=clock
+    )
     skewed = Observation(new_requests=500, new_errors=0, legacy_requests=500, new_p95=0.01,
                          legacy_p95=0.01, shadow_comparisons=200, shadow_mismatches=20)  # fmt: skip
 
@@ -213,7 +222,7 @@ async def test_the_shadow_check_gates_promotion(tmp_path, anyio_backend, rollbac
         return skewed
 
     guard = Guard(settings.guard, rollout, Metrics(), observe, shadow=settings.shadow,
-                  clock=lambda: clock_now[0])  # fmt: skip
+                  monotonic=clock)  # fmt: skip
     for _ in range(10):
         verdicts = await guard.tick()
         clock_now[0] += 5

@@ -1,6 +1,8 @@
 import argparse
 import json
 import logging
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -132,15 +134,47 @@ def test_rotation_is_bounded(tmp_path: Path) -> None:
         for seq in range(200):
             log.write({**record(), "seq": seq})
     files = sorted(p.name for p in tmp_path.iterdir())
-    assert files == ["shadow.jsonl", "shadow.jsonl.1", "shadow.jsonl.2"]
-    for file in tmp_path.iterdir():
-        assert file.stat().st_size <= max_bytes
+    assert files == [".__shadow.jsonl.lock", "shadow.jsonl", "shadow.jsonl.1", "shadow.jsonl.2"]
+    longest = max(len(json.dumps({**record(), "seq": 199}, separators=(",", ":"))) + 1, 0)
+    for file in log_files(path):
+        assert file.stat().st_size <= max_bytes + longest  # it rotates once past max_bytes
         assert all(json.loads(line) for line in file.read_text().splitlines())
     # backups oldest first, then the current file: the sequence is in order and ends last
     assert log_files(path) == [path.with_name(f"shadow.jsonl.{n}") for n in (2, 1)] + [path]
     seqs = [json.loads(line)["seq"] for line in read_lines(log_files(path))]
     assert seqs == list(range(seqs[0], 200))
     assert 0 < len(seqs) < 200
+
+
+WRITER = """
+import sys
+from pathlib import Path
+from proxy.shadow_log import ShadowLog
+
+path, writer = Path(sys.argv[1]), int(sys.argv[2])
+with ShadowLog(path, max_bytes=20_000, backups=40) as log:
+    for seq in range(300):
+        log.write({"writer": writer, "seq": seq, "pad": "x" * 200})
+"""
+
+
+def test_worker_processes_share_one_log_without_losing_lines(tmp_path: Path) -> None:
+    """``--workers 4``: each process appends to the same log and rotates it. With one
+    RotatingFileHandler per process, each rotated by its own idea of the size, renaming
+    files the others were still writing to (lines landed in backups out of order, and
+    backups were overwritten)."""
+    path = tmp_path / "shadow.jsonl"
+    writers = [
+        subprocess.Popen([sys.executable, "-c", WRITER, str(path), str(n)]) for n in range(4)
+    ]
+    assert [writer.wait(timeout=60) for writer in writers] == [0, 0, 0, 0]
+    files = log_files(path)
+    assert 5 < len(files) <= 41
+    lines = [json.loads(line) for line in read_lines(files)]
+    for n in range(4):  # every line once, and each writer's lines in order
+        assert [line["seq"] for line in lines if line["writer"] == n] == list(range(300))
+    for file in files:
+        assert file.stat().st_size <= 20_000 + 300  # past the limit by at most one line
 
 
 def test_logger_is_private_and_per_instance(

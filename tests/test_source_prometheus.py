@@ -48,7 +48,8 @@ async def make_source(
         guard = Guard(
             source="prometheus", window=window, prometheus={"url": PROM_URL, **prometheus}
         )
-        source = PrometheusSource(guard, transport=httpx.MockTransport(prom.async_handler))
+        transport = httpx.MockTransport(prom.async_handler)
+        source = PrometheusSource(guard, transport=transport, clock=lambda: NOW)
         sources.append(source)
         return source
 
@@ -122,6 +123,18 @@ async def test_fractional_window_is_sent_in_milliseconds(
 
     sent = {call.request.url.params["query"] for call in route.calls}
     assert sent == {query(reading, "7500ms") for reading in READINGS}
+
+
+@pytest.mark.anyio
+async def test_queries_run_at_wall_clock_time_whatever_the_guards_monotonic_now(
+    prom: respx.MockRouter, make_source: Callable[..., PrometheusSource]
+) -> None:
+    route = prom.get(QUERY_URL).mock(return_value=httpx.Response(200, json=vector("1")))
+    await make_source().observe(345.0, since=333.0)  # monotonic seconds: 12 s since the start
+    assert {call.request.url.params["time"] for call in route.calls} == {"1700000123.500"}
+    assert {call.request.url.params["query"] for call in route.calls} == {
+        query(reading, "12s") for reading in READINGS
+    }
 
 
 @pytest.mark.anyio

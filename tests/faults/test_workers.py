@@ -3,16 +3,27 @@ rollout within a guard interval, hash sticky keys the same, and /metrics sums th
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 import yaml
-from processes import Faults, ProxyPorts, ProxyProcess, Service, established_to, wait_until
+from processes import (
+    Faults,
+    ProxyPorts,
+    ProxyProcess,
+    Service,
+    TrafficDriver,
+    established_to,
+    wait_until,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -24,6 +35,10 @@ DEADLINE = 20.0
 
 @pytest.fixture
 def proxy(tmp_path: Path) -> Iterator[ProxyProcess]:
+    yield from two_workers(tmp_path)
+
+
+def two_workers(tmp_path: Path, **sections: Any) -> Iterator[ProxyProcess]:
     legacy, new = Service.legacy(tmp_path), Service.new(tmp_path, FAULTS_TOKEN)
     ports = ProxyPorts.pick()
     config = {
@@ -33,6 +48,7 @@ def proxy(tmp_path: Path) -> Iterator[ProxyProcess]:
         "split": {"weight": 0, "sticky": "header:X-User-Id"},
         "guard": {"interval": INTERVAL, "window": 3, "min_requests": 10_000},
         "state": {"path": str(tmp_path / "state.json")},
+        **sections,
     }
     config_path = tmp_path / "cutover.yaml"
     config_path.write_text(yaml.safe_dump(config))
@@ -145,3 +161,50 @@ def test_sigterm_drains_every_worker_and_exits_0(proxy: ProxyProcess) -> None:
     assert proxy.popen.wait(timeout=15) == 0
     faults.clear()
     faults.close()
+
+
+def test_a_dead_workers_series_leave_metrics(proxy: ProxyProcess) -> None:
+    pids = wait_until(lambda: len(worker_pids(proxy)) == 2 and worker_pids(proxy), DEADLINE,
+                      "two workers", proxy)  # fmt: skip
+    dead = sorted(pids)[0]
+    os.kill(int(dead), signal.SIGKILL)
+    # The supervisor starts a replacement; the dead one's per-process series must go.
+    wait_until(lambda: (found := worker_pids(proxy)) and len(found) == 2 and dead not in found,
+               DEADLINE, f"worker {dead}'s series to leave /metrics", proxy)  # fmt: skip
+
+
+def statuses(proxy: ProxyProcess, n: int) -> list[tuple[float, dict[str, Any]]]:
+    """``GET /status`` n times, each on a new connection (so both workers answer)."""
+    answers = []
+    for _ in range(n):
+        with httpx.Client(trust_env=False, timeout=10, headers=proxy.admin.headers) as client:
+            response = client.get(f"{proxy.admin_url}/status", headers={"Connection": "close"})
+        assert response.status_code == 200, response.text
+        answers.append((time.monotonic(), response.json()))
+    return answers
+
+
+def test_every_worker_shows_the_same_checks_and_hold(tmp_path: Path) -> None:
+    """Only the guard's leader evaluates; whichever worker answers /status shows its checks
+    and how long they have passed (before, the other worker showed none, and no hold)."""
+    workers = two_workers(
+        tmp_path,
+        split={"weight": 50, "sticky": "header:X-User-Id"},
+        rollout={"stages": [50, 100], "hold": 600},
+        guard={"interval": INTERVAL, "window": 3, "min_requests": 5, "max_latency_ratio": 50},
+    )
+    proxy = next(workers)
+    try:
+        with TrafficDriver(proxy.url, rate=60, workers=4):
+            wait_until(lambda: all(s["healthy_for"] for _, s in statuses(proxy, 6)), DEADLINE,
+                       "every check to pass", proxy)  # fmt: skip
+            answers = statuses(proxy, 30)
+        checks = {name: check["result"] for name, check in answers[0][1]["checks"].items()}
+        assert checks == {"error_rate": "pass", "latency": "pass"}, answers[0][1]["checks"]
+        for _, status in answers:
+            assert {n: c["result"] for n, c in status["checks"].items()} == checks, status
+        # healthy_for grows with time alike in both workers: it began at one moment.
+        began = [at - status["healthy_for"] for at, status in answers]
+        assert max(began) - min(began) < 3 * INTERVAL, began
+    finally:
+        workers.close()
