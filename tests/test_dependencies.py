@@ -78,6 +78,12 @@ RELIED_ON: dict[type, dict[str, tuple[str, ...] | None]] = {
         "__init__": ("config", "sockets"),
         "run": (),
         "terminate_all": (),
+        # Where a worker leaves the list (its metrics series are then removed).
+        "init_processes": (),
+        "keep_subprocess_alive": (),
+        "restart_all": (),
+        "handle_ttou": (),
+        "processes": None,
         "sockets": None,
     },
 }
