@@ -42,6 +42,7 @@ BackendName = Literal["legacy", "new"]
 BACKEND_NAMES: tuple[BackendName, ...] = ("legacy", "new")
 
 _DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_PRINTABLE_ASCII = re.compile(r"[\x21-\x7e]+")
 _TOKEN_RE = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 
 
@@ -514,6 +515,9 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"required when admin.host ({admin.host}) is not loopback: set CUTOVER_ADMIN_TOKEN"
             )
+        if value is not None and not _PRINTABLE_ASCII.fullmatch(value.get_secret_value()):
+            # A bearer token travels in a header: clients could never send anything else.
+            raise ValueError("must be printable ASCII, without spaces (it is a bearer token)")
         return value
 
     @model_validator(mode="after")

@@ -226,3 +226,13 @@ def test_run_refuses_overlapping_listeners(
     )
     assert main(["run", "--config", str(path)]) == 2
     assert capsys.readouterr().err.startswith("listen: 127.0.0.1:9180 overlaps the admin listener")
+
+
+@pytest.mark.parametrize("token", ["sécret", "two words", "tab\there"])
+def test_an_admin_token_a_client_could_not_send_is_refused(
+    monkeypatch: pytest.MonkeyPatch, token: str
+) -> None:
+    monkeypatch.setenv("CUTOVER_ADMIN_TOKEN", token)
+    assert problems({"backends": BACKENDS}) == [
+        "admin_token: must be printable ASCII, without spaces (it is a bearer token)"
+    ]
