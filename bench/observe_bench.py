@@ -11,7 +11,7 @@ import argparse
 import statistics
 import timeit
 
-from proxy.metrics import Metrics
+from cutover.request.metrics import Metrics
 
 
 def main() -> None:

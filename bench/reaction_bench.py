@@ -156,7 +156,7 @@ def clean_env(**extra: str) -> dict[str, str]:
 
 def cutover_command() -> list[str]:
     script = Path(PYTHON).with_name("cutover")
-    return [str(script)] if script.exists() else [PYTHON, "-m", "proxy"]
+    return [str(script)] if script.exists() else [PYTHON, "-m", "cutover"]
 
 
 def rss_bytes(pid: int) -> int | None:

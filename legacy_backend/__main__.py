@@ -3,14 +3,15 @@ from collections.abc import Sequence
 
 import uvicorn
 
-from legacy_backend.app import create_app
+from cutover_demo.legacy_backend.app import create_app
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m legacy_backend", description="Legacy backtest service (pure Python)."
+        prog="python -m cutover_demo.legacy_backend",
+        description="Legacy backtest service (pure Python).",
     )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8001)

@@ -19,14 +19,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from legacy_backend import engine
-from new_backend.problems import (
+from cutover_demo.legacy_backend import engine
+from cutover_demo.new_backend.problems import (
     VALIDATION_PROBLEM,
     http_exception_handler,
     problem,
     server_error_handler,
 )
-from new_backend.schemas import STRATEGIES, RequestError, parse_backtest_request
+from cutover_demo.new_backend.schemas import STRATEGIES, RequestError, parse_backtest_request
 
 MAX_BODY_BYTES = 64 * 1024
 MAX_BACKTEST_ID_LENGTH = 128

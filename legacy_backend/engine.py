@@ -3,7 +3,7 @@ import zlib
 from collections.abc import Mapping, Sequence
 from datetime import date
 
-from new_backend.schemas import (
+from cutover_demo.new_backend.schemas import (
     TRADING_DAYS,
     BacktestMetrics,
     SymbolProfile,

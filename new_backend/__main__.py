@@ -3,14 +3,14 @@ from collections.abc import Sequence
 
 import uvicorn
 
-from new_backend.app import create_app
+from cutover_demo.new_backend.app import create_app
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m new_backend",
+        prog="python -m cutover_demo.new_backend",
         description="New backtest service (vectorised numpy trade engine).",
     )
     parser.add_argument("--host", default="127.0.0.1")

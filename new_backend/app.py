@@ -21,15 +21,15 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from new_backend import engine
-from new_backend.faults import FaultInjector, parse_fault_config
-from new_backend.problems import (
+from cutover_demo.new_backend import engine
+from cutover_demo.new_backend.faults import FaultInjector, parse_fault_config
+from cutover_demo.new_backend.problems import (
     VALIDATION_PROBLEM,
     http_exception_handler,
     problem,
     server_error_handler,
 )
-from new_backend.schemas import STRATEGIES, RequestError, parse_backtest_request
+from cutover_demo.new_backend.schemas import STRATEGIES, RequestError, parse_backtest_request
 
 ADMIN_TOKEN_ENV = "NEW_BACKEND_ADMIN_TOKEN"
 INJECTED_FAULT_PROBLEM = "urn:cutover:problem:injected-fault"

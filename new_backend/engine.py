@@ -6,7 +6,7 @@ from datetime import date
 import numpy as np
 import numpy.typing as npt
 
-from new_backend.schemas import (
+from cutover_demo.new_backend.schemas import (
     TRADING_DAYS,
     BacktestMetrics,
     SymbolProfile,

@@ -3,7 +3,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, ValidationError
 
-from new_backend.schemas import FieldError, RequestError
+from cutover_demo.new_backend.schemas import FieldError, RequestError
 
 ResultField = Literal[
     "total_return",

@@ -35,8 +35,8 @@ from pydantic import (
 from pydantic_core import InitErrorDetails, PydanticCustomError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from .compare import IgnorePathError, check_ignore_paths
-from .tls import client_context
+from cutover.shadow.compare import IgnorePathError, check_ignore_paths
+from cutover.upstream.tls import client_context
 
 BackendName = Literal["legacy", "new"]
 BACKEND_NAMES: tuple[BackendName, ...] = ("legacy", "new")
@@ -54,7 +54,7 @@ class ConfigError(Exception):
         self.problems = problems
 
 
-class _Section(BaseModel):
+class _SectionConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
@@ -76,13 +76,13 @@ def _positive(value: float) -> float:
 PositiveSeconds = Annotated[float, AfterValidator(_positive)]
 
 
-class Listener(_Section):
+class ListenConfig(_SectionConfig):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
     keep_alive: PositiveSeconds = 5.0  # idle seconds before a client connection is closed
 
 
-class AdminListener(Listener):
+class AdminConfig(ListenConfig):
     port: int = Field(9180, ge=0, le=65535)
 
 
@@ -98,7 +98,7 @@ def _wildcard(host: str) -> bool:
     return host == "" or (not isinstance(key, str) and key.is_unspecified)
 
 
-def listeners_overlap(listen: Listener, admin: Listener) -> bool:
+def listeners_overlap(listen: ListenConfig, admin: ListenConfig) -> bool:
     """Whether one address could be both listeners': the same port (0 picks a free one,
     so never) on the same host, or on a wildcard host (0.0.0.0, ::) on either side."""
     if listen.port == 0 or listen.port != admin.port:
@@ -108,7 +108,7 @@ def listeners_overlap(listen: Listener, admin: Listener) -> bool:
     return _host_key(listen.host) == _host_key(admin.host)
 
 
-class Backend(_Section):
+class BackendConfig(_SectionConfig):
     url: str
     metrics_url: str | None = None
     # PEM bundle of the CAs an https:// backend's certificate is checked against;
@@ -147,12 +147,12 @@ class Backend(_Section):
         return value.rstrip("/")
 
 
-class Backends(_Section):
-    legacy: Backend
-    new: Backend
+class BackendsConfig(_SectionConfig):
+    legacy: BackendConfig
+    new: BackendConfig
 
 
-class Split(_Section):
+class SplitConfig(_SectionConfig):
     weight: Weight = 0.0
     sticky: str = "none"
     override_header: str = "X-Cutover-Backend"
@@ -179,7 +179,7 @@ class Split(_Section):
         return value
 
 
-class Deprecation(_Section):
+class DeprecationConfig(_SectionConfig):
     deprecated_at: datetime
     sunset_at: datetime | None = None
     link: str | None = None
@@ -237,17 +237,17 @@ SAFE_METHODS = ("GET", "HEAD")
 _METHOD_RE = re.compile(r"^[A-Z]+$")
 
 
-class ShadowTolerance(_Section):
+class ToleranceConfig(_SectionConfig):
     relative: float = Field(0.01, ge=0)
     absolute: float = Field(1e-9, ge=0)
 
 
-class RouteShadow(_Section):
+class RouteShadowConfig(_SectionConfig):
     """Mirror a sample of this route's requests to the other backend and compare."""
 
     enabled: bool = True
     sample: float = Field(0.1, ge=0, le=1)
-    tolerance: ShadowTolerance = ShadowTolerance()
+    tolerance: ToleranceConfig = ToleranceConfig()
     ignore: list[str] = []
     methods: list[str] = list(SAFE_METHODS)
 
@@ -270,12 +270,12 @@ class RouteShadow(_Section):
         return methods
 
 
-class Route(_Section):
+class RouteConfig(_SectionConfig):
     prefix: str
     backend: BackendName | None = None
     weight: Weight | None = None
     deprecation: bool = True
-    shadow: RouteShadow | None = None
+    shadow: RouteShadowConfig | None = None
     # The methods that may be served by legacy when new fails. Default: fallback.methods,
     # and none on a route pinned to a backend (it opts in by listing them).
     fallback_methods: list[str] | None = None
@@ -283,7 +283,7 @@ class Route(_Section):
     @field_validator("fallback_methods")
     @classmethod
     def _fallback_methods(cls, value: list[str] | None) -> list[str] | None:
-        return None if value is None else RouteShadow._methods.__func__(cls, value)  # type: ignore[attr-defined]
+        return None if value is None else RouteShadowConfig._methods.__func__(cls, value)  # type: ignore[attr-defined]
 
     @field_validator("prefix")
     @classmethod
@@ -293,7 +293,7 @@ class Route(_Section):
         return value
 
     @model_validator(mode="after")
-    def _pin_or_weight(self) -> Route:
+    def _pin_or_weight(self) -> RouteConfig:
         if self.backend is not None and self.weight is not None:
             raise ValueError("set either backend (a pin) or weight, not both")
         return self
@@ -303,7 +303,7 @@ class Route(_Section):
         return self.prefix
 
 
-class Timeouts(_Section):
+class TimeoutsConfig(_SectionConfig):
     connect: PositiveSeconds = 2.0
     read: PositiveSeconds = 30.0
     # The whole wait for a backend's response headers (connect, send, first byte); None: no cap.
@@ -313,7 +313,7 @@ class Timeouts(_Section):
     pool_idle: PositiveSeconds = 4.0
 
 
-class Limits(_Section):
+class LimitsConfig(_SectionConfig):
     # Bytes of request body; None: no limit (bodies stream, so memory stays flat either way).
     max_request_body: int | None = Field(None, ge=0)
     # Requests in flight to one backend; the rest wait up to queue_timeout, then get 503.
@@ -324,7 +324,7 @@ class Limits(_Section):
     max_header_bytes: int = Field(64 * 1024, ge=1024)
 
 
-class Fallback(_Section):
+class FallbackConfig(_SectionConfig):
     """Retry a request that failed on new once on legacy, when that is safe."""
 
     enabled: bool = True
@@ -332,10 +332,10 @@ class Fallback(_Section):
     max_replay_body: int = Field(64 * 1024, ge=0)
     statuses: list[int] = [502, 503, 504]
 
-    _methods = field_validator("methods")(RouteShadow._methods.__func__)  # type: ignore[attr-defined]
+    _methods = field_validator("methods")(RouteShadowConfig._methods.__func__)  # type: ignore[attr-defined]
 
 
-class Breaker(_Section):
+class BreakerConfig(_SectionConfig):
     """Stop sending requests to new while it is failing; probe before trusting it again."""
 
     enabled: bool = True
@@ -347,11 +347,11 @@ class Breaker(_Section):
     probes: int = Field(3, ge=1)  # successes in a row, while half open, that close it
 
 
-class Shutdown(_Section):
+class ShutdownConfig(_SectionConfig):
     grace: PositiveSeconds = 30.0
 
 
-class Stage(_Section):
+class StageConfig(_SectionConfig):
     weight: Weight
     hold: PositiveSeconds | None = None
 
@@ -363,8 +363,8 @@ class Stage(_Section):
         return value
 
 
-class Rollout(_Section):
-    stages: list[Stage]
+class RolloutConfig(_SectionConfig):
+    stages: list[StageConfig]
     hold: PositiveSeconds = 300.0
 
     @field_validator("stages", mode="before")
@@ -376,7 +376,7 @@ class Rollout(_Section):
 
     @field_validator("stages")
     @classmethod
-    def _ascending(cls, value: list[Stage]) -> list[Stage]:
+    def _ascending(cls, value: list[StageConfig]) -> list[StageConfig]:
         if not value:
             raise ValueError("must list at least one stage")
         weights = [stage.weight for stage in value]
@@ -407,7 +407,7 @@ DEFAULT_QUERIES = {
 }
 
 
-class PrometheusQueries(_Section):
+class PrometheusQueriesConfig(_SectionConfig):
     """PromQL for each reading; ``$window`` becomes the guard window (e.g. ``60s``)."""
 
     new_requests: str = DEFAULT_QUERIES["new_requests"]
@@ -420,15 +420,15 @@ class PrometheusQueries(_Section):
     shadow_mismatches: str = DEFAULT_QUERIES["shadow_mismatches"]
 
 
-class PrometheusSource(_Section):
+class PrometheusConfig(_SectionConfig):
     url: str = "http://127.0.0.1:9090"
     timeout: PositiveSeconds = 5.0
-    queries: PrometheusQueries = PrometheusQueries()
+    queries: PrometheusQueriesConfig = PrometheusQueriesConfig()
 
-    _url = field_validator("url")(Backend._http_url.__func__)  # type: ignore[attr-defined]
+    _url = field_validator("url")(BackendConfig._http_url.__func__)  # type: ignore[attr-defined]
 
 
-class Guard(_Section):
+class GuardConfig(_SectionConfig):
     interval: PositiveSeconds = 5.0
     window: PositiveSeconds = 60.0
     min_requests: int = Field(50, ge=1)
@@ -438,7 +438,7 @@ class Guard(_Section):
     max_memory_ratio: float = Field(1.5, gt=0)
     rollback_on_source_error: bool = False
     source: Literal["embedded", "prometheus"] = "embedded"
-    prometheus: PrometheusSource = PrometheusSource()
+    prometheus: PrometheusConfig = PrometheusConfig()
     webhook: str | None = None
 
     @field_validator("webhook")
@@ -449,13 +449,13 @@ class Guard(_Section):
         return value
 
     @model_validator(mode="after")
-    def _window_covers_interval(self) -> Guard:
+    def _window_covers_interval(self) -> GuardConfig:
         if self.window < self.interval:
             raise ValueError("window must be at least as long as interval")
         return self
 
 
-class Shadow(_Section):
+class ShadowConfig(_SectionConfig):
     """Settings shared by every route's shadow comparison."""
 
     log_path: Path = Path("./cutover-shadow.jsonl")
@@ -469,7 +469,7 @@ class Shadow(_Section):
     rollback_on_mismatch: bool = False
 
 
-class StateFile(_Section):
+class StateConfig(_SectionConfig):
     path: Path = Path("./cutover-state.json")
 
 
@@ -485,21 +485,21 @@ class Settings(BaseSettings):
         frozen=True,
     )
 
-    listen: Listener = Listener()
-    admin: AdminListener = AdminListener()
-    backends: Backends
-    split: Split = Split()
-    deprecation: Deprecation | None = None
-    routes: list[Route] = []
-    timeouts: Timeouts = Timeouts()
-    limits: Limits = Limits()
-    fallback: Fallback = Fallback()
-    breaker: Breaker = Breaker()
-    shutdown: Shutdown = Shutdown()
-    rollout: Rollout | None = None
-    guard: Guard = Guard()
-    shadow: Shadow = Shadow()
-    state: StateFile = StateFile()
+    listen: ListenConfig = ListenConfig()
+    admin: AdminConfig = AdminConfig()
+    backends: BackendsConfig
+    split: SplitConfig = SplitConfig()
+    deprecation: DeprecationConfig | None = None
+    routes: list[RouteConfig] = []
+    timeouts: TimeoutsConfig = TimeoutsConfig()
+    limits: LimitsConfig = LimitsConfig()
+    fallback: FallbackConfig = FallbackConfig()
+    breaker: BreakerConfig = BreakerConfig()
+    shutdown: ShutdownConfig = ShutdownConfig()
+    rollout: RolloutConfig | None = None
+    guard: GuardConfig = GuardConfig()
+    shadow: ShadowConfig = ShadowConfig()
+    state: StateConfig = StateConfig()
     # From CUTOVER_ADMIN_TOKEN only (load_settings refuses it in the file).
     admin_token: SecretStr | None = Field(None, validate_default=True)
 

@@ -9,8 +9,8 @@ import pytest
 import respx
 from starlette.testclient import TestClient
 
-from proxy.app import create_app
-from proxy.config import Settings, parse_settings
+from cutover.config import Settings, parse_settings
+from cutover.request.app import create_app
 
 LEGACY_URL = "http://legacy.test"
 NEW_URL = "http://new.test"

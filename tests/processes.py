@@ -1,8 +1,8 @@
 """Real processes for end-to-end tests: both demo backends and ``cutover run``, each in its
 own process group (so ``kill -9`` is a real one), plus a background traffic driver.
 
-    legacy = Service.legacy(tmp_path).start()            # python -m legacy_backend
-    new = Service.new(tmp_path, token).start()           # python -m new_backend
+    legacy = Service.legacy(tmp_path).start()            # python -m cutover_demo.legacy_backend
+    new = Service.new(tmp_path, token).start()           # python -m cutover_demo.new_backend
     proxy = ProxyProcess(tmp_path, config_path, ports, token).start()
     with TrafficDriver(proxy.url) as traffic:
         wait_until(lambda: proxy.status()["phase"] == "promoted", 20, "promotion", proxy)
@@ -74,7 +74,7 @@ def clean_env(**extra: str) -> dict[str, str]:
 def cutover_command() -> list[str]:
     """The installed ``cutover`` console script next to this interpreter."""
     script = Path(PYTHON).with_name("cutover")
-    return [str(script)] if script.exists() else [PYTHON, "-m", "proxy"]
+    return [str(script)] if script.exists() else [PYTHON, "-m", "cutover"]
 
 
 class ProcessFailure(AssertionError):
@@ -180,7 +180,7 @@ class Process:
 
 
 class Service(Process):
-    """A demo backend: ``python -m legacy_backend|new_backend --port P``."""
+    """A demo backend: ``python -m cutover_demo.legacy_backend|new_backend --port P``."""
 
     def __init__(self, module: str, log_dir: Path, env: dict[str, str]) -> None:
         self.port = free_port()

@@ -2,7 +2,7 @@
 
 The socket is bound here (port 0, so the OS picks a free port) and handed to
 ``uvicorn.Server.run(sockets=[...])``: whatever host/port the ``uvicorn.Config`` names
-is ignored, so a production config (``proxy.server.uvicorn_config``) can be served as is.
+is ignored, so a production config (``cutover.ops.server.uvicorn_config``) can be served as is.
 
     with serve(app) as url:               # a plain ASGI app, test-friendly defaults
         ...

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from proxy.cli import main
-from proxy.config import ConfigError, load_settings, parse_settings
+from cutover.cli.main import main
+from cutover.config import ConfigError, load_settings, parse_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 BACKENDS = {"legacy": {"url": "http://127.0.0.1:8001"}, "new": {"url": "http://127.0.0.1:8002"}}
@@ -151,7 +151,7 @@ def test_run_refuses_a_bad_config_before_binding(tmp_path: Path) -> None:
         "backends: {legacy: {url: 'http://a'}, new: {url: 'http://b'}}\nsplit: {weight: 120}\n"
     )
     result = subprocess.run(
-        [sys.executable, "-m", "proxy", "run", "--config", str(bad)],
+        [sys.executable, "-m", "cutover", "run", "--config", str(bad)],
         capture_output=True,
         text=True,
         timeout=60,

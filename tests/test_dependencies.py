@@ -1,9 +1,9 @@
 """What Cutover relies on in its dependencies, checked against the installed versions.
 
 pyproject.toml pins each dependency to the range it is tested with. The pins on uvicorn and
-httptools are the tight ones: ``proxy/protocol.py`` subclasses uvicorn's private httptools
-protocol, ``proxy/server.py`` and ``proxy/workers.py`` subclass its server and supervisor,
-and ``proxy/server.py`` recognises two of uvicorn's log lines by their text. Before moving
+httptools are the tight ones: ``proxy/request/protocol.py`` subclasses uvicorn's private httptools
+protocol, ``proxy/ops/server.py`` and ``proxy/ops/workers.py`` subclass its server and supervisor,
+and ``proxy/ops/server.py`` recognises two of uvicorn's log lines by their text. Before moving
 a pin, run this module against the new version: it names what changed.
 """
 
@@ -30,25 +30,27 @@ import pytest
 import uvicorn
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
-from servers import serve_config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 from uvicorn.supervisors import Multiprocess
 
-import proxy
-from proxy.app import RESPONSE_ABANDONED
-from proxy.protocol import configure
-from proxy.server import UNFINISHED_RESPONSE, server_config
+import cutover
+from cutover.ops.server import UNFINISHED_RESPONSE, server_config
+from cutover.request.app import RESPONSE_ABANDONED
+from cutover.request.protocol import configure
+from tests.servers import serve_config
 
 ROOT = Path(__file__).resolve().parents[1]
-OWN_PACKAGES = ("proxy", "legacy_backend", "new_backend")
+# The repository's folders, and the import names they install as.
+OWN_FOLDERS = ("proxy", "legacy_backend", "new_backend")
+OWN_PACKAGES = ("cutover", "cutover_demo")
 
 # What Cutover overrides or calls on uvicorn's classes, with the parameters it passes or
 # expects, in order (the base's parameters must start with these). Every uvicorn method a
 # Cutover subclass overrides must be listed here, so that a uvicorn release that renames or
 # drops it (leaving the override silently never called) fails test_relied_on_api_exists.
 RELIED_ON: dict[type, dict[str, tuple[str, ...] | None]] = {
-    # proxy/protocol.py (None: an attribute, not a method)
+    # proxy/request/protocol.py (None: an attribute, not a method)
     HttpToolsProtocol: {
         "__init__": ("config", "server_state", "app_state", "_loop"),
         "on_message_begin": (),
@@ -61,7 +63,7 @@ RELIED_ON: dict[type, dict[str, tuple[str, ...] | None]] = {
         "on_response_complete": (),
         "cycle": None,  # DrainingServer.shutdown reads connection.cycle
     },
-    # proxy/server.py
+    # proxy/ops/server.py
     uvicorn.Server: {
         "__init__": ("config",),
         "run": ("sockets",),
@@ -73,7 +75,7 @@ RELIED_ON: dict[type, dict[str, tuple[str, ...] | None]] = {
         "server_state": None,
     },
     ServerState: {"connections": None, "tasks": None},
-    # proxy/workers.py
+    # proxy/ops/workers.py
     Multiprocess: {
         "__init__": ("config", "sockets"),
         "run": (),
@@ -87,7 +89,7 @@ RELIED_ON: dict[type, dict[str, tuple[str, ...] | None]] = {
         "sockets": None,
     },
 }
-# Keywords proxy/server.py and proxy/workers.py pass to uvicorn.Config.
+# Keywords proxy/ops/server.py and proxy/ops/workers.py pass to uvicorn.Config.
 CONFIG_KEYWORDS = {
     "app", "host", "port", "loop", "http", "lifespan", "log_level", "log_config",
     "access_log", "server_header", "date_header", "proxy_headers", "timeout_keep_alive",
@@ -125,8 +127,8 @@ def imported_distributions() -> dict[str, set[str]]:
     importing them (function-level imports included)."""
     by_module = importlib.metadata.packages_distributions()
     found: dict[str, set[str]] = {}
-    for package in OWN_PACKAGES:
-        for path in (ROOT / package).rglob("*.py"):
+    for folder in OWN_FOLDERS:
+        for path in (ROOT / folder).rglob("*.py"):
             for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
                 if isinstance(node, ast.Import):
                     names = [alias.name for alias in node.names]
@@ -186,8 +188,8 @@ def test_config_takes_the_keywords_cutover_passes() -> None:
 
 def cutover_subclasses() -> Iterator[tuple[type, type]]:
     """(Cutover class, the first uvicorn class it derives from) for every such class."""
-    for info in pkgutil.iter_modules(proxy.__path__, "proxy."):
-        if info.name == "proxy.__main__":
+    for info in pkgutil.walk_packages(cutover.__path__, "cutover."):
+        if info.name == "cutover.__main__":
             continue
         module = importlib.import_module(info.name)
         for value in vars(module).values():
@@ -302,7 +304,7 @@ def test_what_the_subclasses_use_is_still_there(cls: type, base: type) -> None:
 
 
 class Records(logging.Handler):
-    """What reaches uvicorn's error logger after its filters (proxy/server.py's)."""
+    """What reaches uvicorn's error logger after its filters (proxy/ops/server.py's)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -329,7 +331,7 @@ def uvicorn_errors() -> Iterator[Records]:
 
 
 def cutover_config(app: Any, **overrides: Any) -> uvicorn.Config:
-    """proxy/server.py's uvicorn config (its logging filters, its protocol) around ``app``."""
+    """proxy/ops/server.py's uvicorn config (its logging filters, its protocol) around ``app``."""
     return server_config(
         app, log_level="warning", loop="asyncio", lifespan="off",
         http=configure(8 * 1024, 64 * 1024), **overrides,

@@ -26,7 +26,8 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-from processes import (
+
+from tests.processes import (
     Backends,
     ProxyPorts,
     ProxyProcess,
@@ -258,7 +259,7 @@ class SteadyLoad:
     Fresh connections because on a reused keep-alive connection HTTP/1.1 has a race no
     server can close: a request written just as the server closes the idle connection is
     neither refused nor read, and only the client may retry it (if it is idempotent).
-    What the drain does close (proxy/server.py DrainingServer): connections waiting in the
+    What the drain does close (proxy/ops/server.py DrainingServer): connections waiting in the
     listen backlog are accepted before the listener closes (closing it would reset them),
     and connections accepted without their request yet get up to 1 s to send it. What is
     left: a handshake that completes in the microseconds between the last look at the

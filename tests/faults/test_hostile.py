@@ -21,10 +21,10 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import pytest
-from servers import serve_config, serve_raw
 
-from proxy.config import parse_settings
-from proxy.server import uvicorn_config
+from cutover.config import parse_settings
+from cutover.ops.server import uvicorn_config
+from tests.servers import serve_config, serve_raw
 
 pytestmark = pytest.mark.e2e
 

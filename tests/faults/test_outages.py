@@ -34,8 +34,9 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 import yaml
-from processes import Faults, Process, ProxyPorts, ProxyProcess, Service, wait_until
-from servers import serve, serve_raw
+
+from tests.processes import Faults, Process, ProxyPorts, ProxyProcess, Service, wait_until
+from tests.servers import serve, serve_raw
 
 pytestmark = [
     pytest.mark.e2e,

@@ -15,7 +15,8 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-from processes import (
+
+from tests.processes import (
     Faults,
     ProxyPorts,
     ProxyProcess,

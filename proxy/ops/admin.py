@@ -1,0 +1,169 @@
+"""The admin listener: ``/metrics``, ``/healthz``, ``/readyz``, and the rollout API.
+
+Every endpoint but the three probes needs ``Authorization: Bearer <CUTOVER_ADMIN_TOKEN>``
+when a token is configured (tokens are compared in constant time). Without a token the
+API is open, which config validation allows only on a loopback address.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import CONTENT_TYPE_LATEST
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from cutover.request.problem import problem_body
+from cutover.rollout.machine import RolloutError
+from cutover.rollout.state import SaveError, StateError
+
+if TYPE_CHECKING:
+    from cutover.ops.gateway import Gateway
+
+OPEN_PATHS = frozenset({"/metrics", "/healthz", "/readyz"})
+
+
+def problem(status: int, title: str, detail: str, slug: str, **headers: str) -> Response:
+    return Response(
+        problem_body(status, title, detail, slug=slug),
+        status_code=status,
+        media_type="application/problem+json",
+        headers=headers or None,
+    )
+
+
+class BearerAuth:
+    """Pure ASGI middleware: refuse admin calls without the right bearer token."""
+
+    def __init__(self, app: Any, token: bytes | None, on_failure: Any) -> None:
+        self.app = app
+        self.token = token
+        self.on_failure = on_failure
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or self.token is None or scope["path"] in OPEN_PATHS:
+            await self.app(scope, receive, send)
+            return
+        supplied = b""
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                scheme, _, credentials = value.partition(b" ")
+                if scheme.lower() == b"bearer":
+                    supplied = credentials.strip()
+        if not hmac.compare_digest(supplied, self.token):
+            self.on_failure()
+            response = problem(
+                401, "Unauthorized", "a valid bearer token is required", "unauthorized",
+                **{"WWW-Authenticate": 'Bearer realm="cutover-admin"'},
+            )  # fmt: skip
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
+def create_admin_app(gateway: Gateway) -> Any:
+    rollout = gateway.rollout
+
+    async def metrics(request: Request) -> Response:
+        # With several workers this reads every worker's metric files: not on the loop.
+        body = await asyncio.to_thread(gateway.metrics.exposition)
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
+
+    async def healthz(request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def readyz(request: Request) -> Response:
+        if not gateway.ready:
+            return problem(503, "Not Ready", "the proxy is starting or stopping", "not-ready")
+        return JSONResponse({"status": "ready"})
+
+    async def status(request: Request) -> Response:
+        return JSONResponse(await gateway.current_status())
+
+    async def act(request: Request) -> Response:
+        action = request.path_params["action"]
+        try:
+            if action == "pause":
+                await gateway.act(rollout.pause)
+            elif action == "resume":
+                await gateway.act(rollout.resume)
+            elif action == "promote":
+                await gateway.act(rollout.promote)
+            elif action == "rollback":
+                reason = (await json_body(request)).get("reason")
+                await gateway.act(lambda: rollout.rollback(str(reason) if reason else None))
+            elif action == "restart":
+                await gateway.act(rollout.restart)
+            else:
+                return problem(404, "Not Found", f"no rollout action {action!r}", "not-found")
+        except BodyError as exc:
+            return problem(422, "Unprocessable Content", str(exc), "invalid-body")
+        except RolloutError as exc:
+            return problem(409, "Conflict", str(exc), "conflict")
+        except (SaveError, StateError) as exc:
+            return not_saved(exc)
+        return JSONResponse(await gateway.current_status())
+
+    async def split(request: Request) -> Response:
+        try:
+            weight = (await json_body(request)).get("weight")
+            if isinstance(weight, bool) or not isinstance(weight, int | float):
+                raise BodyError('expected {"weight": <number between 0 and 100>}')
+            if not 0 <= weight <= 100:
+                raise BodyError("weight must be between 0 and 100")
+        except BodyError as exc:
+            return problem(422, "Unprocessable Content", str(exc), "invalid-body")
+        try:
+            await gateway.act(lambda: rollout.set_weight(float(weight)))
+        except (SaveError, StateError) as exc:
+            return not_saved(exc)
+        return JSONResponse(await gateway.current_status())
+
+    def not_saved(exc: SaveError | StateError) -> Response:
+        # Nothing changed (the transition is saved before it is applied); try again once
+        # the state file can be written (or read) again.
+        detail = f"the rollout is unchanged: {exc}"
+        return problem(503, "Service Unavailable", detail, "state-unavailable")
+
+    async def failed(request: Request, exc: Exception) -> Response:
+        detail = f"{type(exc).__name__}: {exc}"
+        if isinstance(exc, OSError):
+            detail = f"could not save the rollout state: {exc}"
+        return problem(500, "Internal Server Error", detail, "internal-error")
+
+    app = Starlette(
+        exception_handlers={Exception: failed},
+        routes=[
+            Route("/metrics", metrics),
+            Route("/healthz", healthz),
+            Route("/readyz", readyz),
+            Route("/status", status),
+            Route("/rollout/{action}", act, methods=["POST"]),
+            Route("/split", split, methods=["PUT"]),
+        ],
+    )
+    token = gateway.settings.admin_token
+    secret = token.get_secret_value().encode("utf-8") if token is not None else None
+    return BearerAuth(app, secret, gateway.metrics.admin_auth_failures.inc)
+
+
+class BodyError(Exception):
+    """The request body is not the JSON object the endpoint expects."""
+
+
+async def json_body(request: Request) -> dict[str, Any]:
+    raw = await request.body()
+    if not raw:
+        return {}
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        raise BodyError("the body is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise BodyError("the body must be a JSON object")
+    return data

@@ -1,0 +1,52 @@
+"""RFC 9457 problem details, the body of every error the gateway itself produces."""
+
+from __future__ import annotations
+
+import json
+
+from cutover.types import RawHeaders, Send
+
+# Problem types are named, not fetched; README.md lists them.
+PROBLEM_TYPE_BASE = "urn:cutover:problem:"
+
+
+def problem_body(
+    status: int, title: str, detail: str, *, instance: str | None = None, slug: str, **extra: object
+) -> bytes:
+    problem: dict[str, object] = {
+        "type": PROBLEM_TYPE_BASE + slug,
+        "title": title,
+        "status": status,
+        "detail": detail,
+    }
+    if instance is not None:
+        problem["instance"] = instance
+    problem.update(extra)
+    return json.dumps(problem).encode("utf-8")
+
+
+async def send_problem(
+    send: Send,
+    status: int,
+    title: str,
+    detail: str,
+    *,
+    slug: str,
+    instance: str | None = None,
+    headers: RawHeaders = (),  # type: ignore[assignment]
+    **extra: object,
+) -> None:
+    body = problem_body(status, title, detail, instance=instance, slug=slug, **extra)
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/problem+json"),
+                (b"content-length", str(len(body)).encode("ascii")),
+                (b"cache-control", b"no-store"),
+                *headers,
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body, "more_body": False})

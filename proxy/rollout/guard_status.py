@@ -1,0 +1,115 @@
+"""The guard's latest evaluation, shared through a file beside the state file.
+
+Only the guard's leader evaluates (``coordination.py``). After every evaluation it writes
+here what it found: each check's verdict, how long they have all passed in a row, the run
+of failures. The other workers show that in ``/status`` (so an operator sees the same
+checks and ``healthy_for`` whichever worker answers), and a worker that becomes the leader,
+or a restarted process, carries the stage's hold on instead of starting it again.
+
+Times in the file are wall-clock (they must mean something to another process, or after a
+restart); the reader converts them to its monotonic clock once, when it adopts them
+(``Rollout.adopt``). The file is a cache rewritten every interval: replaced atomically but
+not fsynced, and one that cannot be read or written is logged and otherwise ignored.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from cutover.rollout.checks import Result, Verdict
+from cutover.rollout.state import Stamp
+
+
+class EvaluationFileError(Exception):
+    """The shared evaluation file exists but cannot be used."""
+
+
+@dataclass(frozen=True)
+class SharedEvaluation:
+    at: float  # wall clock, when the leader evaluated
+    judged: float | None  # the ``at`` of the state's last transition then (whose hold it is)
+    healthy_for: float | None
+    consecutive_failures: int
+    checks: tuple[Verdict, ...]
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "at": self.at,
+            "judged": self.judged,
+            "healthy_for": self.healthy_for,
+            "consecutive_failures": self.consecutive_failures,
+            "checks": [verdict.as_dict() for verdict in self.checks],
+        }
+
+
+class _Verdict(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=True)
+
+    check: str
+    result: Literal["pass", "fail", "nodata", "error"]
+    value: float | None = None
+    threshold: float | None = None
+    detail: str = ""
+    rolls_back: bool = True
+
+
+class _Evaluation(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    at: float
+    judged: float | None
+    healthy_for: float | None
+    consecutive_failures: int
+    checks: list[_Verdict]
+
+
+class EvaluationFile:
+    """``.<state file name>.guard`` beside the state file. Blocking: call it in a thread."""
+
+    def __init__(self, state_path: Path) -> None:
+        self.path = state_path.parent / f".{state_path.name}.guard"
+
+    def write(self, evaluation: SharedEvaluation) -> None:
+        payload = json.dumps(evaluation.to_json()).encode("utf-8")
+        fd, tmp = tempfile.mkstemp(prefix=f"{self.path.name}.", dir=self.path.parent)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(payload)
+            os.replace(tmp, self.path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def stamp(self) -> Stamp | None:
+        try:
+            stat = self.path.stat()
+        except FileNotFoundError:
+            return None
+        return (stat.st_ino, stat.st_size, stat.st_mtime_ns)
+
+    def read_if_changed(self, seen: Stamp | None) -> tuple[Stamp | None, SharedEvaluation | None]:
+        """(stamp, evaluation): the evaluation is None when the file is missing or has the
+        stamp ``seen``; EvaluationFileError (or OSError) when it cannot be used."""
+        stamp = self.stamp()
+        if stamp is None or stamp == seen:
+            return stamp, None
+        try:
+            model = _Evaluation.model_validate_json(self.path.read_bytes())
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(part) for part in first["loc"]) or "file"
+            raise EvaluationFileError(f"{self.path}: {where}: {first['msg']}") from None
+        checks = tuple(
+            Verdict(**{**verdict.model_dump(), "result": Result(verdict.result)})
+            for verdict in model.checks
+        )
+        return stamp, SharedEvaluation(
+            model.at, model.judged, model.healthy_for, model.consecutive_failures, checks
+        )

@@ -1,0 +1,194 @@
+"""Where the guard's readings come from: the proxy's own metrics over a sliding window
+(``embedded``), and each backend's resident memory from its ``/metrics``.
+
+The ``prometheus`` source (``source_prometheus.py``) produces the same ``Observation``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+from cutover.request.metrics import LATENCY_BUCKETS, Metrics
+from cutover.rollout.checks import histogram_quantile
+from cutover.upstream.tls import client_context
+
+READINGS = (
+    "new_requests",
+    "new_errors",
+    "legacy_requests",
+    "new_p95",
+    "legacy_p95",
+    "new_memory",
+    "shadow_comparisons",
+    "shadow_mismatches",
+)
+
+
+@dataclass
+class Observation:
+    """One evaluation's readings. None means no data; a reading whose source failed is
+    None too, with the reason in ``errors`` under the reading's name."""
+
+    new_requests: float | None = None
+    new_errors: float | None = None
+    legacy_requests: float | None = None
+    new_p95: float | None = None
+    legacy_p95: float | None = None
+    new_memory: float | None = None
+    shadow_comparisons: float | None = None
+    shadow_mismatches: float | None = None
+    errors: dict[str, str] = field(default_factory=dict)
+    # The same readings over the last interval alone (embedded source only): a sudden
+    # failure shows there at once instead of being diluted by a window of healthy traffic.
+    recent: Observation | None = None
+
+
+@dataclass
+class Totals:
+    """Cumulative counters at one instant, per backend."""
+
+    requests: dict[str, float]
+    errors: dict[str, float]
+    buckets: dict[str, list[float]]  # cumulative counts per upper bound, +Inf last
+    shadow: dict[str, float]  # comparisons by result (match, mismatch, error, dropped)
+
+
+BOUNDS = (*LATENCY_BUCKETS, math.inf)
+
+
+def read_totals(metrics: Metrics) -> Totals:
+    requests: dict[str, float] = {"legacy": 0.0, "new": 0.0}
+    errors: dict[str, float] = {"legacy": 0.0, "new": 0.0}
+    buckets = {name: [0.0] * len(BOUNDS) for name in requests}
+    shadow = {"match": 0.0, "mismatch": 0.0, "error": 0.0, "dropped": 0.0}
+    index = {bound: i for i, bound in enumerate(BOUNDS)}
+    for family in metrics.collect():
+        for sample in family.samples:
+            name, labels = sample.name, sample.labels
+            if name == "cutover_requests_total":
+                backend = labels["backend"]
+                requests[backend] = requests.get(backend, 0.0) + sample.value
+                if labels["code"] in ("5xx", "error"):
+                    errors[backend] = errors.get(backend, 0.0) + sample.value
+            elif name == "cutover_request_duration_seconds_bucket":
+                buckets[labels["backend"]][index[float(labels["le"])]] += sample.value
+            elif name == "cutover_shadow_requests_total":
+                result = labels["result"]
+                shadow[result] = shadow.get(result, 0.0) + sample.value
+    return Totals(requests, errors, buckets, shadow)
+
+
+def p95(cumulative: list[float]) -> float | None:
+    per_bucket = [b - a for a, b in zip([0.0, *cumulative], cumulative, strict=False)]
+    value = histogram_quantile(0.95, BOUNDS, per_bucket)
+    return None if math.isnan(value) else value
+
+
+class EmbeddedSource:
+    """Readings from this proxy's own metrics: the difference between now and the
+    snapshot taken ``window`` seconds ago (what PromQL's ``increase`` computes)."""
+
+    def __init__(self, metrics: Metrics, window: float) -> None:
+        self.metrics = metrics
+        self.window = window
+        self._snapshots: deque[tuple[float, Totals]] = deque()
+
+    async def observe(self, now: float, since: float | None = None) -> Observation:
+        """``since``: counts from before it are not used (the first reading after it is
+        the new base, so the next evaluation has data). ``now`` and ``since`` are monotonic."""
+        if self.metrics.multiprocess_dir is None:
+            latest = read_totals(self.metrics)
+        else:  # every worker's metric files are read: file I/O, off the event loop
+            latest = await asyncio.to_thread(read_totals, self.metrics)
+        self._snapshots.append((now, latest))
+        # Keep the newest snapshot at least `window` old as the base; drop older ones.
+        while len(self._snapshots) > 1 and self._snapshots[1][0] <= now - self.window:
+            self._snapshots.popleft()
+        while since is not None and self._snapshots and self._snapshots[0][0] < since:
+            self._snapshots.popleft()
+        if len(self._snapshots) < 2:
+            return Observation()
+        observation = difference(latest, self._snapshots[0][1])
+        observation.recent = difference(latest, self._snapshots[-2][1])
+        return observation
+
+
+def subtract(latest: list[float], base: list[float]) -> list[float]:
+    return [a - b for a, b in zip(latest, base, strict=True)]
+
+
+def difference(latest: Totals, base: Totals) -> Observation:
+    return Observation(
+        new_requests=latest.requests["new"] - base.requests["new"],
+        new_errors=latest.errors["new"] - base.errors["new"],
+        legacy_requests=latest.requests["legacy"] - base.requests["legacy"],
+        new_p95=p95(subtract(latest.buckets["new"], base.buckets["new"])),
+        legacy_p95=p95(subtract(latest.buckets["legacy"], base.buckets["legacy"])),
+        shadow_comparisons=sum(latest.shadow[r] - base.shadow[r] for r in ("match", "mismatch")),
+        shadow_mismatches=latest.shadow["mismatch"] - base.shadow["mismatch"],
+    )
+
+
+class ScrapeError(Exception):
+    """A backend's /metrics could not be read or had no resident memory."""
+
+
+def resident_memory(text: str) -> float:
+    for family in text_string_to_metric_families(text):
+        if family.name == "process_resident_memory_bytes":
+            for sample in family.samples:
+                return float(sample.value)
+    raise ScrapeError("no process_resident_memory_bytes in the metrics")
+
+
+class MemoryScraper:
+    """Reads ``process_resident_memory_bytes`` from each backend that has a metrics_url."""
+
+    def __init__(
+        self,
+        urls: dict[str, str],
+        metrics: Metrics,
+        *,
+        timeout: float = 5.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+        ca_files: Mapping[str, Path | None] | None = None,
+    ) -> None:
+        """``ca_files``: per backend, the CA bundle for an https:// metrics URL."""
+        self.urls = urls
+        self.metrics = metrics
+        ca_files = ca_files or {}
+        # Scrapes come every guard interval; servers close idle connections after a few
+        # seconds (uvicorn: 5), so a kept connection races the server's close. Don't keep one.
+        self._clients = {
+            backend: httpx.AsyncClient(
+                timeout=timeout,
+                transport=transport,
+                trust_env=False,
+                limits=httpx.Limits(max_keepalive_connections=0),
+                verify=client_context(ca_files.get(backend)),
+            )
+            for backend in urls
+        }
+
+    async def scrape(self, backend: str) -> float:
+        try:
+            response = await self._clients[backend].get(self.urls[backend])
+            response.raise_for_status()
+            value = resident_memory(response.text)
+        except (httpx.HTTPError, ValueError) as exc:
+            reason = str(exc) or type(exc).__name__
+            raise ScrapeError(f"{self.urls[backend]}: {reason}") from exc
+        self.metrics.backend_memory.labels(backend).set(value)
+        return value
+
+    async def aclose(self) -> None:
+        for client in self._clients.values():
+            await client.aclose()

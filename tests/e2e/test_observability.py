@@ -1,0 +1,1118 @@
+"""Observability (issue #4): the Grafana dashboard, the Prometheus config and the alerting
+rules, proven against promtool and a real Prometheus that scrapes a running Cutover.
+
+- Every PromQL expression in ``grafana/dashboards/cutover.json`` (panels, annotations) and in
+  ``config/alerts.yml`` goes through ``promtool check rules``; ``config/prometheus.yml``
+  through ``promtool check config``; the alerts through ``promtool test rules`` cases.
+- Every metric name those expressions use is exported by a running proxy or backend.
+- The end-to-end test runs Prometheus (Debian's ``prometheus`` package) as a child process on
+  a free port with its own storage in tmp, scraping a proxy whose guard reads Prometheus
+  (``guard.source: prometheus``) and both backends every second, while traffic flows. It
+  injects faults, checks the guard detects them through PromQL and rolls back, that the
+  alerts go firing, and that every dashboard query returns data.
+
+The rules are loaded into that Prometheus as a copy with ``for:`` cut to 1 s (0 stays 0)
+and every range selector cut to 20 s, the test's time scale instead of production's.
+Without the binaries the tests that need them are skipped with a warning (and fail under CI,
+where ``.ci/run`` installs them).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import shutil
+import subprocess
+import time
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+
+import cutover.config as cutover_config
+from tests.processes import (
+    ROOT,
+    Faults,
+    Process,
+    ProxyPorts,
+    ProxyProcess,
+    Service,
+    TrafficDriver,
+    clean_env,
+    free_port,
+    wait_until,
+)
+
+DASHBOARD = ROOT / "grafana" / "dashboards" / "cutover.json"
+DATASOURCES = ROOT / "grafana" / "provisioning" / "datasources" / "prometheus.yaml"
+DASHBOARD_PROVIDERS = ROOT / "grafana" / "provisioning" / "dashboards" / "cutover.yaml"
+PROMETHEUS_CONFIG = ROOT / "config" / "prometheus.yml"
+ALERTS = ROOT / "config" / "alerts.yml"
+COMPOSE = ROOT / "docker-compose.yml"
+DOCKERFILE = ROOT / "Dockerfile"
+README = ROOT / "README.md"
+
+ADMIN_TOKEN = "observability-admin-token-0123"
+FAULTS_TOKEN = "observability-faults-token-0123"
+DEADLINE = 30.0  # for anything the guard or Prometheus must do (normally 2-5 s)
+
+# What the proxy's admin /metrics does not export, yet queries may use.
+PROMETHEUS_SYNTHETIC = {"up": "written by Prometheus for every scrape target"}
+# Metrics that are exported, yet have no series in the end-to-end test.
+NO_SERIES_IN_E2E = {
+    "cutover_shadow_requests_total": "the dual-run (shadow) comparison is off in this test (no "
+    "routes[].shadow): it is being built in parallel, and its own tests produce the series",
+}
+
+GUARD_WINDOW = 5  # seconds, the stack's guard.window
+
+REQUIRED_PANELS = {
+    "Weight to new": "stat",
+    "Weight to new over time": "timeseries",
+    "Rollout phase": "stat",
+    "Rollout phase over time": "state-timeline",
+    "Request rate by backend": "timeseries",
+    "Error rate by backend": "timeseries",
+    "Latency p50 / p95 / p99 by backend": "timeseries",
+    "p95 ratio new / legacy": "timeseries",
+    "Backend resident memory": "timeseries",
+    "Guard check results": "timeseries",
+    "Config reloads refused": "stat",
+    "Scrape targets": "stat",
+    "Shadow mismatch rate": "timeseries",
+}
+ALERT_NAMES = (
+    "CutoverNewErrorRateHigh",
+    "CutoverLatencyRatioHigh",
+    "CutoverMemoryRatioHigh",
+    "CutoverRolledBack",
+    "CutoverGuardSourceErrors",
+    "CutoverProxyDown",
+    "CutoverConfigReloadFailed",
+)
+
+
+# --------------------------------------------------------------------------- binaries
+
+
+def binary(name: str) -> str:
+    """The path of ``name``; skip loudly when it is missing (fail under CI, which installs it)."""
+    path = shutil.which(name)
+    if path is not None:
+        return path
+    message = (
+        f"`{name}` is not installed, so the dashboard and alert rules are NOT checked against "
+        "Prometheus: `apt-get install prometheus` (Debian's package has prometheus and "
+        "promtool; .ci/run installs it)"
+    )
+    if os.environ.get("CI"):
+        pytest.fail(message)
+    warnings.warn(message, stacklevel=2)
+    pytest.skip(message)
+
+
+def promtool(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [binary("promtool"), *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=clean_env(),
+    )
+
+
+# --------------------------------------------------------------------------- the artifacts
+
+
+@dataclass(frozen=True)
+class Query:
+    where: str  # "panel 'Error rate by backend' B", "annotation 'Rollbacks'"
+    expr: str
+    panel: str | None = None
+
+
+def load_dashboard() -> dict[str, Any]:
+    return json.loads(DASHBOARD.read_text(encoding="utf-8"))
+
+
+def all_panels(dashboard: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every panel, with those inside collapsed rows."""
+    found = []
+    for panel in dashboard["panels"]:
+        found.append(panel)
+        found.extend(panel.get("panels", []))
+    return found
+
+
+def dashboard_queries(dashboard: dict[str, Any]) -> list[Query]:
+    queries = []
+    for panel in all_panels(dashboard):
+        for target in panel.get("targets", []):
+            where = f"panel {panel['title']!r} {target['refId']}"
+            queries.append(Query(where, target["expr"], panel["title"]))
+    for annotation in dashboard["annotations"]["list"]:
+        if "expr" in annotation:
+            queries.append(Query(f"annotation {annotation['name']!r}", annotation["expr"]))
+    return queries
+
+
+def constants(dashboard: dict[str, Any]) -> dict[str, str]:
+    return {
+        variable["name"]: variable["query"]
+        for variable in dashboard["templating"]["list"]
+        if variable["type"] == "constant"
+    }
+
+
+def substitute(expr: str, dashboard: dict[str, Any], *, rate_interval: str, range_: str) -> str:
+    """The expression as Grafana sends it: variables replaced (route "All" is ``.*``)."""
+    values = {
+        "__rate_interval": rate_interval,
+        "__interval": rate_interval,
+        "__range": range_,
+        "route": ".*",
+        **constants(dashboard),
+    }
+    expanded = re.sub(
+        r"\$\{?(\w+)\}?",
+        lambda m: values[m.group(1)] if m.group(1) in values else m.group(0),
+        expr,
+    )
+    assert "$" not in expanded, f"unknown variable left in {expanded!r}"
+    return expanded
+
+
+def alert_rules() -> list[dict[str, Any]]:
+    rules = yaml.safe_load(ALERTS.read_text(encoding="utf-8"))
+    return [rule for group in rules["groups"] for rule in group["rules"]]
+
+
+# --------------------------------------------------------------------------- PromQL names
+
+_STRING = re.compile(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'|`[^`]*`')
+_MATCHERS = re.compile(r"\{[^{}]*\}")
+_RANGES = re.compile(r"\[[^\[\]]*\]")
+_GROUPING = re.compile(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^()]*\)")
+_TOKEN = re.compile(
+    r"(?P<number>(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?(?:ms|[smhdwy])*)"
+    r"|(?P<name>[A-Za-z_:][A-Za-z0-9_:]*)(?P<call>\s*\()?"
+    r"|.",
+    re.S,
+)
+_KEYWORDS = {
+    "and",
+    "or",
+    "unless",
+    "bool",
+    "offset",
+    "by",
+    "without",
+    "on",
+    "ignoring",
+    "group_left",
+    "group_right",
+    "inf",
+    "nan",
+}
+
+
+def metric_names(expr: str) -> set[str]:
+    """The metric names an expression selects: identifiers that are neither functions,
+    keywords, label names nor durations."""
+    assert "__name__" not in expr, f"select by name, not with __name__: {expr}"
+    text = _STRING.sub('""', expr)
+    assert "$" not in text, f"substitute the dashboard's variables first: {expr}"
+    text = _MATCHERS.sub(" ", text)
+    text = _RANGES.sub(" ", text)
+    text = _GROUPING.sub(" ", text)
+    names = set()
+    for token in _TOKEN.finditer(text):
+        name = token.group("name")
+        if name and not token.group("call") and name.lower() not in _KEYWORDS:
+            names.add(name)
+    return names
+
+
+def exported_names(exposition: str) -> set[str]:
+    """Every sample name an exposition can hold, from its families (HELP/TYPE lines), so a
+    labeled metric with no samples yet still counts."""
+    suffixes = {
+        "counter": ("_total", "_created"),
+        "histogram": ("_bucket", "_sum", "_count", "_created"),
+        "gaugehistogram": ("_bucket", "_gsum", "_gcount"),
+        "summary": ("", "_sum", "_count", "_created"),
+    }
+    names = set()
+    for family in text_string_to_metric_families(exposition):
+        names.update(family.name + suffix for suffix in suffixes.get(family.type, ("",)))
+        names.update(sample.name for sample in family.samples)
+    return names
+
+
+def test_metric_names_extractor() -> None:
+    assert metric_names(
+        'histogram_quantile(0.95, sum by (backend, le) (rate(x_bucket{route=~"a|b"}[5m])))'
+        " / on (le) group_left (c) y_total offset 1m or vector(0.05) > bool 2"
+    ) == {"x_bucket", "y_total"}
+    assert metric_names('sum(up{job="cutover"}) without (instance) unless absent(z)') == {"up", "z"}
+    assert metric_names('label_replace(a, "dst", "$1", "src", "(.*)") * 1e3') == {"a"}
+    assert metric_names("max_over_time(b[1m:10s]) > 1.5 and c") == {"b", "c"}
+
+
+# --------------------------------------------------------------------------- static checks
+
+
+def test_dashboard_is_a_provisionable_grafana_dashboard() -> None:
+    dashboard = load_dashboard()
+    assert dashboard["schemaVersion"] >= 39
+    assert dashboard["uid"] == "cutover" and dashboard["title"] == "Cutover"
+    assert dashboard.get("id") is None, "a provisioned dashboard must not carry a database id"
+    variables = {variable["name"]: variable for variable in dashboard["templating"]["list"]}
+    datasource = variables["datasource"]
+    assert (datasource["type"], datasource["query"]) == ("datasource", "prometheus")
+    route = variables["route"]
+    assert route["type"] == "query" and route["includeAll"] and route["allValue"] == ".*"
+    assert route["definition"] == "label_values(cutover_split_weight, route)"
+    assert route["query"]["query"] == route["definition"]
+    assert route["datasource"] == {"type": "prometheus", "uid": "${datasource}"}
+
+    panels = all_panels(dashboard)
+    ids = [panel["id"] for panel in panels]
+    assert len(ids) == len(set(ids)), f"panel ids repeat: {ids}"
+    titles = {panel["title"]: panel["type"] for panel in panels if panel["type"] != "row"}
+    for title, kind in REQUIRED_PANELS.items():
+        assert titles.get(title) == kind, f"missing {kind} panel {title!r}; have {titles}"
+    for panel in panels:
+        grid = panel["gridPos"]
+        assert grid["x"] + grid["w"] <= 24 and grid["w"] > 0 and grid["h"] > 0, panel["title"]
+        if panel["type"] == "row":
+            continue
+        assert panel["targets"], f"panel {panel['title']!r} has no query"
+        assert panel["datasource"]["uid"] == "${datasource}", panel["title"]
+        for target in panel["targets"]:
+            assert target["datasource"] == {"type": "prometheus", "uid": "${datasource}"}
+            assert target["expr"].strip() and target["refId"], (panel["title"], target)
+    annotations = {a["name"]: a for a in dashboard["annotations"]["list"]}
+    for name, metric in (
+        ("Rollbacks", "cutover_rollbacks_total"),
+        ("Promotions", "cutover_promotions_total"),
+    ):
+        assert metric in metric_names(annotations[name]["expr"]), annotations[name]
+        assert annotations[name]["datasource"]["uid"] == "${datasource}"
+        assert annotations[name]["enable"] is True
+
+
+def panel_exprs(dashboard: dict[str, Any], title: str) -> list[str]:
+    return [q.expr for q in dashboard_queries(dashboard) if q.panel == title]
+
+
+def test_dashboard_draws_the_guards_thresholds() -> None:
+    dashboard = load_dashboard()
+    guard, values = cutover_config.GuardConfig(), constants(dashboard)
+    expected = {
+        "max_error_rate": guard.max_error_rate,
+        "max_latency_ratio": guard.max_latency_ratio,
+        "max_memory_ratio": guard.max_memory_ratio,
+    }
+    shadow = getattr(cutover_config, "Shadow", None)
+    if shadow is not None:
+        expected["max_mismatch_rate"] = shadow().max_mismatch_rate
+    for name, default in expected.items():
+        assert float(values[name]) == default, f"dashboard constant {name} != config default"
+    example = yaml.safe_load((ROOT / "config" / "cutover.yaml").read_text(encoding="utf-8"))
+    for name in ("max_error_rate", "max_latency_ratio", "max_memory_ratio"):
+        assert float(values[name]) == example["guard"][name], name
+
+    assert "vector($max_error_rate)" in panel_exprs(dashboard, "Error rate by backend")
+    assert "vector($max_latency_ratio)" in panel_exprs(dashboard, "p95 ratio new / legacy")
+    assert "vector($max_mismatch_rate)" in panel_exprs(dashboard, "Shadow mismatch rate")
+    memory = panel_exprs(dashboard, "Backend resident memory")
+    assert any(
+        "cutover_guard_baseline_memory_bytes" in e and "* $max_memory_ratio" in e for e in memory
+    ), memory
+    latency = " ".join(panel_exprs(dashboard, "Latency p50 / p95 / p99 by backend"))
+    for quantile in ("0.5", "0.95", "0.99"):
+        assert f"histogram_quantile({quantile}, sum by (backend, le)" in latency
+    (checks,) = panel_exprs(dashboard, "Guard check results")
+    assert "sum by (check, result)" in checks
+
+
+def test_every_dashboard_query_passes_promtool(tmp_path: Path) -> None:
+    """Each query, variables substituted, as a recording rule: promtool parses every one."""
+    dashboard = load_dashboard()
+    queries = dashboard_queries(dashboard)
+    assert len(queries) >= 20, queries
+    rules = [
+        {
+            "record": f"cutover:dashboard_query_{i}",
+            "expr": substitute(q.expr, dashboard, rate_interval="1m", range_="1h"),
+        }
+        for i, q in enumerate(queries)
+    ]
+    path = tmp_path / "dashboard-rules.yml"
+    path.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}))
+    result = promtool("check", "rules", str(path))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"SUCCESS: {len(rules)} rules found" in result.stdout, result.stdout
+
+
+def test_alert_rules_and_prometheus_config_pass_promtool() -> None:
+    result = promtool("check", "rules", str(ALERTS))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"SUCCESS: {len(ALERT_NAMES)} rules found" in result.stdout, result.stdout
+    # check config also checks the rule files it loads (alerts.yml).
+    result = promtool("check", "config", str(PROMETHEUS_CONFIG))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def github_anchor(heading: str) -> str:
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def readme_section() -> str:
+    text = README.read_text(encoding="utf-8")
+    start = text.index("## Watching a migration\n")
+    end = text.index("## Deprecation headers\n")
+    assert start < end, "the section goes just before Deprecation headers"
+    return text[start:end]
+
+
+def test_alert_rules_mirror_the_guard_and_have_runbooks() -> None:
+    rules = {rule["alert"]: rule for rule in alert_rules()}
+    assert set(rules) == set(ALERT_NAMES)
+    anchors = {
+        github_anchor(line.lstrip("#"))
+        for line in README.read_text(encoding="utf-8").splitlines()
+        if line.startswith("#")
+    }
+    for name, rule in rules.items():
+        annotations = rule["annotations"]
+        assert annotations["summary"].strip() and annotations["description"].strip(), name
+        url = annotations["runbook_url"]
+        assert url == f"README.md#{github_anchor(name)}", url
+        assert github_anchor(name) in anchors, f"README has no runbook heading for {name}"
+        assert rule["labels"]["severity"] in ("critical", "warning"), name
+
+    guard = cutover_config.GuardConfig()
+    window = f"[{cutover_config.GuardConfig().window / 60:g}m]"
+    error, latency = (
+        rules["CutoverNewErrorRateHigh"]["expr"],
+        rules["CutoverLatencyRatioHigh"]["expr"],
+    )
+    assert f") > {guard.max_error_rate:g}\n" in error, error
+    assert f") > {guard.max_latency_ratio:g}\n" in latency, latency
+    assert f"> {guard.max_memory_ratio:g}" in rules["CutoverMemoryRatioHigh"]["expr"]
+    for expr in (error, latency):
+        assert f">= {guard.min_requests}" in expr, expr
+        assert set(re.findall(r"\[[^\]]+\]", expr)) == {window}, expr
+
+
+def strip_annotations(rules_text: str) -> str:
+    rules = yaml.safe_load(rules_text)
+    for group in rules["groups"]:
+        for rule in group["rules"]:
+            rule.pop("annotations", None)
+    return yaml.safe_dump(rules, sort_keys=False)
+
+
+def series(name: str, values: str, **labels: str) -> dict[str, str]:
+    selector = ",".join(f'{key}="{value}"' for key, value in labels.items())
+    return {"series": f"{name}{{{selector}}}", "values": values}
+
+
+def requests(code: str, values: str, backend: str = "new") -> dict[str, str]:
+    return series(
+        "cutover_requests_total",
+        values,
+        backend=backend,
+        code=code,
+        route="default",
+        job="cutover",
+        instance="a",
+    )
+
+
+def buckets(backend: str, counts: dict[str, str]) -> list[dict[str, str]]:
+    return [
+        series(
+            "cutover_request_duration_seconds_bucket",
+            values,
+            backend=backend,
+            route="default",
+            le=le,
+            job="cutover",
+            instance="a",
+        )
+        for le, values in counts.items()
+    ]
+
+
+def expect(alertname: str, at: str, *alerts: dict[str, str]) -> dict[str, Any]:
+    return {
+        "alertname": alertname,
+        "eval_time": at,
+        "exp_alerts": [{"exp_labels": labels} for labels in alerts],
+    }
+
+
+def test_alert_rules_fire_on_each_fault_and_not_on_a_healthy_system(tmp_path: Path) -> None:
+    """promtool test rules on the production rules (for: and windows as shipped, only the
+    annotations left out): each alert fires on its fault, at its threshold, and not before."""
+    instance = {"job": "cutover", "instance": "a"}
+    fast = "0+60x40"  # 4 requests/s, sampled every 15 s for 10 minutes
+    healthy_latency = {"0.1": fast, "0.5": fast, "+Inf": fast}
+    healthy_series = [
+        requests("2xx", fast),
+        requests("2xx", fast, backend="legacy"),
+        *buckets("new", healthy_latency),
+        *buckets("legacy", healthy_latency),
+        series("cutover_backend_resident_memory_bytes", "100x40", backend="new", **instance),
+        series("cutover_guard_baseline_memory_bytes", "100x40", backend="new", **instance),
+        series("cutover_rollout_phase", "0x40", phase="rolled_back", **instance),
+        series("cutover_guard_checks_total", "0+4x40", check="memory", result="pass", **instance),
+        series("up", "1x40", **instance),
+        series("cutover_config_reload_failures_total", "0x40", **instance),
+    ]
+    critical = {"severity": "critical"}
+    tests = [
+        {  # healthy: no alert at all
+            "interval": "15s",
+            "input_series": healthy_series,
+            "alert_rule_test": [expect(name, "8m") for name in ALERT_NAMES],
+        },
+        {  # 10 % errors: fires after its 1m "for"; 2 % does not
+            "interval": "15s",
+            "input_series": [requests("2xx", "0+54x40"), requests("5xx", "0+6x40")],
+            "alert_rule_test": [
+                expect("CutoverNewErrorRateHigh", "1m"),
+                expect("CutoverNewErrorRateHigh", "3m", critical),
+            ],
+        },
+        {
+            "interval": "15s",
+            "input_series": [requests("2xx", "0+58.8x40"), requests("5xx", "0+1.2x40")],
+            "alert_rule_test": [expect("CutoverNewErrorRateHigh", "5m")],
+        },
+        {  # 10 % errors of 4 requests a minute: below min_requests, no data, no alert
+            "interval": "15s",
+            "input_series": [requests("2xx", "0+0.9x40"), requests("5xx", "0+0.1x40")],
+            "alert_rule_test": [expect("CutoverNewErrorRateHigh", "5m")],
+        },
+        {  # new's requests take 0.1-0.5 s, legacy's under 0.1 s: p95 ratio about 5
+            "interval": "15s",
+            "input_series": [
+                requests("2xx", fast),
+                *buckets("legacy", healthy_latency),
+                *buckets("new", {"0.1": "0x40", "0.5": fast, "+Inf": fast}),
+            ],
+            "alert_rule_test": [expect("CutoverLatencyRatioHigh", "3m", critical)],
+        },
+        {  # memory at 1.5 x the baseline is the limit (passes); above it fires
+            "interval": "15s",
+            "input_series": [
+                series(
+                    "cutover_backend_resident_memory_bytes",
+                    "150x40",
+                    backend="new",
+                    job="cutover",
+                    instance="a",
+                ),
+                series(
+                    "cutover_guard_baseline_memory_bytes",
+                    "100x40",
+                    backend="new",
+                    job="cutover",
+                    instance="a",
+                ),
+                series(
+                    "cutover_backend_resident_memory_bytes",
+                    "151x40",
+                    backend="new",
+                    job="cutover",
+                    instance="b",
+                ),
+                series(
+                    "cutover_guard_baseline_memory_bytes",
+                    "100x40",
+                    backend="new",
+                    job="cutover",
+                    instance="b",
+                ),
+            ],
+            "alert_rule_test": [
+                expect(
+                    "CutoverMemoryRatioHigh",
+                    "3m",
+                    {"backend": "new", "job": "cutover", "instance": "b", **critical},
+                ),
+            ],
+        },
+        {  # a rollback at 45 s pages at once; the other replica stays quiet
+            "interval": "15s",
+            "input_series": [
+                series("cutover_rollout_phase", "0 0 0 1x37", phase="rolled_back", **instance),
+                series(
+                    "cutover_rollout_phase",
+                    "0x40",
+                    phase="rolled_back",
+                    job="cutover",
+                    instance="b",
+                ),
+            ],
+            "alert_rule_test": [
+                expect("CutoverRolledBack", "30s"),
+                expect("CutoverRolledBack", "45s", {**instance, "severity": "warning"}),
+            ],
+        },
+        {  # a guard check erroring on every evaluation: warns after 5 minutes
+            "interval": "15s",
+            "input_series": [
+                series(
+                    "cutover_guard_checks_total",
+                    "1+3x40",
+                    check="memory",
+                    result="error",
+                    **instance,
+                ),
+            ],
+            "alert_rule_test": [
+                expect("CutoverGuardSourceErrors", "4m"),
+                expect(
+                    "CutoverGuardSourceErrors",
+                    "6m",
+                    {**instance, "check": "memory", "severity": "warning"},
+                ),
+            ],
+        },
+        {  # the proxy stops answering scrapes at 1m: pages a minute later
+            "interval": "15s",
+            "input_series": [series("up", "1 1 1 1 0x36", **instance)],
+            "alert_rule_test": [
+                expect("CutoverProxyDown", "1m30s"),
+                expect("CutoverProxyDown", "2m30s", {**instance, **critical}),
+            ],
+        },
+        {  # no cutover job in Prometheus at all
+            "interval": "15s",
+            "input_series": [series("up", "1x40", job="other", instance="x")],
+            "alert_rule_test": [expect("CutoverProxyDown", "2m", {"job": "cutover", **critical})],
+        },
+        {  # a refused reload at 1m warns at once
+            "interval": "15s",
+            "input_series": [
+                series("cutover_config_reload_failures_total", "0 0 0 0 1x36", **instance)
+            ],
+            "alert_rule_test": [
+                expect("CutoverConfigReloadFailed", "45s"),
+                expect("CutoverConfigReloadFailed", "1m15s", {**instance, "severity": "warning"}),
+            ],
+        },
+    ]
+    (tmp_path / "alerts.yml").write_text(strip_annotations(ALERTS.read_text(encoding="utf-8")))
+    spec = {"rule_files": ["alerts.yml"], "evaluation_interval": "15s", "tests": tests}
+    (tmp_path / "alerts_test.yml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    result = promtool("test", "rules", str(tmp_path / "alerts_test.yml"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS" in result.stdout, result.stdout
+
+
+def test_provisioning_compose_and_dockerfile_agree() -> None:
+    datasources = yaml.safe_load(DATASOURCES.read_text(encoding="utf-8"))
+    assert datasources["apiVersion"] == 1
+    (source,) = datasources["datasources"]
+    assert source["type"] == "prometheus" and source["access"] == "proxy"
+    assert source["url"] == "http://127.0.0.1:9090"
+    prometheus = yaml.safe_load(PROMETHEUS_CONFIG.read_text(encoding="utf-8"))
+    assert source["jsonData"]["timeInterval"] == prometheus["global"]["scrape_interval"]
+    providers = yaml.safe_load(DASHBOARD_PROVIDERS.read_text(encoding="utf-8"))
+    assert providers["apiVersion"] == 1
+    (provider,) = providers["providers"]
+    assert provider["type"] == "file"
+    dashboards_path = provider["options"]["path"]
+
+    compose = yaml.safe_load(COMPOSE.read_text(encoding="utf-8"))
+    services = compose["services"]
+    assert {"proxy", "legacy", "new", "prometheus", "grafana"} <= set(services)
+
+    def mounts(service: str) -> dict[str, str]:
+        """container path -> host path, for the service's bind mounts of repo files."""
+        found = {}
+        for volume in services[service].get("volumes", []):
+            host, container, *_ = volume.split(":")
+            if host.startswith("./"):
+                assert (ROOT / host).exists(), f"{service} mounts missing {host}"
+                found[container] = host
+        return found
+
+    grafana = mounts("grafana")
+    assert grafana["/etc/grafana/provisioning"] == "./grafana/provisioning"
+    assert grafana[dashboards_path] == "./grafana/dashboards"
+    home = services["grafana"]["environment"]["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
+    assert home == f"{dashboards_path}/{DASHBOARD.name}"
+    prom = mounts("prometheus")
+    config_in_container = prom["/etc/prometheus/prometheus.yml"]
+    assert config_in_container == "./config/prometheus.yml"
+    assert "--config.file=/etc/prometheus/prometheus.yml" in services["prometheus"]["command"]
+    for rule_file in prometheus["rule_files"]:  # resolved beside the config file
+        assert prom[f"/etc/prometheus/{rule_file}"] == f"./config/{rule_file}"
+
+    proxy = services["proxy"]
+    env = proxy["environment"]
+    assert env["CUTOVER_LISTEN__HOST"] == env["CUTOVER_ADMIN__HOST"] == "0.0.0.0"
+    assert env["CUTOVER_ADMIN_TOKEN"].startswith("${CUTOVER_ADMIN_TOKEN:-"), "needs a default"
+    assert mounts("proxy")["/app/config"] == "./config"
+    example = yaml.safe_load((ROOT / "config" / "cutover.yaml").read_text(encoding="utf-8"))
+    published = {int(port.split(":")[-1]) for port in proxy["ports"]}
+    assert {example["listen"]["port"], example["admin"]["port"], 9090, 3000} <= published
+    for name, service in services.items():
+        if name != "proxy":
+            assert service["network_mode"] == "service:proxy", name
+    # The scrape targets are the config's addresses, the same inside compose's namespace.
+    targets = {
+        target
+        for job in prometheus["scrape_configs"]
+        for static in job["static_configs"]
+        for target in static["targets"]
+    }
+    backend_ports = {urlport(example["backends"][b]["url"]) for b in ("legacy", "new")}
+    assert targets == {f"127.0.0.1:{port}" for port in backend_ports | {example["admin"]["port"]}}
+    for backend in ("legacy", "new"):
+        command = services[backend]["command"]
+        assert command[command.index("--port") + 1] == str(
+            urlport(example["backends"][backend]["url"])
+        )
+    traffic = services["traffic"]["command"]
+    compile(traffic[-1], "docker-compose.yml traffic", "exec")
+
+    dockerfile = DOCKERFILE.read_text(encoding="utf-8")
+    assert dockerfile.startswith("# ") and "FROM python:3.11-slim" in dockerfile
+    assert "RUN pip install ." in dockerfile
+
+
+def urlport(url: str) -> int:
+    port = httpx.URL(url).port
+    assert port is not None, url
+    return port
+
+
+def test_readme_explains_every_panel_and_alert() -> None:
+    section = readme_section()
+    for title in REQUIRED_PANELS:
+        assert f"**{title}**" in section, f"README does not explain the panel {title!r}"
+    for name in ALERT_NAMES:
+        assert f"#### {name}\n" in section, name
+    assert "provided for users who have Docker" in section
+
+
+# --------------------------------------------------------------------------- live processes
+
+
+class PrometheusServer(Process):
+    """``prometheus`` as a child process: its own config, storage in tmp and a free port on
+    127.0.0.1 (never the system service)."""
+
+    def __init__(self, path: str, log_dir: Path, config_path: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        argv = [
+            path,
+            f"--config.file={config_path}",
+            f"--storage.tsdb.path={log_dir / 'prometheus-data'}",
+            f"--web.listen-address=127.0.0.1:{self.port}",
+            "--log.level=warn",
+        ]
+        super().__init__("prometheus", argv, clean_env(), log_dir)
+        self.client = httpx.Client(base_url=self.url, timeout=10.0, trust_env=False)
+
+    def start(self) -> PrometheusServer:
+        self.spawn()
+        self.wait_http_ok(f"{self.url}/-/ready")
+        return self
+
+    def api(self, path: str, **params: Any) -> Any:
+        response = self.client.get(f"/api/v1/{path}", params=params)
+        body = response.json()
+        assert body["status"] == "success", f"{path} {params}: {body}"
+        return body["data"]
+
+    def query(self, expr: str) -> list[dict[str, Any]]:
+        return self.api("query", query=expr)["result"]
+
+    def query_range(self, expr: str, start: float, end: float) -> list[dict[str, Any]]:
+        return self.api("query_range", query=expr, start=start, end=end, step=1)["result"]
+
+    def active_alerts(self) -> dict[str, str]:
+        return {a["labels"]["alertname"]: a["state"] for a in self.api("alerts")["alerts"]}
+
+    def fired_since(self, alertname: str, since: float) -> bool:
+        seconds = max(1, math.ceil(time.time() - since))
+        selector = f'ALERTS{{alertname="{alertname}",alertstate="firing"}}'
+        return bool(self.query(f"max_over_time({selector}[{seconds}s])"))
+
+    def close(self) -> None:
+        try:
+            self.stop()
+        finally:
+            self.client.close()
+
+
+def fast_rules(text: str) -> str:
+    """The rules at the test's time scale: every range 20 s (long enough to hold the alerts'
+    50 requests to new at 10 %, even on a busy machine), every non-zero ``for:`` 1 s."""
+    rules = yaml.safe_load(text)
+    for group in rules["groups"]:
+        for rule in group["rules"]:
+            rule["expr"] = re.sub(r"\[\d+[smhdwy]\]", "[20s]", rule["expr"])
+            if rule.get("for") and not re.fullmatch(r"0[smh]?", str(rule["for"])):
+                rule["for"] = "1s"
+    return yaml.safe_dump(rules, sort_keys=False)
+
+
+def prometheus_config_for(ports: ProxyPorts, legacy: Service, new: Service, rules: Path) -> str:
+    """config/prometheus.yml with the test's addresses, 1 s intervals and the fast rules."""
+    config = yaml.safe_load(PROMETHEUS_CONFIG.read_text(encoding="utf-8"))
+    config["global"] = {"scrape_interval": "1s", "evaluation_interval": "1s"}
+    config["rule_files"] = [str(rules)]
+    addresses = {
+        "cutover": f"127.0.0.1:{ports.admin}",
+        "legacy": f"127.0.0.1:{legacy.port}",
+        "new": f"127.0.0.1:{new.port}",
+    }
+    for job in config["scrape_configs"]:
+        for static in job["static_configs"]:
+            key = static.get("labels", {}).get("backend", job["job_name"])
+            static["targets"] = [addresses[key]]
+    return yaml.safe_dump(config, sort_keys=False)
+
+
+@dataclass
+class Stack:
+    tmp: Path
+    legacy: Service
+    new: Service
+    faults: Faults
+    proxy: ProxyProcess
+    config: dict[str, Any]
+    config_path: Path
+    traffic: TrafficDriver
+    prometheus: PrometheusServer | None
+    started: float = field(default_factory=time.time)
+    healthy_at: float | None = None  # a moment of healthy traffic, before any fault
+
+    def write_config(self, config: dict[str, Any] | str) -> None:
+        text = config if isinstance(config, str) else yaml.safe_dump(config, sort_keys=False)
+        tmp = self.config_path.with_name(f".{self.config_path.name}.tmp")
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, self.config_path)
+
+    @property
+    def processes(self) -> list[Process]:
+        found: list[Process] = [self.proxy, self.legacy, self.new]
+        return [*found, self.prometheus] if self.prometheus is not None else found
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """Both backends, Prometheus (when installed) and a proxy whose guard reads it, with
+    traffic flowing to both backends."""
+    tmp = tmp_path_factory.mktemp("observability")
+    prometheus_path = shutil.which("prometheus")
+    legacy = Service.legacy(tmp)
+    new = Service.new(tmp, FAULTS_TOKEN)
+    faults = Faults(new.url, FAULTS_TOKEN)
+    ports = ProxyPorts.pick()
+    prometheus: PrometheusServer | None = None
+    proxy: ProxyProcess | None = None
+    traffic: TrafficDriver | None = None
+    try:
+        legacy.start()
+        new.start()
+        prometheus_url = f"http://127.0.0.1:{free_port()}"  # nothing there without Prometheus
+        if prometheus_path is not None:
+            rules = tmp / "alerts.yml"
+            rules.write_text(fast_rules(ALERTS.read_text(encoding="utf-8")))
+            prometheus_config = tmp / "prometheus.yml"
+            prometheus_config.write_text(prometheus_config_for(ports, legacy, new, rules))
+            prometheus = PrometheusServer(prometheus_path, tmp, prometheus_config).start()
+            prometheus_url = prometheus.url
+        config = {
+            "listen": {"host": "127.0.0.1", "port": ports.listen},
+            "admin": {"host": "127.0.0.1", "port": ports.admin},
+            "backends": {
+                "legacy": {"url": legacy.url, "metrics_url": f"{legacy.url}/metrics"},
+                "new": {"url": new.url, "metrics_url": f"{new.url}/metrics"},
+            },
+            "split": {"weight": 10, "sticky": "header:X-User-Id"},
+            "rollout": {"stages": [10, 50, 100], "hold": 3},
+            "guard": {
+                "interval": 1,
+                "window": GUARD_WINDOW,
+                "min_requests": 20,
+                "failures_to_rollback": 2,
+                "source": "prometheus",
+                "prometheus": {
+                    "url": prometheus_url,
+                    "timeout": 2,
+                },
+            },
+            "state": {"path": str(tmp / "state.json")},
+        }
+        config_path = tmp / "cutover.yaml"
+        config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+        proxy = ProxyProcess(tmp, config_path, ports, ADMIN_TOKEN).start()
+        traffic = TrafficDriver(proxy.url)
+        traffic.start()
+        stack = Stack(tmp, legacy, new, faults, proxy, config, config_path, traffic, prometheus)
+        wait_until(
+            lambda: {r.backend for r in traffic.replies} >= {"legacy", "new"},
+            DEADLINE,
+            "traffic to both backends",
+            *stack.processes,
+        )
+        if prometheus is not None:
+            window = f"[{GUARD_WINDOW}s]"
+            healthy = (
+                f'sum(increase(cutover_requests_total{{backend="new"}}{window})) > 20'
+                f' and sum(increase(cutover_requests_total{{backend="legacy"}}{window})) > 20'
+                ' and max(cutover_backend_resident_memory_bytes{backend="new"}) > 0'
+            )
+            wait_until(
+                lambda: prometheus.query(healthy),
+                DEADLINE,
+                "Prometheus to see traffic on both backends",
+                *stack.processes,
+            )
+            stack.healthy_at = time.time()
+        yield stack
+    finally:
+        if traffic is not None:
+            traffic.stop()
+        if proxy is not None:
+            proxy.close()
+        if prometheus is not None:
+            prometheus.close()
+        faults.close()
+        legacy.stop()
+        new.stop()
+
+
+def metrics_page(url: str) -> str:
+    response = httpx.get(f"{url}/metrics", timeout=5.0, trust_env=False)
+    assert response.status_code == 200, response.text
+    return response.text
+
+
+@pytest.mark.e2e
+def test_live_metrics_page_passes_promtool(stack: Stack) -> None:
+    page = stack.proxy.metrics_text()
+    assert "cutover_requests_total{" in page
+    result = promtool("check", "metrics", stdin=page)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.e2e
+def test_every_metric_a_query_uses_is_exported(stack: Stack) -> None:
+    """Scrape the running proxy and backends: every name in a dashboard or alert query is
+    one of theirs (or Prometheus's own ``up``)."""
+    exported = exported_names(stack.proxy.metrics_text())
+    for service in (stack.legacy, stack.new):
+        exported |= exported_names(metrics_page(service.url))
+    assert "cutover_requests_total" in exported and "process_resident_memory_bytes" in exported
+    used: dict[str, set[str]] = {}
+    dashboard = load_dashboard()
+    for query in dashboard_queries(dashboard):
+        expr = substitute(query.expr, dashboard, rate_interval="1m", range_="1h")
+        for name in metric_names(expr):
+            used.setdefault(name, set()).add(query.where)
+    for rule in alert_rules():
+        for name in metric_names(rule["expr"]):
+            used.setdefault(name, set()).add(f"alert {rule['alert']}")
+    missing = {
+        name: sorted(where)
+        for name, where in used.items()
+        if name not in exported and name not in PROMETHEUS_SYNTHETIC
+    }
+    assert not missing, f"queries use metrics that Cutover does not export: {missing}"
+
+
+# --------------------------------------------------------------------------- end to end
+
+
+def wait_status(stack: Stack, what: str, predicate: Any) -> dict[str, Any]:
+    def check() -> dict[str, Any] | None:
+        status = stack.proxy.status()
+        return status if predicate(status) else None
+
+    try:
+        return wait_until(check, DEADLINE, what, *stack.processes)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\nlast status: {stack.proxy.status()!r}") from None
+
+
+def wait_fired(stack: Stack, prometheus: PrometheusServer, alertname: str, since: float) -> None:
+    """``alertname`` was firing at some evaluation after ``since`` (unix time)."""
+    try:
+        wait_until(
+            lambda: prometheus.fired_since(alertname, since),
+            DEADLINE,
+            f"alert {alertname} to fire",
+            *stack.processes,
+        )
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\nactive alerts: {prometheus.active_alerts()}") from None
+
+
+def rollback_by(stack: Stack, check: str, threshold: float) -> dict[str, Any]:
+    status = wait_status(stack, f"a rollback by {check}", lambda s: s["phase"] == "rolled_back")
+    failure = status["failure"]
+    assert (failure["check"], failure["result"]) == (check, "fail"), status
+    assert failure["threshold"] == pytest.approx(threshold), failure
+    assert failure["value"] > threshold, failure
+    assert status["history"][-1]["actor"] == "guard", status["history"][-1]
+    return status
+
+
+def restart_rollout(stack: Stack, prometheus: PrometheusServer) -> None:
+    """Clear the fault, let the guard window drain of the faulty requests (after a rollback
+    new gets none), then `cutover restart`: otherwise the first evaluations would judge the
+    fault again and roll back for it."""
+    stack.faults.clear()
+    drained = f'sum(increase(cutover_requests_total{{backend="new"}}[{GUARD_WINDOW}s])) == 0'
+    wait_until(lambda: prometheus.query(drained), DEADLINE, "an empty window", *stack.processes)
+    response = stack.proxy.action("restart")
+    assert response.status_code == 200, response.text
+    assert response.json()["weight"] == 10, response.json()
+
+
+@pytest.mark.e2e
+def test_default_guard_queries_read_a_healthy_rollout(stack: Stack) -> None:
+    """Each default guard query returns a number at a moment of healthy traffic."""
+    prometheus = stack.prometheus
+    if prometheus is None:
+        binary("prometheus")
+        return
+    failed = 'cutover_requests_total{backend="new",code=~"5xx|error"}'
+    if prometheus.api("query", query=failed, time=stack.healthy_at)["result"]:
+        pytest.skip("new had already failed a request, so this cannot show a missing series")
+    readings = ("new_requests", "new_errors", "legacy_requests", "new_p95", "legacy_p95",
+                "new_memory")  # fmt: skip
+    empty = []
+    for reading in readings:
+        expr = cutover_config.DEFAULT_QUERIES[reading].replace("$window", f"{GUARD_WINDOW}s")
+        result = prometheus.api("query", query=expr, time=stack.healthy_at)["result"]
+        if len(result) != 1 or math.isnan(float(result[0]["value"][1])):
+            empty.append(f"{reading}: {expr} -> {result}")
+    assert not empty, "default guard queries without a number:\n" + "\n".join(empty)
+
+
+@pytest.mark.e2e
+def test_prometheus_sees_every_fault_and_every_panel_has_data(stack: Stack) -> None:
+    prometheus = stack.prometheus
+    if prometheus is None:
+        binary("prometheus")  # skips (or fails under CI) with the reason
+        return
+    guard = cutover_config.GuardConfig()
+    proxy = stack.proxy
+
+    # Prometheus scrapes the proxy and both backends.
+    def targets_up() -> bool:
+        up = prometheus.query('up{job=~"cutover.*"} == 1')
+        return len(up) == 3
+
+    wait_until(targets_up, DEADLINE, "3 scrape targets up", *stack.processes)
+
+    # The guard's checks pass through PromQL and promote 10 -> 50.
+    status = wait_status(stack, "a promotion", lambda s: s["weight"] >= 50)
+    promote = status["history"][1]
+    assert (promote["kind"], promote["actor"], promote["to_weight"]) == ("promote", "guard", 50)
+    assert status["baseline_memory_bytes"] > 0, status
+    quiet = {
+        name: state
+        for name, state in prometheus.active_alerts().items()
+        if state in ("pending", "firing")
+    }
+    assert not quiet, f"alerts active while healthy: {quiet}"
+
+    # 1. Half of new's requests fail: the guard rolls back through PromQL; alerts fire.
+    injected = time.time()
+    stack.faults.set(error_rate=0.5)
+    rollback_by(stack, "error_rate", guard.max_error_rate)
+    for alertname in ("CutoverNewErrorRateHigh", "CutoverRolledBack"):
+        wait_fired(stack, prometheus, alertname, injected)
+
+    # 2. new answers 300 ms late.
+    restart_rollout(stack, prometheus)
+    wait_status(
+        stack, "latency passing again", lambda s: s["checks"]["latency"]["result"] == "pass"
+    )
+    injected = time.time()
+    stack.faults.set(extra_latency_ms=300)
+    rollback_by(stack, "latency", guard.max_latency_ratio)
+    wait_fired(stack, prometheus, "CutoverLatencyRatioHigh", injected)
+
+    # 3. new leaks 2 MiB a request (after `restart` took a new baseline).
+    restart_rollout(stack, prometheus)
+    wait_status(stack, "memory passing again", lambda s: s["checks"]["memory"]["result"] == "pass")
+    injected = time.time()
+    stack.faults.set(leak_kb_per_request=2048)
+    rollback_by(stack, "memory", guard.max_memory_ratio)
+    wait_fired(stack, prometheus, "CutoverMemoryRatioHigh", injected)
+    stack.faults.clear()
+
+    # 4. An invalid config is refused; then a valid one whose memory query is broken PromQL.
+    injected = time.time()
+    stack.write_config({**stack.config, "split": {"weight": 500}})
+    wait_fired(stack, prometheus, "CutoverConfigReloadFailed", injected)
+    broken = json.loads(json.dumps(stack.config))
+    broken["guard"]["prometheus"]["queries"] = {"new_memory": "max(cutover_backend_resident"}
+    injected = time.time()
+    stack.write_config(broken)
+    wait_fired(stack, prometheus, "CutoverGuardSourceErrors", injected)
+    assert proxy.metric("cutover_guard_checks_total", check="memory", result="error") > 0
+
+    # 5. The proxy dies.
+    stack.write_config(stack.config)
+    injected = time.time()
+    proxy.stop()
+    wait_fired(stack, prometheus, "CutoverProxyDown", injected)
+    proxy.restart()
+
+    # Every dashboard query, as Grafana would send it over the test's time range, has data.
+    dashboard = load_dashboard()
+    end = time.time()
+    span = f"{math.ceil(end - stack.started)}s"
+    empty = []
+    for query in dashboard_queries(dashboard):
+        expr = substitute(query.expr, dashboard, rate_interval="5s", range_=span)
+        result = prometheus.query_range(expr, stack.started, end)
+        has_value = any(
+            not math.isnan(float(value)) for series in result for _, value in series["values"]
+        )
+        names = metric_names(expr)
+        if not has_value and not (names and names <= set(NO_SERIES_IN_E2E)):
+            empty.append(f"{query.where}: {expr}")
+    assert not empty, "dashboard queries without data:\n" + "\n".join(empty)
+    routes = prometheus.api("label/route/values", **{"match[]": "cutover_split_weight"})
+    assert "default" in routes, routes
+    # ... and every metric they use has series in Prometheus.
+    names = {
+        name
+        for q in dashboard_queries(dashboard)
+        for name in metric_names(substitute(q.expr, dashboard, rate_interval="5s", range_=span))
+    }
+    names |= {name for rule in alert_rules() for name in metric_names(rule["expr"])}
+    absent = [
+        name
+        for name in sorted(names - set(NO_SERIES_IN_E2E))
+        if not prometheus.api("series", **{"match[]": name, "start": stack.started})
+    ]
+    assert not absent, f"no series in Prometheus for {absent}"
