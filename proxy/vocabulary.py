@@ -1,0 +1,59 @@
+"""Cutover's vocabularies, one StrEnum each, shared by the request path and the control plane
+(both import this module; it imports nothing of Cutover's). Each member is its own string,
+so it serialises to JSON, labels metrics and compares with plain strings unchanged."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Phase(StrEnum):
+    """Where a rollout is."""
+
+    PROGRESSING = "progressing"
+    PAUSED = "paused"
+    PROMOTED = "promoted"
+    ROLLED_BACK = "rolled_back"
+    MANUAL = "manual"
+
+
+class Actor(StrEnum):
+    """Who made a transition."""
+
+    GUARD = "guard"
+    OPERATOR = "operator"
+    STARTUP = "startup"
+
+
+class TransitionKind(StrEnum):
+    START = "start"
+    PROMOTE = "promote"
+    ROLLBACK = "rollback"
+    PAUSE = "pause"
+    RESUME = "resume"
+    RESTART = "restart"
+    SET_WEIGHT = "set_weight"
+
+
+class CheckResult(StrEnum):
+    """What one guard check found."""
+
+    PASS = "pass"
+    FAIL = "fail"
+    NODATA = "nodata"
+    ERROR = "error"
+
+
+class BreakerState(StrEnum):
+    CLOSED = "closed"
+    OPEN = "open"
+    HALF_OPEN = "half_open"
+
+
+class ShadowResult(StrEnum):
+    """How one mirrored request ended."""
+
+    MATCH = "match"
+    MISMATCH = "mismatch"
+    ERROR = "error"
+    DROPPED = "dropped"
