@@ -35,7 +35,7 @@ from pydantic import (
 from pydantic_core import InitErrorDetails, PydanticCustomError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from cutover.shadow.compare import IgnorePathError, check_ignore_paths
+from cutover.shadow.paths import IgnorePathError, check_ignore_paths
 from cutover.upstream.tls import client_context
 
 BackendName = Literal["legacy", "new"]

@@ -1,45 +1,40 @@
 """Dual run: compare the primary backend's response with the shadow backend's.
 
 The status code is compared first; then JSON bodies structurally (numbers within a tolerance)
-or, when either side is not JSON, the raw bytes. Paths are JSONPath-like: ``$``, ``$.a.b``,
-``$.items[3].price``, ``$["odd key"]``.
+or, when either side is not JSON, the raw bytes. Differences are named by the paths of
+``cutover.shadow.paths``, which also says which nodes are ignored.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 from fractions import Fraction
-from functools import lru_cache
 from typing import Any
+
+from cutover.shadow.paths import Pattern, Step, compile_ignore, format_path, ignored
 
 MISSING = "<missing>"
 PREVIEW_BYTES = 64
 MAX_STRING = 120
 MAX_INLINE_JSON = 120
 
-_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_INDEX = re.compile(r"\[(\d+)\]")
-_DECODER = json.JSONDecoder()
 _UNPARSEABLE = object()
 
 
-class IgnorePathError(ValueError):
-    """An ignore path that cannot be parsed."""
+class DiffReason(StrEnum):
+    """What differs at a path."""
 
-
-class _Wildcard(Enum):
-    KEY = ".*"
-    INDEX = "[*]"
-
-
-Step = str | int
-_PatternStep = str | int | _Wildcard
-_Pattern = tuple[_PatternStep, ...]
+    STATUS = "status"
+    TYPE = "type"
+    VALUE = "value"
+    MISSING_KEY = "missing key"
+    EXTRA_KEY = "extra key"
+    LENGTH = "length"
+    BYTES = "bytes"
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +52,7 @@ class Diff:
     path: str
     primary: Any
     shadow: Any
-    reason: str  # status, type, value, missing key, extra key, length, bytes
+    reason: DiffReason
 
 
 def is_json_content_type(content_type: str | None) -> bool:
@@ -93,7 +88,7 @@ def compare_json(
 ) -> list[Diff]:
     """Differences between two parsed JSON documents, at most max_diffs, depth first; an
     object's missing and extra keys come before the differences inside its values."""
-    return _compare(a, b, tolerance, _compile(ignore), _check_limit(max_diffs))
+    return _compare(a, b, tolerance, compile_ignore(ignore), _check_limit(max_diffs))
 
 
 def compare_responses(
@@ -110,97 +105,23 @@ def compare_responses(
 ) -> list[Diff]:
     """A status difference alone, else JSON differences when both sides are parseable JSON,
     else one ``bytes`` difference when the bodies differ. Ignoring ``$`` skips the body."""
-    patterns = _compile(ignore)
+    patterns = compile_ignore(ignore)
     limit = _check_limit(max_diffs)
     if primary_status != shadow_status:
-        return [Diff("$", primary_status, shadow_status, "status")]
+        return [Diff("$", primary_status, shadow_status, DiffReason.STATUS)]
     if is_json_content_type(primary_type) and is_json_content_type(shadow_type):
         primary, shadow = _parse_json(primary_body), _parse_json(shadow_body)
         if primary is not _UNPARSEABLE and shadow is not _UNPARSEABLE:
             return _compare(primary, shadow, tolerance, patterns, limit)
-    if primary_body == shadow_body or _ignored((), patterns):
+    if primary_body == shadow_body or ignored((), patterns):
         return []
-    return [Diff("$", _bytes_summary(primary_body), _bytes_summary(shadow_body), "bytes")]
-
-
-def check_ignore_paths(paths: Sequence[str]) -> None:
-    """Raise IgnorePathError for the first path that cannot be parsed (for config validation)."""
-    _compile(paths)
-
-
-def format_path(steps: Sequence[Step]) -> str:
-    parts = ["$"]
-    for step in steps:
-        if isinstance(step, int):
-            parts.append(f"[{step}]")
-        elif _IDENTIFIER.fullmatch(step):
-            parts.append(f".{step}")
-        else:
-            parts.append(f"[{json.dumps(step, ensure_ascii=False)}]")
-    return "".join(parts)
+    return [Diff("$", _bytes_summary(primary_body), _bytes_summary(shadow_body), DiffReason.BYTES)]
 
 
 def _check_limit(max_diffs: int) -> int:
     if max_diffs < 1:
         raise ValueError(f"max_diffs must be at least 1, got {max_diffs}")
     return max_diffs
-
-
-def _compile(ignore: Sequence[str]) -> tuple[_Pattern, ...]:
-    if isinstance(ignore, str):
-        raise TypeError("ignore is a sequence of paths, not a single path")
-    return tuple(_parse_pattern(path) for path in ignore)
-
-
-@lru_cache(maxsize=256)
-def _parse_pattern(path: str) -> _Pattern:
-    if not path.startswith("$"):
-        raise IgnorePathError(f"{path!r}: a path starts with $")
-    steps: list[_PatternStep] = []
-    i = 1
-    while i < len(path):
-        if path[i] == ".":
-            end = i + 1
-            while end < len(path) and path[end] not in ".[":
-                end += 1
-            name = path[i + 1 : end]
-            if not name:
-                raise IgnorePathError(f"{path!r}: empty key at offset {i}")
-            steps.append(_Wildcard.KEY if name == "*" else name)
-            i = end
-        elif path.startswith("[*]", i):
-            steps.append(_Wildcard.INDEX)
-            i += 3
-        elif path.startswith('["', i):
-            try:
-                name, end = _DECODER.raw_decode(path, i + 1)
-            except json.JSONDecodeError:
-                raise IgnorePathError(f"{path!r}: bad quoted key at offset {i}") from None
-            if not path.startswith("]", end):
-                raise IgnorePathError(f"{path!r}: expected ] at offset {end}")
-            steps.append(name)
-            i = end + 1
-        elif match := _INDEX.match(path, i):
-            steps.append(int(match.group(1)))
-            i = match.end()
-        else:
-            raise IgnorePathError(f"{path!r}: unexpected {path[i]!r} at offset {i}")
-    return tuple(steps)
-
-
-def _step_matches(pattern: _PatternStep, step: Step) -> bool:
-    if pattern is _Wildcard.KEY:
-        return isinstance(step, str)
-    if pattern is _Wildcard.INDEX:
-        return isinstance(step, int)
-    return type(pattern) is type(step) and pattern == step
-
-
-def _ignored(path: tuple[Step, ...], patterns: tuple[_Pattern, ...]) -> bool:
-    """Exact match only: the walk stops at an ignored node, so its subtree is never reached."""
-    return any(
-        len(pattern) == len(path) and all(map(_step_matches, pattern, path)) for pattern in patterns
-    )
 
 
 def _kind(value: Any) -> str:
@@ -230,36 +151,36 @@ class _Collector:
     def full(self) -> bool:
         return len(self.diffs) >= self.limit
 
-    def add(self, path: tuple[Step, ...], primary: Any, shadow: Any, reason: str) -> None:
+    def add(self, path: tuple[Step, ...], primary: Any, shadow: Any, reason: DiffReason) -> None:
         if not self.full:
             self.diffs.append(Diff(format_path(path), primary, shadow, reason))
 
 
 def _compare(
-    a: Any, b: Any, tolerance: Tolerance, patterns: tuple[_Pattern, ...], limit: int
+    a: Any, b: Any, tolerance: Tolerance, patterns: tuple[Pattern, ...], limit: int
 ) -> list[Diff]:
     """Depth first with an explicit stack, so deep documents cannot exhaust the recursion limit."""
     found = _Collector(limit)
     stack: list[tuple[tuple[Step, ...], Any, Any]] = [((), a, b)]
     while stack and not found.full:
         path, left, right = stack.pop()
-        if _ignored(path, patterns):
+        if ignored(path, patterns):
             continue
         kind = _kind(left)
         if kind != _kind(right):
-            found.add(path, _describe(left), _describe(right), "type")
+            found.add(path, _describe(left), _describe(right), DiffReason.TYPE)
         elif kind == "object":
             stack.extend(reversed(_object_children(path, left, right, patterns, found)))
         elif kind == "array":
             if len(left) != len(right):
-                found.add(path, _describe_array(left), _describe_array(right), "length")
+                found.add(path, _describe_array(left), _describe_array(right), DiffReason.LENGTH)
             pairs = zip(left, right, strict=False)
             stack.extend(reversed([((*path, i), x, y) for i, (x, y) in enumerate(pairs)]))
         elif kind == "number":
             if not numbers_match(left, right, tolerance):
-                found.add(path, _describe(left), _describe(right), "value")
+                found.add(path, _describe(left), _describe(right), DiffReason.VALUE)
         elif left != right:
-            found.add(path, _describe(left), _describe(right), "value")
+            found.add(path, _describe(left), _describe(right), DiffReason.VALUE)
     return found.diffs
 
 
@@ -267,7 +188,7 @@ def _object_children(
     path: tuple[Step, ...],
     left: Mapping[str, Any],
     right: Mapping[str, Any],
-    patterns: tuple[_Pattern, ...],
+    patterns: tuple[Pattern, ...],
     found: _Collector,
 ) -> list[tuple[tuple[Step, ...], Any, Any]]:
     """Reports missing and extra keys, returns the pairs under keys present on both sides."""
@@ -276,12 +197,12 @@ def _object_children(
         child = (*path, key)
         if key in right:
             children.append((child, value, right[key]))
-        elif not _ignored(child, patterns):
-            found.add(child, _describe(value), MISSING, "missing key")
+        elif not ignored(child, patterns):
+            found.add(child, _describe(value), MISSING, DiffReason.MISSING_KEY)
     for key, value in right.items():
         child = (*path, key)
-        if key not in left and not _ignored(child, patterns):
-            found.add(child, MISSING, _describe(value), "extra key")
+        if key not in left and not ignored(child, patterns):
+            found.add(child, MISSING, _describe(value), DiffReason.EXTRA_KEY)
     return children
 
 

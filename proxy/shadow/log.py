@@ -29,6 +29,7 @@ from typing import Any
 from concurrent_log_handler import ConcurrentRotatingFileHandler
 
 from cutover.shadow.compare import Diff
+from cutover.vocabulary import ShadowResult
 
 DEFAULT_MAX_BYTES = 10 * 2**20
 DEFAULT_BACKUPS = 3
@@ -37,7 +38,6 @@ DEFAULT_BACKUPS = 3
 MAX_QUEUED = 1024
 REDACTED = "[redacted]"
 SENSITIVE_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "set-cookie"})
-TOTAL_KEYS = ("match", "mismatch", "error", "dropped")
 
 
 class _JsonLine(logging.Formatter):
@@ -128,8 +128,13 @@ def totals_record(*, totals: Mapping[str, int], run_id: str, at: float) -> dict[
         "kind": "totals",
         "at": iso_utc(at),
         "run_id": run_id,
-        "totals": {key: int(totals.get(key, 0)) for key in TOTAL_KEYS},
+        "totals": _counts(totals),
     }
+
+
+def _counts(totals: Mapping[str, int]) -> dict[str, int]:
+    """Every result's count, zero for those not seen."""
+    return {result: int(totals.get(result, 0)) for result in ShadowResult}
 
 
 def iso_utc(at: float) -> str:
@@ -167,5 +172,5 @@ def mismatch_record(
         "primary": {"backend": primary_backend, "status": primary_status},
         "shadow": {"backend": shadow_backend, "status": shadow_status},
         "diffs": [asdict(diff) for diff in diffs],
-        "totals": {key: int(totals.get(key, 0)) for key in TOTAL_KEYS},
+        "totals": _counts(totals),
     }

@@ -31,10 +31,10 @@ from cutover.shadow.compare import Tolerance, compare_responses
 from cutover.shadow.log import ShadowLog, mismatch_record, redact_query, totals_record
 from cutover.types import RawHeaders
 from cutover.upstream.base import Upstream, UpstreamError
+from cutover.vocabulary import ShadowResult
 
 logger = logging.getLogger("cutover.shadow")
 
-RESULTS = ("match", "mismatch", "error", "dropped")
 # Bodies this large together are compared on the comparison thread (a hop costs ~50 µs).
 OFF_LOOP_BYTES = 1024
 
@@ -130,7 +130,7 @@ class Shadower:
         self.log = log
         self.draw = draw
         self.in_flight = 0
-        self.totals: Counter[str] = Counter({result: 0 for result in RESULTS})
+        self.totals: Counter[str] = Counter({result: 0 for result in ShadowResult})
         self.run_id = secrets.token_hex(6)
         self._tasks: set[asyncio.Task[None]] = set()
         self._comparer = ThreadPoolExecutor(1, thread_name_prefix="cutover-compare")
@@ -138,14 +138,14 @@ class Shadower:
     def sampled(self, rule: RouteShadowConfig, method: str) -> bool:
         return rule.enabled and method in rule.methods and self.draw() < rule.sample
 
-    def record(self, route: str, result: str) -> None:
+    def record(self, route: str, result: ShadowResult) -> None:
         self.totals[result] += 1
         self.metrics.shadow_requests.labels(route, result).inc()
 
     def start(self, mirror: Mirror) -> bool:
         """Launch the mirrored call; False (and counted as dropped) when too many are out."""
         if self.in_flight >= self.config.max_in_flight:
-            self.record(mirror.route, "dropped")
+            self.record(mirror.route, ShadowResult.DROPPED)
             mirror.failed()  # settled: nothing more happens to it
             return False
         self.in_flight += 1
@@ -159,10 +159,10 @@ class Shadower:
         """The mirror's client left early: the comparison is dropped at once (the shadow
         call stopped, its slot free), or counted dropped here if it had not started."""
         if mirror.left() and not mirror.launched:
-            self.record(mirror.route, "dropped")
+            self.record(mirror.route, ShadowResult.DROPPED)
 
     async def _run(self, mirror: Mirror) -> None:
-        result = "error"
+        result = ShadowResult.ERROR
         diffs: list = []
         shadow_status = 0
         # The shadow call runs while the client's answer streams. Whichever ends the pair
@@ -178,7 +178,11 @@ class Shadower:
                 if primary is not None:
                     shadow_status, shadow_type, shadow_body = await fetch
             if primary is None:
-                result = "dropped" if mirror.client_left or mirror.too_large else "error"
+                result = (
+                    ShadowResult.DROPPED
+                    if mirror.client_left or mirror.too_large
+                    else ShadowResult.ERROR
+                )
             else:
                 status, primary_type, primary_body = primary
                 rule = mirror.rule
@@ -194,9 +198,9 @@ class Shadower:
                 else:
                     loop = asyncio.get_running_loop()
                     diffs = await loop.run_in_executor(self._comparer, compare)
-                result = "mismatch" if diffs else "match"
+                result = ShadowResult.MISMATCH if diffs else ShadowResult.MATCH
         except TooLarge:
-            result = "dropped"
+            result = ShadowResult.DROPPED
         except (UpstreamError, TimeoutError) as exc:
             logger.debug("shadow call to %s failed: %s", mirror.shadow_backend, exc)
         except Exception:
@@ -208,7 +212,7 @@ class Shadower:
             elif not fetch.cancelled():
                 fetch.exception()  # retrieved: a failure of an unneeded call says nothing
         self.record(mirror.route, result)
-        if result == "mismatch" and self.log is not None:
+        if result is ShadowResult.MISMATCH and self.log is not None:
             self._log(mirror, shadow_status, diffs)
 
     async def _fetch(self, mirror: Mirror) -> tuple[int, str | None, bytes]:

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cutover.shadow.log import TOTAL_KEYS
+from cutover.shadow.compare import DiffReason
+from cutover.vocabulary import ShadowResult
 
 DEFAULT_LOG = "./cutover-shadow.jsonl"
 DEFAULT_TOP = 10
@@ -39,14 +40,18 @@ class PathCount:
 
 
 @dataclass(frozen=True, slots=True)
-class Totals:
+class ResultCounts:
+    """How many mirrored requests ended in each ``ShadowResult`` (a field per result)."""
+
     match: int = 0
     mismatch: int = 0
     error: int = 0
     dropped: int = 0
 
-    def __add__(self, other: Totals) -> Totals:
-        return Totals(*(getattr(self, key) + getattr(other, key) for key in TOTAL_KEYS))
+    def __add__(self, other: ResultCounts) -> ResultCounts:
+        return ResultCounts(
+            **{result: getattr(self, result) + getattr(other, result) for result in ShadowResult}
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +61,7 @@ class Report:
     status_samples: int  # samples whose difference is the status code
     paths: tuple[PathCount, ...]  # most frequent first
     runs: int  # process runs with totals
-    totals: Totals | None  # summed over runs, from each run's last line
+    totals: ResultCounts | None  # summed over runs, from each run's last line
 
     @property
     def comparisons(self) -> int | None:
@@ -77,7 +82,7 @@ class _Sample:
     method: str
     path: str
     diffs: list[dict[str, Any]]
-    totals: Totals | None
+    totals: ResultCounts | None
 
 
 def _count(value: Any) -> int:
@@ -86,12 +91,12 @@ def _count(value: Any) -> int:
     return value
 
 
-def _totals(value: Any) -> Totals | None:
+def _totals(value: Any) -> ResultCounts | None:
     if value is None:
         return None
     if not isinstance(value, dict):
         raise MalformedLineError("totals is not an object")
-    return Totals(*(_count(value.get(key, 0)) for key in TOTAL_KEYS))
+    return ResultCounts(**{result: _count(value.get(result, 0)) for result in ShadowResult})
 
 
 def _sample(line: str) -> _Sample:
@@ -125,7 +130,7 @@ def summarize(lines: Iterable[str]) -> Report:
     samples = malformed = status_samples = 0
     counts: Counter[str] = Counter()
     examples: dict[str, Example] = {}
-    last_totals: dict[str | None, Totals] = {}
+    last_totals: dict[str | None, ResultCounts] = {}
     for line in lines:
         if not line.strip():
             continue
@@ -139,7 +144,7 @@ def summarize(lines: Iterable[str]) -> Report:
         if sample.kind == "totals":
             continue  # a run's closing counts, not a sample
         samples += 1
-        if any(diff.get("reason") == "status" for diff in sample.diffs):
+        if any(diff.get("reason") == DiffReason.STATUS for diff in sample.diffs):
             status_samples += 1
         for diff in sample.diffs:
             counts[diff["path"]] += 1
@@ -160,7 +165,7 @@ def summarize(lines: Iterable[str]) -> Report:
         status_samples=status_samples,
         paths=tuple(PathCount(path, count, examples[path]) for path, count in ranked),
         runs=len(last_totals),
-        totals=sum(last_totals.values(), Totals()) if last_totals else None,
+        totals=sum(last_totals.values(), ResultCounts()) if last_totals else None,
     )
 
 
