@@ -30,7 +30,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
-from cutover.cli.admin_client import token_problem
+from cutover.cli.client import token_problem
 from cutover.config import Settings
 
 STRATEGIES = ("sma_crossover", "rsi_mean_reversion", "momentum", "buy_and_hold")

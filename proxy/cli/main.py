@@ -8,7 +8,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from cutover.cli.admin_client import add_admin_commands
+from cutover.cli.commands import add_admin_commands
 from cutover.config import ConfigError, load_settings
 from cutover.shadow.report import add_diff_report_command, positive_int
 

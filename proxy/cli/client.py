@@ -1,0 +1,201 @@
+"""The admin API's HTTP client: one method per admin request, each answering the rollout
+status; every failure is an ``AdminError``, and an address where something other than a
+Cutover admin API answers is a ``NotAdminAPI``."""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+
+DEFAULT_ADMIN_URL = "http://127.0.0.1:9180"
+TIMEOUT = 10.0
+
+Status = dict[str, Any]
+
+PROBLEM_TYPE_BASE = "urn:cutover:problem:"  # every error the admin API answers has such a type
+# A server failing (uvicorn's bare 500 for a crashed app) or a proxy in front of the admin API
+# answering while it is down: a failure, not a sign of the wrong address.
+SERVER_FAILURES = frozenset({500, 502, 503, 504})
+BACKEND_HEADER = "x-cutover-backend"  # on every response of the proxy listener, never the admin's
+
+
+class AdminError(Exception):
+    """A request to the admin API failed; ``status`` is the HTTP status when there was one."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class AdminUnreachable(AdminError):
+    """No answer: the connection failed or the admin API did not answer in time."""
+
+
+class AdminRefused(AdminError):
+    """The admin API answered with an error: it refused the token or the request, or failed."""
+
+
+class NotAdminAPI(AdminError):
+    """What answered at the address is not a Cutover admin API."""
+
+
+def url_problem(url: str) -> str | None:
+    """Why ``url`` cannot be the admin API's address, or None."""
+    if any(char.isspace() or not char.isprintable() for char in url):
+        return f"must not contain spaces or control characters, got {url!r}"
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+        httpx.URL(url)
+    except (ValueError, httpx.InvalidURL) as exc:
+        return f"{url!r} is not a valid URL ({exc})"
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return f"must be an http:// or https:// URL with a host, got {url!r}"
+    if parts.query or parts.fragment:
+        return f"must not have a query or fragment, got {url!r}"
+    return None
+
+
+def token_problem(token: str) -> str | None:
+    """Why ``token`` cannot be sent as a bearer token, or None. A header field carries ASCII."""
+    for char in token:
+        if not " " <= char <= "~":
+            kind = "a control character" if char.isascii() else "not ASCII"
+            return f"must be printable ASCII (it is sent in a header); {char!r} is {kind}"
+    return None
+
+
+class AdminClient:
+    def __init__(
+        self,
+        base_url: str,
+        token: str | None = None,
+        *,
+        timeout: float = TIMEOUT,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.base_url = base_url
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._http = httpx.Client(
+            base_url=base_url,
+            headers=headers,
+            timeout=timeout,
+            trust_env=False,
+            transport=transport,
+        )
+
+    def __enter__(self) -> AdminClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def status(self) -> Status:
+        return self._request("GET", "/status")
+
+    def pause(self) -> Status:
+        return self._request("POST", "/rollout/pause")
+
+    def resume(self) -> Status:
+        return self._request("POST", "/rollout/resume")
+
+    def promote(self) -> Status:
+        return self._request("POST", "/rollout/promote")
+
+    def restart(self) -> Status:
+        return self._request("POST", "/rollout/restart")
+
+    def rollback(self, reason: str | None = None) -> Status:
+        body = {"reason": reason} if reason else None
+        return self._request("POST", "/rollout/rollback", body)
+
+    def set_weight(self, weight: float) -> Status:
+        return self._request("PUT", "/split", {"weight": weight})
+
+    def _request(self, method: str, path: str, body: dict[str, Any] | None = None) -> Status:
+        try:
+            response = self._http.request(method, path, json=body)
+        except httpx.TimeoutException as exc:
+            raise AdminUnreachable(
+                f"the admin API at {self.base_url} did not answer in time: {exc}"
+            ) from exc
+        except httpx.ConnectError as exc:
+            raise AdminUnreachable(f"cannot reach the admin API at {self.base_url}: {exc}") from exc
+        except httpx.HTTPError as exc:
+            raise AdminUnreachable(f"admin API request {method} {path} failed: {exc}") from exc
+        backend = response.headers.get(BACKEND_HEADER)
+        if backend is not None:
+            raise NotAdminAPI(
+                f"{self.base_url} is Cutover's proxy listener, not its admin API ({method} "
+                f"{path} went to the {backend} backend): use the config's admin.host and "
+                f"admin.port (default {DEFAULT_ADMIN_URL})",
+                response.status_code,
+            )
+        if response.is_error:
+            raise self._error_from(response)
+        return self._status(response)
+
+    def _not_admin(self, response: httpx.Response, what: str) -> NotAdminAPI:
+        request = response.request
+        return NotAdminAPI(
+            f"{self.base_url} is not a Cutover admin API: it answered "
+            f"{request.method} {request.url.path} with {what}",
+            response.status_code,
+        )
+
+    def _status(self, response: httpx.Response) -> Status:
+        try:
+            data = response.json()
+        except ValueError:
+            data = None
+        if not isinstance(data, dict):
+            content_type = response.headers.get("content-type", "no content type")
+            raise self._not_admin(response, f"something other than a JSON object ({content_type})")
+        if "phase" not in data:
+            raise self._not_admin(response, "a JSON object that is not a rollout status")
+        return data
+
+    def _error_from(self, response: httpx.Response) -> AdminError:
+        status = response.status_code
+        problem = _cutover_problem(response)
+        if problem is None:
+            if status not in SERVER_FAILURES:
+                # The admin API answers every error it makes with a Cutover problem; a bare
+                # 404 or 501 comes from something else listening there.
+                return self._not_admin(response, f"{status} {response.reason_phrase}")
+            request = response.request
+            return AdminRefused(
+                f"the admin API answered {status} {response.reason_phrase} "
+                f"to {request.method} {request.url.path}",
+                status,
+            )
+        if status == 401:
+            return AdminRefused(
+                "the admin API refused the token: set CUTOVER_ADMIN_TOKEN or --token", status
+            )
+        detail = problem.get("detail") or problem.get("title")
+        return AdminRefused(str(detail) if detail else f"{status} {response.reason_phrase}", status)
+
+
+def _cutover_problem(response: httpx.Response) -> dict[str, Any] | None:
+    """The body when it is one of Cutover's problem details, else None."""
+    try:
+        problem = response.json()
+    except ValueError:
+        return None
+    if not isinstance(problem, dict) or not str(problem.get("type", "")).startswith(
+        PROBLEM_TYPE_BASE
+    ):
+        return None
+    return problem
