@@ -22,6 +22,7 @@ import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict
 from datetime import UTC, datetime
+from enum import StrEnum
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -38,6 +39,14 @@ DEFAULT_BACKUPS = 3
 MAX_QUEUED = 1024
 REDACTED = "[redacted]"
 SENSITIVE_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "set-cookie"})
+
+
+class RecordKind(StrEnum):
+    """The log's two kinds of line: a mismatch sample (it has no ``kind`` field) and the
+    counts a run writes when it stops (``"kind": "totals"``)."""
+
+    MISMATCH = "mismatch"
+    TOTALS = "totals"
 
 
 class _JsonLine(logging.Formatter):
@@ -125,7 +134,7 @@ def totals_record(*, totals: Mapping[str, int], run_id: str, at: float) -> dict[
     """The line a run writes when it stops, so a report counts its matches after the last
     mismatch too."""
     return {
-        "kind": "totals",
+        "kind": RecordKind.TOTALS,
         "at": iso_utc(at),
         "run_id": run_id,
         "totals": _counts(totals),

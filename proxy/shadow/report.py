@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from cutover.shadow.compare import DiffReason
+from cutover.shadow.log import RecordKind
 from cutover.vocabulary import ShadowResult
 
 DEFAULT_LOG = "./cutover-shadow.jsonl"
@@ -77,7 +78,7 @@ class Report:
 
 @dataclass(frozen=True, slots=True)
 class _Sample:
-    kind: str  # "mismatch", or "totals" for the line a run writes when it stops
+    kind: RecordKind
     run_id: str | None
     method: str
     path: str
@@ -106,7 +107,8 @@ def _sample(line: str) -> _Sample:
         raise MalformedLineError(f"not JSON: {exc}") from None
     if not isinstance(record, dict):
         raise MalformedLineError("not a JSON object")
-    diffs = record.get("diffs", [] if record.get("kind") == "totals" else None)
+    kind = RecordKind.TOTALS if record.get("kind") == RecordKind.TOTALS else RecordKind.MISMATCH
+    diffs = record.get("diffs", [] if kind is RecordKind.TOTALS else None)
     if not isinstance(diffs, list) or not all(
         isinstance(diff, dict) and isinstance(diff.get("path"), str) for diff in diffs
     ):
@@ -116,7 +118,7 @@ def _sample(line: str) -> _Sample:
         raise MalformedLineError("run_id is not a string")
     method, path = record.get("method"), record.get("path")
     return _Sample(
-        kind="totals" if record.get("kind") == "totals" else "mismatch",
+        kind=kind,
         run_id=run_id,
         method=method if isinstance(method, str) else "?",
         path=path if isinstance(path, str) else "?",
@@ -141,7 +143,7 @@ def summarize(lines: Iterable[str]) -> Report:
             continue
         if sample.totals is not None:
             last_totals[sample.run_id] = sample.totals
-        if sample.kind == "totals":
+        if sample.kind is RecordKind.TOTALS:
             continue  # a run's closing counts, not a sample
         samples += 1
         if any(diff.get("reason") == DiffReason.STATUS for diff in sample.diffs):

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from cutover.shadow.compare import Diff
-from cutover.shadow.log import ShadowLog
+from cutover.shadow.log import ShadowLog, totals_record
 from cutover.shadow.report import (
     Example,
     ResultCounts,
@@ -127,6 +127,17 @@ def test_report_uses_the_last_line_of_each_run() -> None:
         json.dumps(record(run_id="a", totals={"match": 200, "mismatch": 10})),
     ]
     assert summarize(lines).totals == ResultCounts(match=201, mismatch=11)
+
+
+def test_a_runs_closing_totals_line_counts_but_is_not_a_sample() -> None:
+    lines = [
+        json.dumps(record(run_id="a", totals={"match": 10, "mismatch": 1})),
+        json.dumps(totals_record(totals={"match": 50, "mismatch": 1}, run_id="a", at=0)),
+    ]
+    report = summarize(lines)
+    assert (report.samples, report.malformed, report.runs) == (1, 0, 1)
+    assert report.totals == ResultCounts(match=50, mismatch=1)
+    assert [entry.path for entry in report.paths] == ["$.sharpe_ratio"]
 
 
 @pytest.mark.parametrize(
