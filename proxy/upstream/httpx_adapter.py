@@ -1,5 +1,5 @@
 """An upstream over any ``httpx.AsyncBaseTransport``: the seam tests use to hand in
-a respx router or ``httpx.MockTransport``. Production uses ``upstream_http1``."""
+a respx router or ``httpx.MockTransport``. Production uses ``cutover.upstream.http1``."""
 
 from __future__ import annotations
 
