@@ -17,7 +17,8 @@ import yaml
 from starlette.testclient import TestClient
 
 from cutover.config import load_settings
-from cutover.ops.gateway import Gateway, Listeners
+from cutover.ops.gateway import Gateway
+from cutover.ops.listener import Listeners
 from cutover.rollout.coordination import Coordination
 from cutover.rollout.state import write_atomically
 from tests.conftest import LEGACY_URL, NEW_URL
@@ -196,12 +197,12 @@ def test_reload_keeps_the_last_good_config(
     client: TestClient, gateway: Gateway, config_path: Path
 ) -> None:
     config_path.write_text("split: {weight: 500}\n")
-    assert client.portal.call(gateway.reload) is False
+    assert client.portal.call(gateway.reloader.reload) is False
     assert gateway.metrics.registry.get_sample_value("cutover_config_reload_failures_total") == 1
     assert client.get(f"{PROXY}/x", headers={"X-Cutover-Backend": "legacy"}).status_code == 200
 
     write_config(config_path, deprecation={"deprecated_at": "2026-12-01T00:00:00Z"})
-    assert client.portal.call(gateway.reload) is True
+    assert client.portal.call(gateway.reloader.reload) is True
     response = client.get(f"{PROXY}/x", headers={"X-Cutover-Backend": "legacy"})
     assert response.headers["deprecation"] == "@1796083200"
     assert gateway.rollout.weight == 10  # the live weight is the rollout's, not the file's
@@ -316,7 +317,7 @@ async def test_an_action_waiting_for_the_state_lock_does_not_block_the_loop(
     thread.start()
     try:
         assert holding.wait(5)
-        action = asyncio.ensure_future(gateway.act(gateway.rollout.pause))
+        action = asyncio.ensure_future(gateway.control.pause())
         began = time.monotonic()
         for _ in range(10):
             await asyncio.sleep(0.01)  # the loop turns while the action waits

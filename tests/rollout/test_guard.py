@@ -11,13 +11,14 @@ import pytest
 import respx
 
 from cutover.request.metrics import Metrics
-from cutover.rollout.checks import Result
+from cutover.rollout.control import rollout_status
 from cutover.rollout.coordination import Coordination
 from cutover.rollout.guard import Guard
 from cutover.rollout.guard_status import EvaluationFile
 from cutover.rollout.machine import Rollout
 from cutover.rollout.sources import EmbeddedSource, MemoryScraper, Observation
 from cutover.rollout.state import StateStore, write_atomically
+from cutover.vocabulary import CheckResult
 from tests.conftest import make_settings
 
 pytestmark = pytest.mark.anyio
@@ -81,7 +82,7 @@ async def test_healthy_readings_promote_after_the_hold(tmp_path) -> None:
     for _ in range(3):
         verdicts = await guard.tick()
         clock.now += 5
-    assert [v.result for v in verdicts] == [Result.PASS, Result.PASS]
+    assert [v.result for v in verdicts] == [CheckResult.PASS, CheckResult.PASS]
     assert rollout.weight == 50
     assert (
         metrics.registry.get_sample_value(
@@ -112,7 +113,7 @@ async def test_latency_uses_the_last_legacy_p95_when_legacy_is_quiet(tmp_path) -
     await guard.tick()
     verdicts = await guard.tick()
     latency = next(v for v in verdicts if v.check == "latency")
-    assert latency.result is Result.FAIL
+    assert latency.result is CheckResult.FAIL
     assert latency.value == pytest.approx(0.2 / 0.05)  # against 50 ms, not legacy's 1 ms
 
 
@@ -122,7 +123,7 @@ async def test_low_traffic_is_nodata(tmp_path) -> None:
     guard, rollout, metrics, _ = build(tmp_path, [low])
     for _ in range(10):
         verdicts = await guard.tick()
-    assert {v.result for v in verdicts} == {Result.NODATA}
+    assert {v.result for v in verdicts} == {CheckResult.NODATA}
     assert rollout.phase == "progressing"
     assert (
         metrics.registry.get_sample_value(
@@ -137,7 +138,7 @@ async def test_source_errors_pause_promotion_without_rolling_back(tmp_path) -> N
     guard, rollout, _, _ = build(tmp_path, [broken])
     for _ in range(10):
         verdicts = await guard.tick()
-    assert [v.result for v in verdicts] == [Result.ERROR, Result.ERROR]
+    assert [v.result for v in verdicts] == [CheckResult.ERROR, CheckResult.ERROR]
     assert rollout.phase == "progressing"
 
 
@@ -159,7 +160,7 @@ async def test_memory_baseline_and_growth(tmp_path) -> None:
         first = await guard.tick()
         assert rollout.state.baseline_memory_bytes == 100 * 2**20
         assert StateStore(tmp_path / "state.json").load().baseline_memory_bytes == 100 * 2**20
-        assert next(v for v in first if v.check == "memory").result is Result.PASS
+        assert next(v for v in first if v.check == "memory").result is CheckResult.PASS
         second = await guard.tick()
         assert next(v for v in second if v.check == "memory").value == pytest.approx(1.2)
         await guard.tick()
@@ -189,7 +190,7 @@ async def test_scrape_failures_are_errors(tmp_path, response) -> None:
         verdicts = await guard.tick()
         await guard.scraper.aclose()
     memory = next(v for v in verdicts if v.check == "memory")
-    assert memory.result is Result.ERROR
+    assert memory.result is CheckResult.ERROR
     assert NEW_METRICS in memory.detail
 
 
@@ -271,7 +272,7 @@ async def test_a_restart_soon_after_a_rollback_is_not_judged_on_the_old_fault(tm
         traffic(0)
         verdicts = await guard.tick()
     assert rollout.phase == "progressing", rollout.state.reason
-    assert next(v for v in verdicts if v.check == "error_rate").result is Result.PASS
+    assert next(v for v in verdicts if v.check == "error_rate").result is CheckResult.PASS
 
 
 async def test_a_sudden_failure_is_caught_in_the_last_interval(tmp_path) -> None:
@@ -284,7 +285,7 @@ async def test_a_sudden_failure_is_caught_in_the_last_interval(tmp_path) -> None
     traffic(40)  # the fault: 40 % errors in the last interval, ~3 % over the minute
     first = await guard.tick()
     error_rate = next(v for v in first if v.check == "error_rate")
-    assert error_rate.result is Result.FAIL
+    assert error_rate.result is CheckResult.FAIL
     assert error_rate.value == pytest.approx(0.4)
     assert error_rate.detail.startswith("last interval")
     clock.now += 5
@@ -398,11 +399,13 @@ async def test_every_worker_shows_the_leaders_checks_and_hold(tmp_path) -> None:
             assert await leader.tick() != []
             assert await other.tick() == []  # not the leader: adopts instead of judging
             clock.now += 5
-        assert following.status()["checks"] == leading.status()["checks"] != {}
-        assert leading.status()["healthy_for"] == 20
-        assert following.status()["healthy_for"] == 20
+        assert rollout_status(following)["checks"] == rollout_status(leading)["checks"] != {}
+        assert rollout_status(leading)["healthy_for"] == 20
+        assert rollout_status(following)["healthy_for"] == 20
         clock.now += 2
         await other.follow()  # nothing new written: the same hold, 2 s on
-        assert following.status()["healthy_for"] == leading.status()["healthy_for"] == 22
+        assert (
+            rollout_status(following)["healthy_for"] == rollout_status(leading)["healthy_for"] == 22
+        )
     finally:
         leader.coordination.resign()
