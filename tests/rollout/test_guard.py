@@ -194,43 +194,6 @@ async def test_scrape_failures_are_errors(tmp_path, response) -> None:
     assert NEW_METRICS in memory.detail
 
 
-async def test_embedded_window_counts_only_recent_requests() -> None:
-    metrics = Metrics()
-    source = EmbeddedSource(metrics, window=60)
-    for _ in range(100):
-        metrics.observe("new", "default", "2xx", 0.01)
-    assert (await source.observe(0)).new_requests is None  # the first snapshot is the base
-    for _ in range(40):
-        metrics.observe("new", "default", "5xx", 0.2)
-    for _ in range(60):
-        metrics.observe("legacy", "/api/", "2xx", 0.01)
-    seen = await source.observe(30)
-    assert (seen.new_requests, seen.new_errors, seen.legacy_requests) == (40, 40, 60)
-    assert 0.15 < seen.new_p95 <= 0.2
-    assert seen.legacy_p95 <= 0.01
-    metrics.observe("new", "default", "error", 0.5)
-    # The base is the newest snapshot at least a window old: at 61 that is still the one
-    # at 0 (the one at 30 is too recent); at 91 it is the one at 30.
-    assert (await source.observe(61)).new_requests == 41
-    later = await source.observe(91)
-    assert (later.new_requests, later.new_errors) == (1, 1)
-
-
-async def test_embedded_window_starts_again_at_since() -> None:
-    metrics = Metrics()
-    source = EmbeddedSource(metrics, window=60)
-    await source.observe(0)
-    for _ in range(40):
-        metrics.observe("new", "default", "5xx", 0.2)
-    assert (await source.observe(5)).new_errors == 40
-    # Since 7 (a restart): the first reading after it is the base, then only what follows.
-    assert (await source.observe(10, since=7)).new_requests is None
-    for _ in range(10):
-        metrics.observe("new", "default", "2xx", 0.01)
-    seen = await source.observe(15, since=7)
-    assert (seen.new_requests, seen.new_errors) == (10, 0)
-
-
 def embedded_guard(
     tmp_path: Path, wall: Clock | None = None
 ) -> tuple[Guard, Rollout, Clock, Callable[[int], None]]:

@@ -260,23 +260,6 @@ async def test_listeners_see_every_transition(tmp_path, clock) -> None:
     assert seen == [("promote", 50), ("rollback", 0)]
 
 
-async def test_status_document(tmp_path, clock) -> None:
-    rollout = make(tmp_path, clock)
-    await rollout.evaluate(PASS)
-    clock.now += 20
-    status = rollout_status(rollout)
-    assert status["phase"] == "progressing"
-    assert status["stages"] == [
-        {"weight": 10, "hold": 60},
-        {"weight": 50, "hold": 60},
-        {"weight": 100, "hold": 60},
-    ]
-    assert status["healthy_for"] == 20
-    assert status["next_promotion_in"] == 40
-    assert status["checks"]["error_rate"]["result"] == "pass"
-    assert status["history"][0]["at"].endswith("Z")
-
-
 async def test_judging_starts_at_the_start_and_again_on_leaving_a_rollback(tmp_path, clock) -> None:
     rollout = make(tmp_path, clock)
     started = clock.now

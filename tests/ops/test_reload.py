@@ -1,14 +1,17 @@
-"""The control plane end to end, against a real ``cutover run``: the admin API only on its
-own socket, reloads one at a time however many are asked for at once, and a reload that
-leaves the responses in flight alone.
+"""Config reloads: what a reload keeps of the running settings; the reloader running one
+reload at a time, coalescing the asks made meanwhile; in process, the last good config
+kept and the file watcher surviving failures; and end to end, against a real ``cutover
+run``, a burst of reloads making one guard loop and a reload leaving the responses in
+flight alone.
 
-The backends are small ASGI apps in this process (``servers.serve``); every wait polls
-with a deadline.
+The end-to-end backends are small ASGI apps in this process (``servers.serve``); every
+wait polls with a deadline.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import threading
@@ -20,11 +23,17 @@ from urllib.parse import parse_qs
 
 import httpx
 import pytest
+from pydantic import SecretStr
+from starlette.testclient import TestClient
 
-from tests.processes import ProxyPorts, ProxyProcess, free_port, wait_until, write_config
+from cutover.config import Settings
+from cutover.ops.gateway import Gateway
+from cutover.ops.reload import Reloader, reloadable
+from cutover.request.metrics import Metrics
+from tests.conftest import make_settings
+from tests.ops import conftest as ops
+from tests.processes import ProxyPorts, ProxyProcess, wait_until, write_config
 from tests.servers import serve
-
-pytestmark = pytest.mark.e2e
 
 TOKEN = "control-admin-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -90,12 +99,10 @@ def started() -> Iterator[list[ProxyProcess]]:
         process.close()
 
 
-def config_for(
-    ports: ProxyPorts, tmp_path: Path, legacy: str, new: str, *, admin_host: str = "127.0.0.1"
-) -> dict[str, Any]:
+def config_for(ports: ProxyPorts, tmp_path: Path, legacy: str, new: str) -> dict[str, Any]:
     return {
         "listen": {"host": "127.0.0.1", "port": ports.listen},
-        "admin": {"host": admin_host, "port": ports.admin},
+        "admin": {"host": "127.0.0.1", "port": ports.admin},
         "backends": {"legacy": {"url": legacy}, "new": {"url": new}},
         "timeouts": {"read": READ},
         "guard": {"interval": INTERVAL, "window": 3},
@@ -123,36 +130,155 @@ def fresh_get(url: str, path: str) -> httpx.Response:
         return client.get(path, headers=AUTH)
 
 
-# --------------------------------------------------------------------------- listeners
+# --------------------------------------------------------------------------- what a reload keeps
 
 
-@pytest.mark.parametrize("workers", [1, 2])
-def test_the_client_listener_never_reaches_the_admin_api(
-    upstreams: dict[str, Upstream], started: list[ProxyProcess], tmp_path: Path, workers: int
+def test_a_reload_keeps_what_only_a_restart_changes(caplog: pytest.LogCaptureFixture) -> None:
+    old = make_settings(split={"weight": 10}, listen={"port": 8080})
+    new = make_settings(split={"weight": 30}, listen={"port": 9090}, timeouts={"read": 7})
+    old = old.model_copy(update={"admin_token": SecretStr("a" * 24)})
+    new = new.model_copy(update={"admin_token": SecretStr("b" * 24)})
+    with caplog.at_level(logging.WARNING, logger="cutover.gateway"):
+        kept = reloadable(old, new, live_weight=12)
+    assert (kept.listen, kept.admin, kept.state) == (old.listen, old.admin, old.state)
+    assert kept.admin_token == old.admin_token
+    assert (kept.timeouts.read, kept.split.weight) == (7, 30)  # the rest is the new file's
+    assert [r.getMessage() for r in caplog.records] == [
+        "config: listen changed; it takes effect after a restart",
+        "config: split.weight changed; the live weight is the rollout's (12%), "
+        "use `cutover set-weight` to change it",
+    ]
+
+
+# --------------------------------------------------------------------------- one at a time
+
+
+class SlowApply:
+    """An apply that records each call and waits for the test to let it finish."""
+
+    def __init__(self) -> None:
+        self.applied: list[Settings] = []
+        self.running = 0
+        self.most_running = 0
+        self.release = asyncio.Event()
+
+    async def __call__(self, settings: Settings) -> None:
+        self.running += 1
+        self.most_running = max(self.most_running, self.running)
+        try:
+            await self.release.wait()
+            self.applied.append(settings)
+        finally:
+            self.running -= 1
+
+
+def reloader_for(path: Path, apply: SlowApply) -> tuple[Reloader, Metrics]:
+    ops.write_config(path)
+    metrics = Metrics()
+    return Reloader(path, apply, metrics.config_reload_failures), metrics
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_asks_while_a_reload_runs_make_one_more_reload(
+    tmp_path: Path, anyio_backend: str
 ) -> None:
-    """listen on 127.0.0.1:P, admin on 127.0.0.2:P: one port, two listening sockets."""
-    port = free_port()
-    ports = ProxyPorts(port, port)
-    one = upstreams["one"].url
-    config = config_for(ports, tmp_path, one, one, admin_host="127.0.0.2")
-    proxy, _ = start(started, tmp_path, ports, config, admin_host="127.0.0.2", workers=workers)
-
-    for path in ("/status", "/metrics", "/readyz", "/healthz") * 3:
-        response = fresh_get(proxy.url, path)
-        assert (response.status_code, response.text) == (200, f"one {path}"), response.text
-        assert response.headers["x-cutover-backend"] == "legacy"
-    with httpx.Client(base_url=proxy.url, timeout=5.0, trust_env=False) as client:
-        rollback = client.post("/rollout/rollback", json={"reason": "x"}, headers=AUTH)
-    assert rollback.text == "one /rollout/rollback"
-    # The admin API is where it was configured, and nothing above reached it.
-    status = proxy.status()
-    assert status["phase"] == "manual", status
-    assert fresh_get(proxy.admin_url, "/readyz").json() == {"status": "ready"}
+    apply = SlowApply()
+    reloader, _ = reloader_for(tmp_path / "cutover.yaml", apply)
+    reloader.start()
+    try:
+        reloader.request()
+        await wait_for(lambda: apply.running == 1)
+        for _ in range(20):
+            reloader.request()
+        apply.release.set()
+        await wait_for(lambda: len(apply.applied) == 2)
+        await asyncio.sleep(0.1)
+        assert len(apply.applied) == 2 and apply.most_running == 1
+    finally:
+        await reloader.stop()
 
 
-# --------------------------------------------------------------------------- reloads
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_an_unchanged_file_is_not_applied_again(tmp_path: Path, anyio_backend: str) -> None:
+    apply = SlowApply()
+    apply.release.set()
+    path = tmp_path / "cutover.yaml"
+    reloader, metrics = reloader_for(path, apply)
+    assert await reloader.reload(changed_only=True) is True  # the bytes read at start-up
+    assert apply.applied == []
+    assert await reloader.reload() is True  # SIGHUP: applied whatever the bytes
+    ops.write_config(path, split={"weight": 20})
+    assert await reloader.reload(changed_only=True) is True
+    assert [s.split.weight for s in apply.applied] == [10, 20]
+    path.write_text("split: {weight: 500}\n")
+    assert await reloader.reload(changed_only=True) is False
+    assert metrics.registry.get_sample_value("cutover_config_reload_failures_total") == 1
+    assert len(apply.applied) == 2
 
 
+async def wait_for(condition: Any, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.01)
+
+
+# --------------------------------------------------------------------------- in process
+
+
+def test_reload_keeps_the_last_good_config(
+    client: TestClient, gateway: Gateway, config_path: Path
+) -> None:
+    config_path.write_text("split: {weight: 500}\n")
+    assert client.portal.call(gateway.reloader.reload) is False
+    assert gateway.metrics.registry.get_sample_value("cutover_config_reload_failures_total") == 1
+    assert client.get(f"{ops.PROXY}/x", headers={"X-Cutover-Backend": "legacy"}).status_code == 200
+
+    ops.write_config(config_path, deprecation={"deprecated_at": "2026-12-01T00:00:00Z"})
+    assert client.portal.call(gateway.reloader.reload) is True
+    response = client.get(f"{ops.PROXY}/x", headers={"X-Cutover-Backend": "legacy"})
+    assert response.headers["deprecation"] == "@1796083200"
+    assert gateway.rollout.weight == 10  # the live weight is the rollout's, not the file's
+
+
+def test_the_file_watcher_survives_reloads_that_fail(
+    client: TestClient, gateway: Gateway, config_path: Path, tmp_path: Path, caplog
+) -> None:
+    caplog.set_level("ERROR", logger="cutover.gateway")
+    registry = gateway.metrics.registry
+
+    def failures() -> float | None:
+        return registry.get_sample_value("cutover_config_reload_failures_total")
+
+    # Valid, but applying it fails: the shadow log cannot be opened (it names a directory).
+    shadow_route = [{"prefix": "/x", "shadow": {"sample": 1.0}}]
+    ops.write_config(config_path, routes=shadow_route, shadow={"log_path": str(tmp_path)})
+    wait_until(lambda: failures() == 1, 10, "the failed apply to be counted")
+    # Unreadable as a config (not UTF-8).
+    config_path.write_bytes(b"split: {weight: 10, sticky: \xff}\n")
+    wait_until(lambda: failures() == 2, 10, "the unreadable file to be counted")
+    reasons = [r.getMessage() for r in caplog.records if r.name == "cutover.gateway"]
+    assert any("shadow.log_path: cannot open" in reason for reason in reasons), reasons
+    assert len(reasons) == 2, reasons
+
+    # The watcher is still there: a good edit takes effect.
+    ops.write_config(config_path, deprecation={"deprecated_at": "2026-12-01T00:00:00Z"})
+
+    def deprecated() -> bool:
+        response = client.get(f"{ops.PROXY}/x", headers={"X-Cutover-Backend": "legacy"})
+        return "deprecation" in response.headers
+
+    wait_until(deprecated, 10, "the good edit to be applied")
+    assert failures() == 2
+    assert gateway.proxy.shadower is None  # nothing of the failed apply stayed
+
+
+# --------------------------------------------------------------------------- end to end
+
+
+@pytest.mark.e2e
 def test_a_burst_of_reloads_runs_one_guard_loop(
     upstreams: dict[str, Upstream], started: list[ProxyProcess], tmp_path: Path
 ) -> None:
@@ -204,6 +330,7 @@ def test_a_burst_of_reloads_runs_one_guard_loop(
     assert proxy.running(), proxy.describe()
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("framing", ["chunked", "length"])
 def test_a_reload_never_cuts_a_response_in_flight(
     upstreams: dict[str, Upstream],
