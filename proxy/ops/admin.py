@@ -10,20 +10,22 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST
+from pydantic import SecretStr
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from cutover.request.metrics import Metrics
 from cutover.request.problem import problem_body
-from cutover.rollout.machine import RolloutError
-from cutover.rollout.state import SaveError, StateError
-
-if TYPE_CHECKING:
-    from cutover.ops.gateway import Gateway
+from cutover.rollout.control import Control
+from cutover.rollout.state import SaveError, StateError, Transition
+from cutover.rollout.transitions import RolloutError
+from cutover.vocabulary import TransitionKind
 
 OPEN_PATHS = frozenset({"/metrics", "/healthz", "/readyz"})
 
@@ -66,39 +68,41 @@ class BearerAuth:
         await self.app(scope, receive, send)
 
 
-def create_admin_app(gateway: Gateway) -> Any:
-    rollout = gateway.rollout
+def create_admin_app(control: Control, metrics: Metrics, token: SecretStr | None) -> Any:
+    """The admin API over ``control``; ``metrics`` for ``/metrics`` and counting refused
+    calls; ``token`` the bearer token every call but the probes needs (None: open)."""
+    # POST /rollout/{action}: the actions that take no body (rollback takes a reason).
+    actions: dict[str, Callable[[], Awaitable[Transition]]] = {
+        TransitionKind.PAUSE: control.pause,
+        TransitionKind.RESUME: control.resume,
+        TransitionKind.PROMOTE: control.promote,
+        TransitionKind.RESTART: control.restart,
+    }
 
-    async def metrics(request: Request) -> Response:
+    async def exposition(request: Request) -> Response:
         # With several workers this reads every worker's metric files: not on the loop.
-        body = await asyncio.to_thread(gateway.metrics.exposition)
+        body = await asyncio.to_thread(metrics.exposition)
         return Response(body, media_type=CONTENT_TYPE_LATEST)
 
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
     async def readyz(request: Request) -> Response:
-        if not gateway.ready:
+        if not control.ready:
             return problem(503, "Not Ready", "the proxy is starting or stopping", "not-ready")
         return JSONResponse({"status": "ready"})
 
     async def status(request: Request) -> Response:
-        return JSONResponse(await gateway.current_status())
+        return JSONResponse(await control.current_status())
 
     async def act(request: Request) -> Response:
         action = request.path_params["action"]
         try:
-            if action == "pause":
-                await gateway.act(rollout.pause)
-            elif action == "resume":
-                await gateway.act(rollout.resume)
-            elif action == "promote":
-                await gateway.act(rollout.promote)
-            elif action == "rollback":
+            if action in actions:
+                await actions[action]()
+            elif action == TransitionKind.ROLLBACK:
                 reason = (await json_body(request)).get("reason")
-                await gateway.act(lambda: rollout.rollback(str(reason) if reason else None))
-            elif action == "restart":
-                await gateway.act(rollout.restart)
+                await control.rollback(str(reason) if reason else None)
             else:
                 return problem(404, "Not Found", f"no rollout action {action!r}", "not-found")
         except BodyError as exc:
@@ -107,7 +111,7 @@ def create_admin_app(gateway: Gateway) -> Any:
             return problem(409, "Conflict", str(exc), "conflict")
         except (SaveError, StateError) as exc:
             return not_saved(exc)
-        return JSONResponse(await gateway.current_status())
+        return JSONResponse(await control.current_status())
 
     async def split(request: Request) -> Response:
         try:
@@ -119,10 +123,10 @@ def create_admin_app(gateway: Gateway) -> Any:
         except BodyError as exc:
             return problem(422, "Unprocessable Content", str(exc), "invalid-body")
         try:
-            await gateway.act(lambda: rollout.set_weight(float(weight)))
+            await control.set_weight(float(weight))
         except (SaveError, StateError) as exc:
             return not_saved(exc)
-        return JSONResponse(await gateway.current_status())
+        return JSONResponse(await control.current_status())
 
     def not_saved(exc: SaveError | StateError) -> Response:
         # Nothing changed (the transition is saved before it is applied); try again once
@@ -139,7 +143,7 @@ def create_admin_app(gateway: Gateway) -> Any:
     app = Starlette(
         exception_handlers={Exception: failed},
         routes=[
-            Route("/metrics", metrics),
+            Route("/metrics", exposition),
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             Route("/status", status),
@@ -147,9 +151,8 @@ def create_admin_app(gateway: Gateway) -> Any:
             Route("/split", split, methods=["PUT"]),
         ],
     )
-    token = gateway.settings.admin_token
     secret = token.get_secret_value().encode("utf-8") if token is not None else None
-    return BearerAuth(app, secret, gateway.metrics.admin_auth_failures.inc)
+    return BearerAuth(app, secret, metrics.admin_auth_failures.inc)
 
 
 class BodyError(Exception):

@@ -1,9 +1,10 @@
-"""A listening socket served with an ASGI app of its own.
+"""Which app answers which socket: ``Listeners``, the app uvicorn serves on the proxy
+socket, and ``AppListener``, a listening socket served with an ASGI app of its own.
 
-uvicorn serves every socket it is handed with its one app. The admin API gets this instead:
-its own asyncio server on its own socket, speaking uvicorn's HTTP protocol, so the app that
-answers a connection is decided by the socket the kernel accepted it on, never by an
-address or port the request carries.
+uvicorn serves every socket it is handed with its one app. The admin API gets an
+``AppListener`` instead: its own asyncio server on its own socket, speaking uvicorn's HTTP
+protocol, so the app that answers a connection is decided by the socket the kernel accepted
+it on, never by an address or port the request carries.
 """
 
 from __future__ import annotations
@@ -13,6 +14,10 @@ import socket
 
 import uvicorn
 from uvicorn.server import ServerState
+
+from cutover.ops.gateway import Gateway
+from cutover.request.app import run_lifespan
+from cutover.types import Receive, Scope, Send
 
 
 class AppListener:
@@ -54,3 +59,30 @@ class AppListener:
             for task in late:
                 task.cancel()
             await asyncio.gather(*late, return_exceptions=True)
+
+
+class Listeners:
+    """The ASGI app uvicorn runs on the proxy socket: every request on it goes to the
+    proxy. Its lifespan starts and stops the gateway and the admin API, which is served on
+    a socket of its own (``AppListener``): no request accepted on the proxy socket can
+    reach the admin app, whatever address or port it names."""
+
+    def __init__(self, gateway: Gateway, admin: AppListener | None = None) -> None:
+        self.gateway = gateway
+        self.admin = admin
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await run_lifespan(receive, send, self.startup, self.shutdown)
+            return
+        await self.gateway.proxy(scope, receive, send)
+
+    async def startup(self) -> None:
+        await self.gateway.startup()
+        if self.admin is not None:
+            await self.admin.start()
+
+    async def shutdown(self) -> None:
+        if self.admin is not None:
+            await self.admin.stop(self.gateway.settings.shutdown.grace)
+        await self.gateway.shutdown()

@@ -20,8 +20,8 @@ import uvicorn
 from uvicorn.config import LOGGING_CONFIG
 
 from cutover.config import Settings
-from cutover.ops.gateway import Gateway, Listeners
-from cutover.ops.listener import AppListener
+from cutover.ops.gateway import Gateway
+from cutover.ops.listener import AppListener, Listeners
 from cutover.request.app import RESPONSE_ABANDONED, create_app
 from cutover.request.protocol import configure
 

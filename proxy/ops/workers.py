@@ -27,7 +27,8 @@ from prometheus_client import multiprocess
 from uvicorn.supervisors import Multiprocess
 
 from cutover.config import Settings, load_settings
-from cutover.ops.gateway import Gateway, Listeners
+from cutover.ops.gateway import Gateway
+from cutover.ops.listener import Listeners
 from cutover.ops.server import admin_listener, bind, server_config
 from cutover.request.protocol import configure
 from cutover.rollout.state import StateStore

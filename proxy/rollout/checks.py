@@ -11,20 +11,14 @@ import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from enum import StrEnum
 
-
-class Result(StrEnum):
-    PASS = "pass"
-    FAIL = "fail"
-    NODATA = "nodata"
-    ERROR = "error"
+from cutover.vocabulary import CheckResult
 
 
 @dataclass(frozen=True, slots=True)
 class Verdict:
     check: str
-    result: Result
+    result: CheckResult
     value: float | None = None
     threshold: float | None = None
     detail: str = ""
@@ -77,9 +71,9 @@ def error_rate_check(
     if total is None or failed is None or total < min_requests:
         seen = int(total or 0)
         detail = f"{seen} requests to new in the window, need {min_requests}"
-        return Verdict("error_rate", Result.NODATA, None, max_error_rate, detail)
+        return Verdict("error_rate", CheckResult.NODATA, None, max_error_rate, detail)
     rate = failed / total
-    result = Result.FAIL if rate > max_error_rate else Result.PASS
+    result = CheckResult.FAIL if rate > max_error_rate else CheckResult.PASS
     detail = f"{failed:.0f} of {total:.0f} requests failed"
     return Verdict("error_rate", result, rate, max_error_rate, detail)
 
@@ -96,13 +90,15 @@ def latency_check(
     legacy had too little traffic in the window)."""
     new, legacy, seen = _number(new_p95), _number(legacy_p95), _number(new_requests)
     if seen is None or seen < min_requests or new is None:
-        return Verdict("latency", Result.NODATA, None, max_latency_ratio, "too few requests to new")
+        return Verdict(
+            "latency", CheckResult.NODATA, None, max_latency_ratio, "too few requests to new"
+        )
     if legacy is None or legacy <= 0:
         # No legacy baseline (or a zero one, which no ratio can be taken against).
         detail = "no legacy latency to compare with"
-        return Verdict("latency", Result.NODATA, None, max_latency_ratio, detail)
+        return Verdict("latency", CheckResult.NODATA, None, max_latency_ratio, detail)
     ratio = new / legacy
-    result = Result.FAIL if ratio > max_latency_ratio else Result.PASS
+    result = CheckResult.FAIL if ratio > max_latency_ratio else CheckResult.PASS
     detail = f"p95 new {new * 1000:.1f} ms vs legacy {legacy * 1000:.1f} ms"
     return Verdict("latency", result, ratio, max_latency_ratio, detail)
 
@@ -114,9 +110,9 @@ def memory_check(
     current, baseline = _number(current_bytes), _number(baseline_bytes)
     if current is None or baseline is None or baseline <= 0:
         detail = "no memory reading or baseline"
-        return Verdict("memory", Result.NODATA, None, max_memory_ratio, detail)
+        return Verdict("memory", CheckResult.NODATA, None, max_memory_ratio, detail)
     ratio = current / baseline
-    result = Result.FAIL if ratio > max_memory_ratio else Result.PASS
+    result = CheckResult.FAIL if ratio > max_memory_ratio else CheckResult.PASS
     detail = f"{current / 2**20:.1f} MiB vs baseline {baseline / 2**20:.1f} MiB"
     return Verdict("memory", result, ratio, max_memory_ratio, detail)
 
@@ -133,9 +129,9 @@ def shadow_check(
     total, differed = _number(comparisons), _number(mismatches)
     if total is None or differed is None or total < min_requests:
         detail = f"{int(total or 0)} comparisons in the window, need {min_requests}"
-        return Verdict("shadow", Result.NODATA, None, max_mismatch_rate, detail, rolls_back)
+        return Verdict("shadow", CheckResult.NODATA, None, max_mismatch_rate, detail, rolls_back)
     rate = differed / total
-    result = Result.FAIL if rate > max_mismatch_rate else Result.PASS
+    result = CheckResult.FAIL if rate > max_mismatch_rate else CheckResult.PASS
     detail = f"{differed:.0f} of {total:.0f} comparisons differed"
     return Verdict("shadow", result, rate, max_mismatch_rate, detail, rolls_back)
 
@@ -143,4 +139,4 @@ def shadow_check(
 def source_error(
     check: str, message: str, threshold: float | None = None, *, rolls_back: bool = True
 ) -> Verdict:
-    return Verdict(check, Result.ERROR, None, threshold, message, rolls_back)
+    return Verdict(check, CheckResult.ERROR, None, threshold, message, rolls_back)

@@ -16,7 +16,6 @@ from dataclasses import replace
 from cutover.config import GuardConfig, ShadowConfig
 from cutover.request.metrics import Metrics
 from cutover.rollout.checks import (
-    Result,
     Verdict,
     error_rate_check,
     latency_check,
@@ -29,6 +28,7 @@ from cutover.rollout.guard_status import EvaluationFile, EvaluationFileError
 from cutover.rollout.machine import Rollout
 from cutover.rollout.sources import MemoryScraper, Observation, ScrapeError
 from cutover.rollout.state import SaveError, Stamp
+from cutover.vocabulary import CheckResult, Phase
 
 logger = logging.getLogger("cutover.guard")
 
@@ -46,7 +46,7 @@ def _first_error(observation: Observation, *readings: str) -> str | None:
 
 def worse(whole: Verdict, last: Verdict) -> Verdict:
     """The window's verdict, unless the last interval alone already fails."""
-    if last.result is Result.FAIL and whole.result is not Result.FAIL:
+    if last.result is CheckResult.FAIL and whole.result is not CheckResult.FAIL:
         return replace(last, detail=f"last interval: {last.detail}")
     return whole
 
@@ -202,7 +202,7 @@ class Guard:
         await self.publish()
         for verdict in verdicts:
             self.metrics.guard_checks.labels(verdict.check, verdict.result.value).inc()
-            if verdict.result is Result.ERROR:
+            if verdict.result is CheckResult.ERROR:
                 logger.warning("guard check %s: source error: %s", verdict.check, verdict.detail)
         return verdicts
 
@@ -246,7 +246,7 @@ class Guard:
             self.memory_enabled
             and state.baseline_memory_bytes is None
             and observation.new_memory is not None
-            and state.phase != "rolled_back"
+            and state.phase != Phase.ROLLED_BACK
         ):
             try:
                 await self.rollout.set_baseline_memory(observation.new_memory)

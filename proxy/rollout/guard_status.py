@@ -19,12 +19,12 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from cutover.rollout.checks import Result, Verdict
+from cutover.rollout.checks import Verdict
 from cutover.rollout.state import Stamp
+from cutover.vocabulary import CheckResult
 
 
 class EvaluationFileError(Exception):
@@ -48,12 +48,28 @@ class SharedEvaluation:
             "checks": [verdict.as_dict() for verdict in self.checks],
         }
 
+    def carried_over(
+        self, judged: float | None, *, now: float, monotonic_now: float, fresh: float
+    ) -> tuple[float | None, int]:
+        """What a process whose state's last transition is at ``judged`` takes over: since
+        when every check has passed, on its monotonic clock (None: not passing), and the run
+        of failures. The hold counts only if it belongs to that stage (no transition since);
+        the time since this was written counts too when no more than ``fresh`` seconds (the
+        leader is evaluating) and not at all otherwise (nobody was watching)."""
+        if self.judged != judged:
+            return None, 0
+        if self.healthy_for is None:
+            return None, self.consecutive_failures
+        gap = now - self.at
+        credit = gap if 0 <= gap <= fresh else 0.0
+        return monotonic_now - (self.healthy_for + credit), self.consecutive_failures
+
 
 class _Verdict(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=True)
 
     check: str
-    result: Literal["pass", "fail", "nodata", "error"]
+    result: CheckResult
     value: float | None = None
     threshold: float | None = None
     detail: str = ""
@@ -106,10 +122,7 @@ class EvaluationFile:
             first = exc.errors()[0]
             where = ".".join(str(part) for part in first["loc"]) or "file"
             raise EvaluationFileError(f"{self.path}: {where}: {first['msg']}") from None
-        checks = tuple(
-            Verdict(**{**verdict.model_dump(), "result": Result(verdict.result)})
-            for verdict in model.checks
-        )
+        checks = tuple(Verdict(**verdict.model_dump()) for verdict in model.checks)
         return stamp, SharedEvaluation(
             model.at, model.judged, model.healthy_for, model.consecutive_failures, checks
         )

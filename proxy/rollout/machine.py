@@ -2,8 +2,9 @@
 
 Phases: ``progressing`` → ``promoted``, or → ``rolled_back``; ``paused`` stops promotion
 (an operator's pause, or a manual weight); ``manual`` is the phase when no rollout stages
-are configured. The guard and the admin API drive it; listeners apply each transition
-(the splitter's weight, metrics, logs, the webhook).
+are configured. The guard and the operator (``control.py``) drive it; which transition each
+makes from which phase is ``transitions.py``'s. Listeners apply each transition (the
+splitter's weight, metrics, logs, the webhook).
 
 Every transition is saved before anything changes: the new state is written to the state
 file (off the event loop), and only then becomes the rollout's state and reaches the
@@ -21,33 +22,21 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import replace
-from datetime import UTC, datetime
 from typing import Any
 
 from cutover.config import RolloutConfig, Settings
-from cutover.rollout.checks import Result, Verdict
+from cutover.rollout import stages, transitions
+from cutover.rollout.checks import Verdict
+from cutover.rollout.decision import decide
 from cutover.rollout.guard_status import SharedEvaluation
 from cutover.rollout.state import RolloutState, SaveError, Stamp, StateStore, Transition
+from cutover.rollout.transitions import Change
+from cutover.vocabulary import Phase
 
 Listener = Callable[[Transition, RolloutState], None]
 Clock = Callable[[], float]
 
 logger = logging.getLogger("cutover.rollout")
-
-
-class RolloutError(Exception):
-    """An operator action that the current phase does not allow."""
-
-
-def iso(at: float) -> str:
-    return datetime.fromtimestamp(at, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def initial_state(settings: Settings) -> RolloutState:
-    if settings.rollout is None:
-        return RolloutState(phase="manual", weight=settings.split.weight)
-    first = settings.rollout.stages[0].weight
-    return RolloutState(phase="progressing", weight=max(settings.split.weight, first))
 
 
 class Rollout:
@@ -98,7 +87,7 @@ class Rollout:
         saved = store.load()
         rollout = cls(
             settings.rollout,
-            saved or initial_state(settings),
+            saved or transitions.initial_state(settings),
             store,
             failures_to_rollback=settings.guard.failures_to_rollback,
             manual_weight=settings.split.weight,
@@ -106,10 +95,7 @@ class Rollout:
             monotonic=monotonic,
         )
         if saved is None:
-            state = rollout.state
-            transition, new = rollout._transition(
-                state.phase, state.weight, "no saved state: starting", "startup", "start"
-            )
+            transition, new = transitions.start(rollout.state, clock())
             rollout._commit(transition, new, store.save(new))
         return rollout
 
@@ -143,7 +129,7 @@ class Rollout:
     # -- reading ---------------------------------------------------------------------
 
     @property
-    def phase(self) -> str:
+    def phase(self) -> Phase:
         return self.state.phase
 
     @property
@@ -152,56 +138,19 @@ class Rollout:
 
     def stage(self) -> int | None:
         """Index of the highest stage at or below the current weight."""
-        if self.config is None:
-            return None
-        reached = [i for i, s in enumerate(self.config.stages) if s.weight <= self.state.weight]
-        return reached[-1] if reached else None
+        return stages.stage_index(self.config, self.state.weight)
 
     def next_weight(self) -> float | None:
-        if self.config is None:
-            return None
-        above = [s.weight for s in self.config.stages if s.weight > self.state.weight]
-        return above[0] if above else None
+        return stages.next_weight(self.config, self.state.weight)
 
     def hold(self) -> float | None:
-        if self.config is None:
-            return None
-        index = self.stage()
-        return self.config.hold_for(index) if index is not None else self.config.hold
+        return stages.hold_at(self.config, self.state.weight)
 
     def healthy_for(self) -> float | None:
         """Seconds every check has passed in a row (monotonic), None when not passing."""
         if self.healthy_since is None:
             return None
         return max(0.0, self.monotonic() - self.healthy_since)
-
-    def status(self) -> dict[str, Any]:
-        healthy_for = self.healthy_for()
-        next_in = None
-        hold = self.hold()
-        if self.phase == "progressing" and hold is not None and self.next_weight() is not None:
-            next_in = max(0.0, hold - healthy_for) if healthy_for is not None else None
-        stages = [] if self.config is None else self.config.stages
-        return {
-            "phase": self.phase,
-            "weight": self.weight,
-            "stage": self.stage(),
-            "stages": [
-                {"weight": s.weight, "hold": self.config.hold_for(i)}  # type: ignore[union-attr]
-                for i, s in enumerate(stages)
-            ],
-            "reason": self.state.reason,
-            "failure": self.state.failure,
-            "healthy_for": healthy_for,
-            "next_promotion_in": next_in,
-            "consecutive_failures": self.consecutive_failures,
-            "baseline_memory_bytes": self.state.baseline_memory_bytes,
-            "checks": {
-                name: {k: v for k, v in verdict.as_dict().items() if k != "check"}
-                for name, verdict in self.latest.items()
-            },
-            "history": [{**vars(t), "at": iso(t.at)} for t in self.state.history],
-        }
 
     # -- sharing the guard's evaluation ---------------------------------------------------
 
@@ -219,80 +168,42 @@ class Rollout:
         )
 
     def adopt(self, shared: SharedEvaluation, *, fresh: float) -> None:
-        """Take over the leader's latest evaluation. Its hold counts only if it belongs to
-        the state's current stage (no transition since); the time since it was written
-        counts too when no more than ``fresh`` seconds (the leader is evaluating) and not
-        at all otherwise (nobody was watching: after a restart, pass ``fresh=0``)."""
+        """Take over the leader's latest evaluation (``SharedEvaluation.carried_over``;
+        after a restart, pass ``fresh=0``)."""
         self.latest = {verdict.check: verdict for verdict in shared.checks}
-        if shared.judged != self._judged():
-            self.healthy_since = None
-            self.consecutive_failures = 0
-            return
-        self.consecutive_failures = shared.consecutive_failures
-        if shared.healthy_for is None:
-            self.healthy_since = None
-            return
-        gap = self.clock() - shared.at
-        credit = gap if 0 <= gap <= fresh else 0.0
-        self.healthy_since = self.monotonic() - (shared.healthy_for + credit)
+        self.healthy_since, self.consecutive_failures = shared.carried_over(
+            self._judged(), now=self.clock(), monotonic_now=self.monotonic(), fresh=fresh
+        )
 
     # -- the guard's input -----------------------------------------------------------
 
     async def evaluate(
         self, verdicts: list[Verdict], *, errors_fail: bool = False
     ) -> Transition | None:
-        """Apply one guard evaluation. A check that fails ``failures_to_rollback`` times in a
-        row (no passing evaluation between) rolls back; all checks passing for the stage's
-        hold promotes. No data and source errors neither count nor reset the failure run;
-        a failing check that does not roll back (shadow, by default) only blocks promotion.
-        A transition that cannot be saved is logged and changes nothing; a rollback is then
-        tried again at the next evaluation, whatever it finds."""
-        now = self.monotonic()
+        """Apply one guard evaluation (``decision.decide`` says what it decides). A
+        transition that cannot be saved is logged and changes nothing; a rollback is then
+        tried again at the next evaluation."""
         self.latest = {v.check: v for v in verdicts}
-        failing = [
-            v for v in verdicts
-            if v.rolls_back
-            and (v.result is Result.FAIL or (errors_fail and v.result is Result.ERROR))
-        ]  # fmt: skip
-        if failing:
-            self.healthy_since = None
-            self.consecutive_failures += 1
-            if self.consecutive_failures >= self.failures_to_rollback and self.can_roll_back():
-                return await self._guard_rollback(failing[0])
-            return None
-        if self.pending_rollback is not None and self.can_roll_back():
-            return await self._guard_rollback(self.pending_rollback)
-        if not verdicts or any(v.result is not Result.PASS for v in verdicts):
-            self.healthy_since = None
-            return None
-        self.consecutive_failures = 0
-        if self.healthy_since is None:
-            self.healthy_since = now
-        hold = self.hold()
-        if self.phase == "progressing" and hold is not None and now - self.healthy_since >= hold:
-            return await self._guarded(
-                self._advance("every check passed for the stage's hold", "guard")
-            )
+        decision = decide(
+            verdicts, phase=self.phase, now=self.monotonic(), hold=self.hold(),
+            healthy_since=self.healthy_since, consecutive_failures=self.consecutive_failures,
+            failures_to_rollback=self.failures_to_rollback,
+            pending_rollback=self.pending_rollback, errors_fail=errors_fail,
+        )  # fmt: skip
+        self.healthy_since = decision.healthy_since
+        self.consecutive_failures = decision.consecutive_failures
+        if decision.rollback is not None:
+            return await self._guard_rollback(decision.rollback)
+        if decision.promote:
+            change = transitions.guard_promote(self.state, self.config, self.clock())
+            return await self._guarded(change)
         return None
 
-    def can_roll_back(self) -> bool:
-        return self.phase != "rolled_back"
-
     async def _guard_rollback(self, verdict: Verdict) -> Transition | None:
-        value = "n/a" if verdict.value is None else f"{verdict.value:.3g}"
-        reason = (
-            f"{verdict.check} {value} > {verdict.threshold:g}"
-            if verdict.threshold
-            else (f"{verdict.check}: {verdict.detail}")
-        )
         self.pending_rollback = verdict
-        return await self._guarded(
-            self._transition(
-                "rolled_back", 0.0, reason, "guard", "rollback", failure=verdict.as_dict()
-            )
-        )
+        return await self._guarded(transitions.guard_rollback(self.state, self.clock(), verdict))
 
-    async def _guarded(self, change: tuple[Transition, RolloutState]) -> Transition | None:
+    async def _guarded(self, change: Change) -> Transition | None:
         """The guard's own transitions: one that cannot be saved is logged (by _apply) and
         decided again at the next evaluation; the guard loop carries on."""
         try:
@@ -300,66 +211,31 @@ class Rollout:
         except SaveError:
             return None
 
-    # -- operator actions --------------------------------------------------------------
+    # -- operator actions (transitions.py says which phase allows which) ----------------
 
     async def pause(self) -> Transition:
-        if self.phase != "progressing":
-            raise RolloutError(f"only a progressing rollout can be paused; it is {self.phase}")
-        return await self._record("paused", self.weight, "paused by operator", "operator", "pause")
+        return await self._apply(*transitions.pause(self.state, self.clock()))
 
     async def resume(self) -> Transition:
-        if self.config is None:
-            raise RolloutError("no rollout stages are configured; the weight is manual")
-        if self.phase != "paused":
-            hint = " (use restart after a rollback)" if self.phase == "rolled_back" else ""
-            raise RolloutError(f"only a paused rollout can be resumed; it is {self.phase}{hint}")
-        return await self._record(
-            "progressing", self.weight, "resumed by operator", "operator", "resume"
-        )
+        return await self._apply(*transitions.resume(self.state, self.config, self.clock()))
 
     async def promote(self) -> Transition:
-        if self.config is None:
-            raise RolloutError("no rollout stages are configured; use set-weight")
-        if self.phase == "rolled_back":
-            raise RolloutError("the rollout was rolled back; restart it first")
-        if self.next_weight() is None:
-            raise RolloutError(f"already at the last stage ({self.weight:g}%)")
-        return await self._apply(*self._advance("promoted by operator", "operator"))
+        return await self._apply(*transitions.promote(self.state, self.config, self.clock()))
 
     async def rollback(self, reason: str | None = None) -> Transition:
-        if self.phase == "rolled_back":
-            raise RolloutError("already rolled back")
-        reason = reason or "rolled back by operator"
-        return await self._record("rolled_back", 0.0, reason, "operator", "rollback")
+        return await self._apply(*transitions.rollback(self.state, self.clock(), reason))
 
     async def restart(self) -> Transition:
-        if self.phase != "rolled_back":
-            raise RolloutError(f"restart is for after a rollback; the rollout is {self.phase}")
-        if self.config is None:
-            weight, phase = self.manual_weight, "manual"
-        else:
-            weight, phase = self.config.stages[0].weight, "progressing"
-        return await self._record(
-            phase, weight, "restarted by operator", "operator", "restart",
-            baseline_memory_bytes=None,
-        )  # fmt: skip
+        change = transitions.restart(self.state, self.config, self.manual_weight, self.clock())
+        return await self._apply(*change)
 
     async def set_weight(self, weight: float) -> Transition:
-        if not 0 <= weight <= 100:
-            raise RolloutError("weight must be between 0 and 100")
-        phase = "manual" if self.config is None else "paused"
-        reason = f"weight set to {weight:g}% by operator"
-        return await self._record(phase, weight, reason, "operator", "set_weight")
+        change = transitions.set_weight(self.state, self.config, weight, self.clock())
+        return await self._apply(*change)
 
     def judging_since(self) -> float | None:
-        """Readings from before this moment belong to an attempt that was rolled back (or
-        to before this rollout began), and are not held against new: the last start, or
-        the last transition out of ``rolled_back`` (restart, set-weight, ...). Wall-clock
-        Unix seconds, as saved."""
-        for transition in reversed(self.state.history):
-            if transition.kind == "start" or transition.from_phase == "rolled_back":
-                return transition.at
-        return None
+        """Wall-clock Unix seconds (``transitions.judging_since``)."""
+        return transitions.judging_since(self.state.history)
 
     def judging_since_monotonic(self) -> float | None:
         """``judging_since()`` on the monotonic clock: exact for a transition made by this
@@ -379,53 +255,6 @@ class Rollout:
         state = replace(self.state, baseline_memory_bytes=value, history=list(self.state.history))
         await self._save(state)
         self.state = state
-
-    def _advance(self, reason: str, actor: str) -> tuple[Transition, RolloutState]:
-        target = self.next_weight()
-        assert target is not None and self.config is not None
-        last = target == self.config.stages[-1].weight
-        phase = "promoted" if last else self.phase
-        return self._transition(phase, target, reason, actor, "promote")
-
-    def _transition(
-        self,
-        phase: str,
-        weight: float,
-        reason: str,
-        actor: str,
-        kind: str,
-        *,
-        failure: dict[str, Any] | None = None,
-        **changes: Any,
-    ) -> tuple[Transition, RolloutState]:
-        """The transition and the state it leads to; nothing is changed yet."""
-        previous = self.state.history[-1] if self.state.history else None
-        transition = Transition(
-            at=self.clock(),
-            from_phase=self.state.phase if previous else None,
-            to_phase=phase,
-            from_weight=self.state.weight if previous else None,
-            to_weight=weight,
-            reason=reason,
-            actor=actor,
-            kind=kind,
-            failure=failure,
-        )
-        state = replace(
-            self.state,
-            phase=phase,
-            weight=weight,
-            reason=reason,
-            failure=failure,
-            history=[*self.state.history, transition],
-            **changes,
-        )
-        return transition, state
-
-    async def _record(
-        self, phase: str, weight: float, reason: str, actor: str, kind: str, **changes: Any
-    ) -> Transition:
-        return await self._apply(*self._transition(phase, weight, reason, actor, kind, **changes))
 
     async def _apply(self, transition: Transition, state: RolloutState) -> Transition:
         """Save first, then apply: SaveError (logged, nothing changed) if the save fails.
@@ -456,7 +285,7 @@ class Rollout:
         self.healthy_since = None
         self.consecutive_failures = 0
         self.pending_rollback = None
-        if transition.kind == "start" or transition.from_phase == "rolled_back":
+        if transitions.opens_judging(transition):
             self._judging = (transition.at, self.monotonic())
         for listener in self.listeners:
             listener(transition, self.state)

@@ -19,6 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from cutover.request.metrics import LATENCY_BUCKETS, Metrics
 from cutover.rollout.checks import histogram_quantile
 from cutover.upstream.tls import client_context
+from cutover.vocabulary import ShadowResult
 
 READINGS = (
     "new_requests",
@@ -52,23 +53,25 @@ class Observation:
 
 
 @dataclass
-class Totals:
-    """Cumulative counters at one instant, per backend."""
+class CounterSnapshot:
+    """The proxy's cumulative counters at one instant, per backend."""
 
     requests: dict[str, float]
     errors: dict[str, float]
     buckets: dict[str, list[float]]  # cumulative counts per upper bound, +Inf last
-    shadow: dict[str, float]  # comparisons by result (match, mismatch, error, dropped)
+    shadow: dict[str, float]  # mirrored requests by ShadowResult
 
 
 BOUNDS = (*LATENCY_BUCKETS, math.inf)
+# The mirrored requests whose two answers were compared (the others failed or were dropped).
+COMPARED = (ShadowResult.MATCH, ShadowResult.MISMATCH)
 
 
-def read_totals(metrics: Metrics) -> Totals:
+def read_counters(metrics: Metrics) -> CounterSnapshot:
     requests: dict[str, float] = {"legacy": 0.0, "new": 0.0}
     errors: dict[str, float] = {"legacy": 0.0, "new": 0.0}
     buckets = {name: [0.0] * len(BOUNDS) for name in requests}
-    shadow = {"match": 0.0, "mismatch": 0.0, "error": 0.0, "dropped": 0.0}
+    shadow = dict.fromkeys(ShadowResult, 0.0)
     index = {bound: i for i, bound in enumerate(BOUNDS)}
     for family in metrics.collect():
         for sample in family.samples:
@@ -83,7 +86,7 @@ def read_totals(metrics: Metrics) -> Totals:
             elif name == "cutover_shadow_requests_total":
                 result = labels["result"]
                 shadow[result] = shadow.get(result, 0.0) + sample.value
-    return Totals(requests, errors, buckets, shadow)
+    return CounterSnapshot(requests, errors, buckets, shadow)
 
 
 def p95(cumulative: list[float]) -> float | None:
@@ -99,15 +102,15 @@ class EmbeddedSource:
     def __init__(self, metrics: Metrics, window: float) -> None:
         self.metrics = metrics
         self.window = window
-        self._snapshots: deque[tuple[float, Totals]] = deque()
+        self._snapshots: deque[tuple[float, CounterSnapshot]] = deque()
 
     async def observe(self, now: float, since: float | None = None) -> Observation:
         """``since``: counts from before it are not used (the first reading after it is
         the new base, so the next evaluation has data). ``now`` and ``since`` are monotonic."""
         if self.metrics.multiprocess_dir is None:
-            latest = read_totals(self.metrics)
+            latest = read_counters(self.metrics)
         else:  # every worker's metric files are read: file I/O, off the event loop
-            latest = await asyncio.to_thread(read_totals, self.metrics)
+            latest = await asyncio.to_thread(read_counters, self.metrics)
         self._snapshots.append((now, latest))
         # Keep the newest snapshot at least `window` old as the base; drop older ones.
         while len(self._snapshots) > 1 and self._snapshots[1][0] <= now - self.window:
@@ -125,15 +128,15 @@ def subtract(latest: list[float], base: list[float]) -> list[float]:
     return [a - b for a, b in zip(latest, base, strict=True)]
 
 
-def difference(latest: Totals, base: Totals) -> Observation:
+def difference(latest: CounterSnapshot, base: CounterSnapshot) -> Observation:
     return Observation(
         new_requests=latest.requests["new"] - base.requests["new"],
         new_errors=latest.errors["new"] - base.errors["new"],
         legacy_requests=latest.requests["legacy"] - base.requests["legacy"],
         new_p95=p95(subtract(latest.buckets["new"], base.buckets["new"])),
         legacy_p95=p95(subtract(latest.buckets["legacy"], base.buckets["legacy"])),
-        shadow_comparisons=sum(latest.shadow[r] - base.shadow[r] for r in ("match", "mismatch")),
-        shadow_mismatches=latest.shadow["mismatch"] - base.shadow["mismatch"],
+        shadow_comparisons=sum(latest.shadow[r] - base.shadow[r] for r in COMPARED),
+        shadow_mismatches=latest.shadow[ShadowResult.MISMATCH] - base.shadow[ShadowResult.MISMATCH],
     )
 
 

@@ -11,14 +11,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Strict, ValidationError
+
+from cutover.vocabulary import Actor, Phase, TransitionKind
 
 STATE_VERSION = 1
-PHASES = ("progressing", "paused", "promoted", "rolled_back", "manual")
 
-Phase = Literal["progressing", "paused", "promoted", "rolled_back", "manual"]
-Actor = Literal["guard", "operator", "startup"]
-Kind = Literal["start", "promote", "rollback", "pause", "resume", "restart", "set_weight"]
 Stamp = tuple[int, int, int]
 # Writes ``payload`` as the whole new content of ``path``, or raises OSError.
 Writer = Callable[[Path, bytes], None]
@@ -52,19 +50,19 @@ class SaveError(Exception):
 @dataclass
 class Transition:
     at: float  # Unix seconds
-    from_phase: str | None
-    to_phase: str
+    from_phase: Phase | None
+    to_phase: Phase
     from_weight: float | None
     to_weight: float
     reason: str
-    actor: str  # "guard", "operator" or "startup"
-    kind: str = "start"  # start, promote, rollback, pause, resume, restart, set_weight
+    actor: Actor
+    kind: TransitionKind = TransitionKind.START
     failure: dict[str, Any] | None = None
 
 
 @dataclass
 class RolloutState:
-    phase: str
+    phase: Phase
     weight: float
     baseline_memory_bytes: float | None = None
     last_legacy_p95: float | None = None
@@ -122,8 +120,17 @@ def _non_negative(value: float) -> float:
     return value
 
 
+def _strings_only(value: Any) -> Any:
+    # From parsed JSON, strict mode would take only enum instances, lax mode bytes too: the
+    # fields below take the file's strings, and anything else gets the enum's own error.
+    return value if isinstance(value, str) else None
+
+
 Weight = Annotated[float, AfterValidator(_weight)]
 NonNegative = Annotated[float, AfterValidator(_non_negative)]
+SavedPhase = Annotated[Phase, Strict(False), BeforeValidator(_strings_only)]
+SavedActor = Annotated[Actor, Strict(False), BeforeValidator(_strings_only)]
+SavedKind = Annotated[TransitionKind, Strict(False), BeforeValidator(_strings_only)]
 
 
 class _Strict(BaseModel):
@@ -132,13 +139,13 @@ class _Strict(BaseModel):
 
 class _Transition(_Strict):
     at: NonNegative
-    from_phase: Phase | None
-    to_phase: Phase
+    from_phase: SavedPhase | None
+    to_phase: SavedPhase
     from_weight: Weight | None
     to_weight: Weight
     reason: str
-    actor: Actor
-    kind: Kind = "start"
+    actor: SavedActor
+    kind: SavedKind = TransitionKind.START
     failure: dict[str, Any] | None = None
 
 
@@ -146,7 +153,7 @@ class _StateFile(_Strict):
     """The file as this version writes it (``RolloutState.to_json``)."""
 
     version: Literal[1]
-    phase: Phase
+    phase: SavedPhase
     weight: Weight
     baseline_memory_bytes: NonNegative | None = None
     last_legacy_p95: NonNegative | None = None

@@ -1,95 +1,21 @@
-"""The admin API and the gateway around it: auth, rollout actions, weights reaching the
-proxy, transitions reaching metrics and the webhook, config reloads."""
+"""The admin API over the gateway's control: auth, rollout actions and their conflicts,
+weights reaching the proxy, transitions reaching metrics, logs and the webhook, actions that
+cannot be saved."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-import threading
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 import respx
-import yaml
 from starlette.testclient import TestClient
 
 from cutover.config import load_settings
-from cutover.ops.gateway import Gateway, Listeners
-from cutover.rollout.coordination import Coordination
+from cutover.ops.gateway import Gateway
 from cutover.rollout.state import write_atomically
-from tests.conftest import LEGACY_URL, NEW_URL
-from tests.processes import wait_until
-
-TOKEN = "s3cret-token"
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
-PROXY = "http://testserver:8080"
-ADMIN = "http://testserver:9180"
-WEBHOOK = "http://hooks.test/cutover"
-
-
-def write_config(path: Path, **sections) -> None:
-    config = {
-        "backends": {"legacy": {"url": LEGACY_URL}, "new": {"url": NEW_URL}},
-        "split": {"weight": 10, "sticky": "header:X-User-Id"},
-        "rollout": {"stages": [10, 50, 100], "hold": 300},
-        "guard": {"interval": 60, "webhook": WEBHOOK},
-        "state": {"path": str(path.parent / "state.json")},
-        **sections,
-    }
-    path.write_text(yaml.safe_dump(config))
-
-
-@pytest.fixture
-def router() -> Iterator[respx.MockRouter]:
-    with respx.MockRouter(assert_all_mocked=True, assert_all_called=False) as router:
-        router.route(url__startswith=LEGACY_URL).respond(200, text="legacy")
-        router.route(url__startswith=NEW_URL).respond(200, text="new")
-        router.post(WEBHOOK).respond(204)
-        yield router
-
-
-@pytest.fixture
-def config_path(tmp_path: Path) -> Path:
-    path = tmp_path / "cutover.yaml"
-    write_config(path)
-    return path
-
-
-@pytest.fixture
-def gateway(config_path: Path, router: respx.MockRouter, monkeypatch) -> Gateway:
-    monkeypatch.setenv("CUTOVER_ADMIN_TOKEN", TOKEN)
-    transport = httpx.MockTransport(router.async_handler)
-    return Gateway(
-        load_settings(config_path),
-        config_path=config_path,
-        transport=transport,
-        side_transport=transport,
-    )
-
-
-class ByPort:
-    """Both listeners under one TestClient (it has no sockets, so no listening socket to
-    tell them apart): requests to port 9180 go to the admin app, the rest and the lifespan
-    to what `cutover run` serves on the proxy socket."""
-
-    def __init__(self, gateway: Gateway) -> None:
-        self.gateway = gateway
-        self.listeners = Listeners(gateway)
-
-    async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] == "http" and scope["server"][1] == 9180:
-            await self.gateway.admin(scope, receive, send)
-        else:
-            await self.listeners(scope, receive, send)
-
-
-@pytest.fixture
-def client(gateway: Gateway) -> Iterator[TestClient]:
-    with TestClient(ByPort(gateway)) as client:
-        yield client
+from tests.ops.conftest import ADMIN, AUTH, PROXY, ByPort
 
 
 def problem(response: httpx.Response, status: int) -> dict:
@@ -192,53 +118,6 @@ def test_transitions_reach_metrics_logs_and_webhook(
     assert payloads[1]["reason"] == "bad numbers"
 
 
-def test_reload_keeps_the_last_good_config(
-    client: TestClient, gateway: Gateway, config_path: Path
-) -> None:
-    config_path.write_text("split: {weight: 500}\n")
-    assert client.portal.call(gateway.reload) is False
-    assert gateway.metrics.registry.get_sample_value("cutover_config_reload_failures_total") == 1
-    assert client.get(f"{PROXY}/x", headers={"X-Cutover-Backend": "legacy"}).status_code == 200
-
-    write_config(config_path, deprecation={"deprecated_at": "2026-12-01T00:00:00Z"})
-    assert client.portal.call(gateway.reload) is True
-    response = client.get(f"{PROXY}/x", headers={"X-Cutover-Backend": "legacy"})
-    assert response.headers["deprecation"] == "@1796083200"
-    assert gateway.rollout.weight == 10  # the live weight is the rollout's, not the file's
-
-
-def test_the_file_watcher_survives_reloads_that_fail(
-    client: TestClient, gateway: Gateway, config_path: Path, tmp_path: Path, caplog
-) -> None:
-    caplog.set_level("ERROR", logger="cutover.gateway")
-    registry = gateway.metrics.registry
-
-    def failures() -> float | None:
-        return registry.get_sample_value("cutover_config_reload_failures_total")
-
-    # Valid, but applying it fails: the shadow log cannot be opened (it names a directory).
-    shadow_route = [{"prefix": "/x", "shadow": {"sample": 1.0}}]
-    write_config(config_path, routes=shadow_route, shadow={"log_path": str(tmp_path)})
-    wait_until(lambda: failures() == 1, 10, "the failed apply to be counted")
-    # Unreadable as a config (not UTF-8).
-    config_path.write_bytes(b"split: {weight: 10, sticky: \xff}\n")
-    wait_until(lambda: failures() == 2, 10, "the unreadable file to be counted")
-    reasons = [r.getMessage() for r in caplog.records if r.name == "cutover.gateway"]
-    assert any("shadow.log_path: cannot open" in reason for reason in reasons), reasons
-    assert len(reasons) == 2, reasons
-
-    # The watcher is still there: a good edit takes effect.
-    write_config(config_path, deprecation={"deprecated_at": "2026-12-01T00:00:00Z"})
-
-    def deprecated() -> bool:
-        response = client.get(f"{PROXY}/x", headers={"X-Cutover-Backend": "legacy"})
-        return "deprecation" in response.headers
-
-    wait_until(deprecated, 10, "the good edit to be applied")
-    assert failures() == 2
-    assert gateway.proxy.shadower is None  # nothing of the failed apply stayed
-
-
 def test_no_token_on_loopback_leaves_the_api_open(config_path, router, monkeypatch) -> None:
     monkeypatch.delenv("CUTOVER_ADMIN_TOKEN", raising=False)
     transport = httpx.MockTransport(router.async_handler)
@@ -296,35 +175,3 @@ def test_an_action_that_cannot_be_saved_is_a_503_and_changes_nothing(
     disk.full = False
     assert client.request(method, f"{ADMIN}{path}", json=body, headers=AUTH).status_code == 200
     assert gateway.rollout.store.load() == gateway.rollout.state
-
-
-@pytest.mark.anyio
-@pytest.mark.parametrize("anyio_backend", ["asyncio"])
-async def test_an_action_waiting_for_the_state_lock_does_not_block_the_loop(
-    gateway: Gateway, anyio_backend: str
-) -> None:
-    """Another worker holds the state lock: the action waits for it in a thread while the
-    event loop goes on serving."""
-    holding, release = threading.Event(), threading.Event()
-
-    def other_worker() -> None:
-        with Coordination(gateway.settings.state.path).state_lock():
-            holding.set()
-            release.wait(10)
-
-    thread = threading.Thread(target=other_worker)
-    thread.start()
-    try:
-        assert holding.wait(5)
-        action = asyncio.ensure_future(gateway.act(gateway.rollout.pause))
-        began = time.monotonic()
-        for _ in range(10):
-            await asyncio.sleep(0.01)  # the loop turns while the action waits
-        assert time.monotonic() - began < 1.0
-        assert not action.done()
-        release.set()
-        transition = await asyncio.wait_for(action, 5)
-    finally:
-        release.set()
-        thread.join(5)
-    assert transition.kind == "pause" and gateway.rollout.phase == "paused"

@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 
 from cutover.rollout.checks import (
-    Result,
     error_rate_check,
     histogram_quantile,
     latency_check,
     memory_check,
 )
+from cutover.vocabulary import CheckResult
 
 BOUNDS = [0.01, 0.02, 0.05, 0.1, math.inf]
 
@@ -48,32 +48,32 @@ def test_quantile_rejects_mismatched_arrays() -> None:
 @pytest.mark.parametrize(
     ("requests", "errors", "result"),
     [
-        (100, 5, Result.PASS),  # exactly at the threshold passes
-        (100, 6, Result.FAIL),
-        (49, 49, Result.NODATA),  # below min_requests: never fails, never passes
-        (None, None, Result.NODATA),
-        (math.nan, 3, Result.NODATA),
-        (0, 0, Result.NODATA),
+        (100, 5, CheckResult.PASS),  # exactly at the threshold passes
+        (100, 6, CheckResult.FAIL),
+        (49, 49, CheckResult.NODATA),  # below min_requests: never fails, never passes
+        (None, None, CheckResult.NODATA),
+        (math.nan, 3, CheckResult.NODATA),
+        (0, 0, CheckResult.NODATA),
     ],
 )
 def test_error_rate(requests, errors, result) -> None:
     verdict = error_rate_check(requests, errors, max_error_rate=0.05, min_requests=50)
     assert verdict.result is result
     assert verdict.threshold == 0.05
-    if result is Result.FAIL:
+    if result is CheckResult.FAIL:
         assert verdict.value == pytest.approx(0.06)
 
 
 @pytest.mark.parametrize(
     ("new", "legacy", "requests", "result"),
     [
-        (0.1, 0.05, 100, Result.PASS),  # ratio exactly 2.0
-        (0.11, 0.05, 100, Result.FAIL),
-        (0.11, 0.05, 10, Result.NODATA),  # too little traffic to new
-        (0.11, None, 100, Result.NODATA),  # no legacy baseline at all
-        (0.11, 0.0, 100, Result.NODATA),  # zero legacy latency is no baseline
-        (math.nan, 0.05, 100, Result.NODATA),
-        (0.11, math.nan, 100, Result.NODATA),
+        (0.1, 0.05, 100, CheckResult.PASS),  # ratio exactly 2.0
+        (0.11, 0.05, 100, CheckResult.FAIL),
+        (0.11, 0.05, 10, CheckResult.NODATA),  # too little traffic to new
+        (0.11, None, 100, CheckResult.NODATA),  # no legacy baseline at all
+        (0.11, 0.0, 100, CheckResult.NODATA),  # zero legacy latency is no baseline
+        (math.nan, 0.05, 100, CheckResult.NODATA),
+        (0.11, math.nan, 100, CheckResult.NODATA),
     ],
 )
 def test_latency(new, legacy, requests, result) -> None:
@@ -86,12 +86,12 @@ def test_latency(new, legacy, requests, result) -> None:
 @pytest.mark.parametrize(
     ("current", "baseline", "result"),
     [
-        (150, 100, Result.PASS),
-        (151, 100, Result.FAIL),
-        (None, 100, Result.NODATA),
-        (150, None, Result.NODATA),
-        (150, 0, Result.NODATA),
-        (math.nan, 100, Result.NODATA),
+        (150, 100, CheckResult.PASS),
+        (151, 100, CheckResult.FAIL),
+        (None, 100, CheckResult.NODATA),
+        (150, None, CheckResult.NODATA),
+        (150, 0, CheckResult.NODATA),
+        (math.nan, 100, CheckResult.NODATA),
     ],
 )
 def test_memory(current, baseline, result) -> None:

@@ -11,13 +11,14 @@ import pytest
 import respx
 
 from cutover.request.metrics import Metrics
-from cutover.rollout.checks import Result
+from cutover.rollout.control import rollout_status
 from cutover.rollout.coordination import Coordination
 from cutover.rollout.guard import Guard
 from cutover.rollout.guard_status import EvaluationFile
 from cutover.rollout.machine import Rollout
 from cutover.rollout.sources import EmbeddedSource, MemoryScraper, Observation
 from cutover.rollout.state import StateStore, write_atomically
+from cutover.vocabulary import CheckResult
 from tests.conftest import make_settings
 
 pytestmark = pytest.mark.anyio
@@ -81,7 +82,7 @@ async def test_healthy_readings_promote_after_the_hold(tmp_path) -> None:
     for _ in range(3):
         verdicts = await guard.tick()
         clock.now += 5
-    assert [v.result for v in verdicts] == [Result.PASS, Result.PASS]
+    assert [v.result for v in verdicts] == [CheckResult.PASS, CheckResult.PASS]
     assert rollout.weight == 50
     assert (
         metrics.registry.get_sample_value(
@@ -112,7 +113,7 @@ async def test_latency_uses_the_last_legacy_p95_when_legacy_is_quiet(tmp_path) -
     await guard.tick()
     verdicts = await guard.tick()
     latency = next(v for v in verdicts if v.check == "latency")
-    assert latency.result is Result.FAIL
+    assert latency.result is CheckResult.FAIL
     assert latency.value == pytest.approx(0.2 / 0.05)  # against 50 ms, not legacy's 1 ms
 
 
@@ -122,7 +123,7 @@ async def test_low_traffic_is_nodata(tmp_path) -> None:
     guard, rollout, metrics, _ = build(tmp_path, [low])
     for _ in range(10):
         verdicts = await guard.tick()
-    assert {v.result for v in verdicts} == {Result.NODATA}
+    assert {v.result for v in verdicts} == {CheckResult.NODATA}
     assert rollout.phase == "progressing"
     assert (
         metrics.registry.get_sample_value(
@@ -137,7 +138,7 @@ async def test_source_errors_pause_promotion_without_rolling_back(tmp_path) -> N
     guard, rollout, _, _ = build(tmp_path, [broken])
     for _ in range(10):
         verdicts = await guard.tick()
-    assert [v.result for v in verdicts] == [Result.ERROR, Result.ERROR]
+    assert [v.result for v in verdicts] == [CheckResult.ERROR, CheckResult.ERROR]
     assert rollout.phase == "progressing"
 
 
@@ -159,7 +160,7 @@ async def test_memory_baseline_and_growth(tmp_path) -> None:
         first = await guard.tick()
         assert rollout.state.baseline_memory_bytes == 100 * 2**20
         assert StateStore(tmp_path / "state.json").load().baseline_memory_bytes == 100 * 2**20
-        assert next(v for v in first if v.check == "memory").result is Result.PASS
+        assert next(v for v in first if v.check == "memory").result is CheckResult.PASS
         second = await guard.tick()
         assert next(v for v in second if v.check == "memory").value == pytest.approx(1.2)
         await guard.tick()
@@ -189,45 +190,8 @@ async def test_scrape_failures_are_errors(tmp_path, response) -> None:
         verdicts = await guard.tick()
         await guard.scraper.aclose()
     memory = next(v for v in verdicts if v.check == "memory")
-    assert memory.result is Result.ERROR
+    assert memory.result is CheckResult.ERROR
     assert NEW_METRICS in memory.detail
-
-
-async def test_embedded_window_counts_only_recent_requests() -> None:
-    metrics = Metrics()
-    source = EmbeddedSource(metrics, window=60)
-    for _ in range(100):
-        metrics.observe("new", "default", "2xx", 0.01)
-    assert (await source.observe(0)).new_requests is None  # the first snapshot is the base
-    for _ in range(40):
-        metrics.observe("new", "default", "5xx", 0.2)
-    for _ in range(60):
-        metrics.observe("legacy", "/api/", "2xx", 0.01)
-    seen = await source.observe(30)
-    assert (seen.new_requests, seen.new_errors, seen.legacy_requests) == (40, 40, 60)
-    assert 0.15 < seen.new_p95 <= 0.2
-    assert seen.legacy_p95 <= 0.01
-    metrics.observe("new", "default", "error", 0.5)
-    # The base is the newest snapshot at least a window old: at 61 that is still the one
-    # at 0 (the one at 30 is too recent); at 91 it is the one at 30.
-    assert (await source.observe(61)).new_requests == 41
-    later = await source.observe(91)
-    assert (later.new_requests, later.new_errors) == (1, 1)
-
-
-async def test_embedded_window_starts_again_at_since() -> None:
-    metrics = Metrics()
-    source = EmbeddedSource(metrics, window=60)
-    await source.observe(0)
-    for _ in range(40):
-        metrics.observe("new", "default", "5xx", 0.2)
-    assert (await source.observe(5)).new_errors == 40
-    # Since 7 (a restart): the first reading after it is the base, then only what follows.
-    assert (await source.observe(10, since=7)).new_requests is None
-    for _ in range(10):
-        metrics.observe("new", "default", "2xx", 0.01)
-    seen = await source.observe(15, since=7)
-    assert (seen.new_requests, seen.new_errors) == (10, 0)
 
 
 def embedded_guard(
@@ -271,7 +235,7 @@ async def test_a_restart_soon_after_a_rollback_is_not_judged_on_the_old_fault(tm
         traffic(0)
         verdicts = await guard.tick()
     assert rollout.phase == "progressing", rollout.state.reason
-    assert next(v for v in verdicts if v.check == "error_rate").result is Result.PASS
+    assert next(v for v in verdicts if v.check == "error_rate").result is CheckResult.PASS
 
 
 async def test_a_sudden_failure_is_caught_in_the_last_interval(tmp_path) -> None:
@@ -284,7 +248,7 @@ async def test_a_sudden_failure_is_caught_in_the_last_interval(tmp_path) -> None
     traffic(40)  # the fault: 40 % errors in the last interval, ~3 % over the minute
     first = await guard.tick()
     error_rate = next(v for v in first if v.check == "error_rate")
-    assert error_rate.result is Result.FAIL
+    assert error_rate.result is CheckResult.FAIL
     assert error_rate.value == pytest.approx(0.4)
     assert error_rate.detail.startswith("last interval")
     clock.now += 5
@@ -398,11 +362,13 @@ async def test_every_worker_shows_the_leaders_checks_and_hold(tmp_path) -> None:
             assert await leader.tick() != []
             assert await other.tick() == []  # not the leader: adopts instead of judging
             clock.now += 5
-        assert following.status()["checks"] == leading.status()["checks"] != {}
-        assert leading.status()["healthy_for"] == 20
-        assert following.status()["healthy_for"] == 20
+        assert rollout_status(following)["checks"] == rollout_status(leading)["checks"] != {}
+        assert rollout_status(leading)["healthy_for"] == 20
+        assert rollout_status(following)["healthy_for"] == 20
         clock.now += 2
         await other.follow()  # nothing new written: the same hold, 2 s on
-        assert following.status()["healthy_for"] == leading.status()["healthy_for"] == 22
+        assert (
+            rollout_status(following)["healthy_for"] == rollout_status(leading)["healthy_for"] == 22
+        )
     finally:
         leader.coordination.resign()

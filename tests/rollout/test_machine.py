@@ -6,9 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from cutover.rollout.checks import Result, Verdict
-from cutover.rollout.machine import Rollout, RolloutError
+from cutover.rollout.checks import Verdict
+from cutover.rollout.control import rollout_status
+from cutover.rollout.machine import Rollout
 from cutover.rollout.state import SaveError, StateStore, Writer, write_atomically
+from cutover.rollout.transitions import RolloutError
+from cutover.vocabulary import CheckResult
 from tests.conftest import make_settings
 
 pytestmark = pytest.mark.anyio
@@ -27,15 +30,15 @@ class Clock:
         return self.now
 
 
-def verdicts(*results: Result) -> list[Verdict]:
+def verdicts(*results: CheckResult) -> list[Verdict]:
     names = ("error_rate", "latency", "memory")
     return [Verdict(name, result, 0.5, 0.05) for name, result in zip(names, results, strict=False)]
 
 
-PASS = verdicts(Result.PASS, Result.PASS)
-FAIL = verdicts(Result.FAIL, Result.PASS)
-NODATA = verdicts(Result.NODATA, Result.PASS)
-ERROR = verdicts(Result.ERROR, Result.PASS)
+PASS = verdicts(CheckResult.PASS, CheckResult.PASS)
+FAIL = verdicts(CheckResult.FAIL, CheckResult.PASS)
+NODATA = verdicts(CheckResult.NODATA, CheckResult.PASS)
+ERROR = verdicts(CheckResult.ERROR, CheckResult.PASS)
 
 
 @pytest.fixture
@@ -257,23 +260,6 @@ async def test_listeners_see_every_transition(tmp_path, clock) -> None:
     assert seen == [("promote", 50), ("rollback", 0)]
 
 
-async def test_status_document(tmp_path, clock) -> None:
-    rollout = make(tmp_path, clock)
-    await rollout.evaluate(PASS)
-    clock.now += 20
-    status = rollout.status()
-    assert status["phase"] == "progressing"
-    assert status["stages"] == [
-        {"weight": 10, "hold": 60},
-        {"weight": 50, "hold": 60},
-        {"weight": 100, "hold": 60},
-    ]
-    assert status["healthy_for"] == 20
-    assert status["next_promotion_in"] == 40
-    assert status["checks"]["error_rate"]["result"] == "pass"
-    assert status["history"][0]["at"].endswith("Z")
-
-
 async def test_judging_starts_at_the_start_and_again_on_leaving_a_rollback(tmp_path, clock) -> None:
     rollout = make(tmp_path, clock)
     started = clock.now
@@ -310,7 +296,7 @@ async def test_a_wall_clock_jump_does_not_promote(tmp_path) -> None:
     wall.now += 3600
     assert await rollout.evaluate(PASS) is None
     assert rollout.weight == 10
-    assert rollout.status()["healthy_for"] == 20
+    assert rollout_status(rollout)["healthy_for"] == 20
     for _ in range(7):  # the hold ends on the monotonic clock: 60 s after it began
         monotonic.now += 5
         wall.now += 5
@@ -377,11 +363,11 @@ async def test_an_action_that_cannot_be_saved_changes_nothing(
     seen = []
     rollout.listeners.append(lambda t, s: seen.append(t.kind))
     path = tmp_path / "state.json"
-    before, saved = rollout.status(), path.read_bytes()
+    before, saved = rollout_status(rollout), path.read_bytes()
     disk.full = True
     with pytest.raises(SaveError, match="No space left on device"):
         await getattr(rollout, action)(*args)
-    assert rollout.status() == before
+    assert rollout_status(rollout) == before
     assert path.read_bytes() == saved
     assert seen == []
     assert "No space left on device" in caplog.text
@@ -450,8 +436,8 @@ async def test_the_hold_survives_a_restart_without_the_time_nobody_watched(tmp_p
     later = Clock()
     restarted = make(tmp_path, wall, monotonic=later)
     restarted.adopt(shared, fresh=0.0)
-    assert restarted.status()["healthy_for"] == 45
-    assert restarted.status()["checks"]["error_rate"]["result"] == "pass"
+    assert rollout_status(restarted)["healthy_for"] == 45
+    assert rollout_status(restarted)["checks"]["error_rate"]["result"] == "pass"
     later.now += 10
     assert await restarted.evaluate(PASS) is None
     later.now += 5
@@ -470,7 +456,7 @@ async def test_a_worker_adopts_the_leaders_hold_as_of_now(tmp_path) -> None:
     wall.now += 3  # read 3 s after the leader wrote it
     other = make(tmp_path, wall, monotonic=Clock())
     other.adopt(shared, fresh=10.0)
-    assert other.status()["healthy_for"] == 23
+    assert rollout_status(other)["healthy_for"] == 23
 
 
 async def test_a_hold_from_before_a_transition_is_not_adopted(tmp_path, clock) -> None:
@@ -480,7 +466,7 @@ async def test_a_hold_from_before_a_transition_is_not_adopted(tmp_path, clock) -
     await rollout.pause()
     await rollout.resume()
     rollout.adopt(shared, fresh=100.0)
-    assert rollout.status()["healthy_for"] is None
+    assert rollout_status(rollout)["healthy_for"] is None
 
 
 async def test_a_save_under_way_is_applied_even_if_its_caller_is_cancelled(tmp_path, clock) -> None:

@@ -8,7 +8,15 @@ import pytest
 import yaml
 
 from cutover.cli.main import main
-from cutover.rollout.state import RolloutState, SaveError, StateError, StateStore, Transition
+from cutover.rollout.state import (
+    RolloutState,
+    SaveError,
+    StateError,
+    StateStore,
+    Transition,
+    dumps,
+)
+from cutover.vocabulary import Actor, Phase, TransitionKind
 from tests.conftest import LEGACY_URL, NEW_URL
 from tests.processes import free_port
 
@@ -119,10 +127,33 @@ def test_a_file_written_by_the_previous_version_loads_unchanged(tmp_path: Path) 
     assert state.history[1].failure["check"] == "error_rate"
 
 
+def test_the_vocabularies_load_as_their_enums_and_are_written_as_before(tmp_path: Path) -> None:
+    path = tmp_path / "state.json"
+    path.write_text(TODAYS_FILE)
+    state = StateStore(path).load()
+    assert state is not None
+    assert state.phase is Phase.PROGRESSING
+    rollback = state.history[1]
+    assert (rollback.from_phase, rollback.to_phase) == (Phase.PROGRESSING, Phase.ROLLED_BACK)
+    assert rollback.actor is Actor.GUARD and rollback.kind is TransitionKind.ROLLBACK
+    assert state.history[0].from_phase is None
+    # Saved again, the file holds the same document, each enum written as its string.
+    StateStore(path).save(state)
+    assert json.loads(path.read_text()) == json.loads(TODAYS_FILE)
+    as_strings = json.loads(json.dumps(state.to_json()))
+    assert type(as_strings["phase"]) is str
+    assert path.read_text() == dumps(state.to_json()) == dumps(as_strings)
+
+
 def with_history_entry(**change: object) -> str:
     data = json.loads(TODAYS_FILE)
     data["history"].append({**data["history"][2], **change})
     return json.dumps(data)
+
+
+PHASE_PROBLEM = (
+    "phase: Input should be 'progressing', 'paused', 'promoted', 'rolled_back' or 'manual'"
+)
 
 
 @pytest.mark.parametrize(
@@ -148,6 +179,16 @@ def with_history_entry(**change: object) -> str:
          ["weight: Input should be a finite number"]),
         (with_history_entry(kind="teleport", actor="someone"),
          ["history.3.actor: Input should be 'guard', 'operator' or 'startup'",
+          "history.3.kind: Input should be 'start', 'promote', 'rollback', 'pause', 'resume', "
+          "'restart' or 'set_weight'"]),
+        # the vocabularies take the file's strings and nothing else
+        ('{"version": 1, "phase": 1, "weight": 1}', [PHASE_PROBLEM]),
+        ('{"version": 1, "phase": null, "weight": 1}', [PHASE_PROBLEM]),
+        ('{"version": 1, "phase": ["paused"], "weight": 1}', [PHASE_PROBLEM]),
+        ('{"version": 1, "phase": "PAUSED", "weight": 1}', [PHASE_PROBLEM]),
+        (with_history_entry(from_phase=True, actor=0, kind=None),
+         ["history.3.from_phase: " + PHASE_PROBLEM.removeprefix("phase: "),
+          "history.3.actor: Input should be 'guard', 'operator' or 'startup'",
           "history.3.kind: Input should be 'start', 'promote', 'rollback', 'pause', 'resume', "
           "'restart' or 'set_weight'"]),
         ('{"version": 1, "phase": "paused", "weight": 1, "history": [{"x": 1}]}',

@@ -16,11 +16,11 @@ from cutover.config import parse_settings
 from cutover.ops.server import server_config
 from cutover.request.app import create_app
 from cutover.request.metrics import Metrics
-from cutover.rollout.checks import Result
 from cutover.rollout.guard import Guard
 from cutover.rollout.machine import Rollout
 from cutover.rollout.sources import Observation
 from cutover.rollout.state import StateStore
+from cutover.vocabulary import CheckResult
 from tests.conftest import LEGACY_URL, NEW_URL, make_settings
 from tests.processes import wait_until
 from tests.servers import serve, serve_config
@@ -232,7 +232,7 @@ async def test_the_shadow_check_gates_promotion(tmp_path, anyio_backend, rollbac
         assert rollout.phase == "rolled_back"
         assert rollout.state.failure["check"] == "shadow"
     else:
-        assert shadow.result is Result.FAIL
+        assert shadow.result is CheckResult.FAIL
         assert (rollout.phase, rollout.weight) == ("progressing", 10)  # blocked, not undone
 
 
