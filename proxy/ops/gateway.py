@@ -19,13 +19,8 @@ from prometheus_client import CollectorRegistry
 
 from cutover.config import ConfigError, Settings, load_settings
 from cutover.ops.admin import create_admin_app
-from cutover.request.app import (
-    CutoverApp,
-    build_breaker,
-    build_shadower,
-    build_upstreams,
-    run_lifespan,
-)
+from cutover.ops.assembly import build_breaker, build_shadower, build_upstreams, create_app
+from cutover.request.app import run_lifespan
 from cutover.request.forwarder import Forwarder
 from cutover.request.metrics import Metrics
 from cutover.request.splitter import DEFAULT_ROUTE, Splitter
@@ -101,7 +96,7 @@ class Gateway:
             self.rollout = Rollout.restore(settings, store, clock=clock, monotonic=monotonic)
         self.evaluations = EvaluationFile(settings.state.path)
         self._resume_hold()
-        self.proxy = CutoverApp(settings, transport=transport, metrics=self.metrics)
+        self.proxy = create_app(settings, transport=transport, metrics=self.metrics)
         self.proxy.splitter.set_weight(self.rollout.weight)
         self.admin = create_admin_app(self)
         self.webhook: Webhook | None = None
