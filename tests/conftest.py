@@ -10,7 +10,7 @@ import respx
 from starlette.testclient import TestClient
 
 from cutover.config import Settings, parse_settings
-from cutover.request.app import create_app
+from cutover.ops.assembly import create_app
 
 LEGACY_URL = "http://legacy.test"
 NEW_URL = "http://new.test"

@@ -15,10 +15,10 @@ from prometheus_client import CollectorRegistry
 
 from cutover.config import Settings
 from cutover.ops.admin import create_admin_app
+from cutover.ops.assembly import build_breaker, build_shadower, build_upstreams, create_app
 from cutover.ops.fanout import TransitionFanout, route_weights
 from cutover.ops.guard_runner import BuiltGuard, GuardRunner, shadowing
 from cutover.ops.reload import Reloader, describe, reloadable
-from cutover.request.app import CutoverApp, build_breaker, build_shadower, build_upstreams
 from cutover.request.forwarder import Forwarder
 from cutover.request.metrics import Metrics
 from cutover.request.splitter import Splitter
@@ -62,7 +62,7 @@ class Gateway:
             self.rollout = Rollout.restore(settings, store, clock=clock, monotonic=monotonic)
         self.evaluations = EvaluationFile(settings.state.path)
         self._resume_hold()
-        self.proxy = CutoverApp(settings, transport=transport, metrics=self.metrics)
+        self.proxy = create_app(settings, transport=transport, metrics=self.metrics)
         self.proxy.splitter.set_weight(self.rollout.weight)
         self.control = Control(self.rollout, self.coordination, breaker_status=self._breaker)
         self.admin = create_admin_app(self.control, self.metrics, settings.admin_token)

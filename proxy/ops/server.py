@@ -20,9 +20,10 @@ import uvicorn
 from uvicorn.config import LOGGING_CONFIG
 
 from cutover.config import Settings
+from cutover.ops.assembly import create_app
 from cutover.ops.gateway import Gateway
 from cutover.ops.listener import AppListener, Listeners
-from cutover.request.app import RESPONSE_ABANDONED, create_app
+from cutover.request.app import RESPONSE_ABANDONED
 from cutover.request.protocol import configure
 
 logger = logging.getLogger("cutover.server")

@@ -1,7 +1,8 @@
-"""The gateway's ASGI application: split, forward, stamp.
+"""The gateway's ASGI application: refuse, split, forward, stamp.
 
 A plain ASGI callable rather than a routed framework app: every request on this
-listener is proxied, so routing would only add cost to the hot path.
+listener is proxied, so routing would only add cost to the hot path. Its parts (upstream
+clients, the dual run, the breaker) are built by ``cutover.ops.assembly`` and handed in.
 """
 
 from __future__ import annotations
@@ -10,55 +11,23 @@ import logging
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 
-import httpx
-
-from cutover.config import ConfigError, Settings
+from cutover.config import Settings
 from cutover.request.body import BadRequest, BodyTooLarge, ClientDisconnected
 from cutover.request.breaker import CircuitBreaker
-from cutover.request.forwarder import Forwarder, UpstreamBodyError
+from cutover.request.forwarder import Forwarder
 from cutover.request.metrics import Metrics
+from cutover.request.mirror import DualRun
 from cutover.request.problem import send_problem
+from cutover.request.relay import UpstreamBodyError
 from cutover.request.splitter import Splitter
-from cutover.shadow.log import ShadowLog
-from cutover.shadow.mirror import Shadower
 from cutover.types import Receive, Scope, Send
 from cutover.upstream.base import Upstream
-from cutover.upstream.http1 import Http1Upstream
-from cutover.upstream.httpx_adapter import HttpxUpstream
 
 logger = logging.getLogger("cutover.app")
 
 # Set in a request's context when its response is abandoned on purpose (the backend failed
 # mid-body): uvicorn's ERROR about an unfinished response is then expected, not a bug.
 RESPONSE_ABANDONED: ContextVar[bool] = ContextVar("cutover_response_abandoned", default=False)
-
-
-def build_upstreams(
-    settings: Settings, transport: httpx.AsyncBaseTransport | None
-) -> dict[str, Upstream]:
-    upstreams: dict[str, Upstream] = {}
-    for name in ("legacy", "new"):
-        backend = getattr(settings.backends, name)
-        if transport is None:
-            upstreams[name] = Http1Upstream(backend.url, settings.timeouts, ca_file=backend.ca_file)
-        else:
-            upstreams[name] = HttpxUpstream(backend.url, settings.timeouts, transport)
-    return upstreams
-
-
-def build_shadower(
-    settings: Settings, upstreams: dict[str, Upstream], metrics: Metrics
-) -> Shadower | None:
-    """The shadow comparer when any route mirrors; ConfigError if its log cannot be opened."""
-    if not any(route.shadow is not None and route.shadow.enabled for route in settings.routes):
-        return None
-    config = settings.shadow
-    try:
-        log = ShadowLog(config.log_path, max_bytes=config.log_max_bytes, backups=config.log_backups)
-    except OSError as exc:
-        reason = exc.strerror or str(exc)
-        raise ConfigError([f"shadow.log_path: cannot open {config.log_path}: {reason}"]) from None
-    return Shadower(config, upstreams, metrics, log=log)
 
 
 async def run_lifespan(
@@ -106,37 +75,22 @@ def refuse(scope: Scope) -> tuple[int, str] | None:
     return None  # Host is checked where the headers are read: headers.upstream_request_headers
 
 
-def build_breaker(settings: Settings, metrics: Metrics) -> CircuitBreaker | None:
-    if not settings.breaker.enabled:
-        return None
-    metrics.set_breaker_state("closed")
-
-    def changed(previous: str, state: str) -> None:
-        metrics.set_breaker_state(state)
-        metrics.breaker_transitions.labels(state).inc()
-        log = logger.warning if state == "open" else logger.info
-        log("circuit breaker on new: %s -> %s", previous, state)
-
-    return CircuitBreaker(settings.breaker, on_change=changed)
-
-
 class CutoverApp:
     def __init__(
         self,
         settings: Settings,
-        *,
-        transport: httpx.AsyncBaseTransport | None = None,
-        metrics: Metrics | None = None,
+        metrics: Metrics,
+        upstreams: dict[str, Upstream],
+        shadower: DualRun | None = None,
+        breaker: CircuitBreaker | None = None,
     ) -> None:
         self.settings = settings
-        self.metrics = metrics if metrics is not None else Metrics()
+        self.metrics = metrics
         self.splitter = Splitter(settings)
-        self.upstreams = build_upstreams(settings, transport)
-        self.shadower = build_shadower(settings, self.upstreams, self.metrics)
-        self.breaker = build_breaker(settings, self.metrics)
-        self.forwarder = Forwarder(
-            settings, self.upstreams, self.metrics, self.shadower, self.breaker
-        )
+        self.upstreams = upstreams
+        self.shadower = shadower
+        self.breaker = breaker
+        self.forwarder = Forwarder(settings, upstreams, metrics, shadower, breaker)
 
     async def startup(self) -> None:
         for upstream in self.upstreams.values():
@@ -187,14 +141,3 @@ class CutoverApp:
 
     async def lifespan(self, receive: Receive, send: Send) -> None:
         await run_lifespan(receive, send, self.startup, self.shutdown)
-
-
-def create_app(
-    settings: Settings,
-    *,
-    transport: httpx.AsyncBaseTransport | None = None,
-    metrics: Metrics | None = None,
-) -> CutoverApp:
-    """Build the proxy listener's app. ``transport`` replaces the HTTP/1.1 client (tests
-    pass respx); ``metrics`` shares a registry with the admin listener."""
-    return CutoverApp(settings, transport=transport, metrics=metrics)

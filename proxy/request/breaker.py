@@ -13,8 +13,11 @@ from collections import deque
 from collections.abc import Callable
 
 from cutover.config import BreakerConfig
+from cutover.vocabulary import BreakerState
 
-STATES = ("closed", "open", "half_open")
+# allow() runs on every request to new: the members as module globals, because reading
+# ``BreakerState.CLOSED`` goes through the enum class (~0.2 µs on Python 3.11).
+CLOSED, OPEN, HALF_OPEN = BreakerState.CLOSED, BreakerState.OPEN, BreakerState.HALF_OPEN
 
 
 class CircuitBreaker:
@@ -23,12 +26,12 @@ class CircuitBreaker:
         config: BreakerConfig,
         *,
         clock: Callable[[], float] = time.monotonic,
-        on_change: Callable[[str, str], None] | None = None,
+        on_change: Callable[[BreakerState, BreakerState], None] | None = None,
     ) -> None:
         self.config = config
         self.clock = clock
         self.on_change = on_change
-        self.state = "closed"
+        self.state = CLOSED
         self.consecutive_failures = 0
         self.opened_at: float | None = None
         self._recent: deque[tuple[float, bool]] = deque()
@@ -39,12 +42,12 @@ class CircuitBreaker:
     def allow(self) -> bool:
         """May this request go to new? In half-open, admits at most ``probes`` at once;
         every admitted request must be followed by ``record``."""
-        if self.state == "closed":
+        if self.state == CLOSED:
             return True
-        if self.state == "open":
+        if self.state == OPEN:
             if self.clock() - (self.opened_at or 0.0) < self.config.cooldown:
                 return False
-            self._move("half_open")
+            self._move(HALF_OPEN)
             self._probing = self._probe_successes = 0
         if self._probing >= self.config.probes:
             return False
@@ -53,7 +56,7 @@ class CircuitBreaker:
 
     def record(self, ok: bool) -> None:
         """The outcome of a request that ``allow`` admitted."""
-        if self.state == "half_open":
+        if self.state == HALF_OPEN:
             self._probing = max(0, self._probing - 1)
             if not ok:
                 self._open()
@@ -62,7 +65,7 @@ class CircuitBreaker:
             if self._probe_successes >= self.config.probes:
                 self._close()
             return
-        if self.state == "open":
+        if self.state == OPEN:
             return  # answers to requests admitted before it opened
         self._count(ok)
         self.consecutive_failures = 0 if ok else self.consecutive_failures + 1
@@ -71,7 +74,7 @@ class CircuitBreaker:
 
     def forget(self) -> None:
         """An admitted request ended with no verdict on new (the client left first)."""
-        if self.state == "half_open":
+        if self.state == HALF_OPEN:
             self._probing = max(0, self._probing - 1)
 
     def status(self) -> dict[str, object]:
@@ -98,16 +101,16 @@ class CircuitBreaker:
 
     def _open(self) -> None:
         self.opened_at = self.clock()
-        self._move("open")
+        self._move(OPEN)
 
     def _close(self) -> None:
         self.opened_at = None
         self.consecutive_failures = 0
         self._recent.clear()
         self._failed_recently = 0
-        self._move("closed")
+        self._move(CLOSED)
 
-    def _move(self, state: str) -> None:
+    def _move(self, state: BreakerState) -> None:
         previous, self.state = self.state, state
         if self.on_change is not None and previous != state:
             self.on_change(previous, state)

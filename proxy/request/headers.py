@@ -124,3 +124,11 @@ def client_response_headers(raw: RawHeaders, extra: RawHeaders) -> RawHeaders:
     out.append((b"via", _RESPONSE_VIA))
     out.extend(extra)
     return out
+
+
+def header_value(headers: RawHeaders, name: bytes) -> str | None:
+    """The first value of header ``name`` (lowercase) in raw headers of any case."""
+    for key, value in headers:
+        if key.lower() == name:
+            return value.decode("latin-1")
+    return None

@@ -12,14 +12,14 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.metrics_core import Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from cutover.vocabulary import BreakerState, Phase
+
 # Roughly ×1.5 steps from 1 ms to 30 s: fine enough for p95 ratios, few enough series.
 LATENCY_BUCKETS = (
     0.001, 0.0015, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075,
     0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0, 20.0, 30.0,
 )  # fmt: skip
 CODE_CLASSES = ("1xx", "1xx", "2xx", "3xx", "4xx", "5xx")
-BREAKER_STATES = ("closed", "open", "half_open")
-PHASES = ("progressing", "paused", "promoted", "rolled_back", "manual")
 ERROR = "error"
 
 
@@ -161,12 +161,12 @@ class Metrics:
             child = self._error_children[key] = self.upstream_errors.labels(backend, kind)
         child.inc()
 
-    def set_phase(self, phase: str) -> None:
-        for name in PHASES:
+    def set_phase(self, phase: Phase) -> None:
+        for name in Phase:
             self.rollout_phase.labels(name).set(1 if name == phase else 0)
 
-    def set_breaker_state(self, state: str) -> None:
-        for name in BREAKER_STATES:
+    def set_breaker_state(self, state: BreakerState) -> None:
+        for name in BreakerState:
             self.breaker_state.labels(name).set(1 if name == state else 0)
 
     def set_weights(self, weights: Iterable[tuple[str, float]]) -> None:

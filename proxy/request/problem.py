@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from cutover.types import RawHeaders, Send
+from cutover.upstream.base import UpstreamError
 
 # Problem types are named, not fetched; README.md lists them.
 PROBLEM_TYPE_BASE = "urn:cutover:problem:"
@@ -50,3 +51,38 @@ async def send_problem(
         }
     )
     await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+async def send_upstream_failure(
+    send: Send, exc: UpstreamError, backend: str, instance: str | None, headers: RawHeaders
+) -> None:
+    """The backend gave no usable answer: 504 when it timed out, else 502."""
+    if exc.status == 504:
+        title = "Gateway Timeout"
+        detail = f"The {backend} backend did not answer in time."
+    else:
+        title = "Bad Gateway"
+        detail = f"The {backend} backend could not be reached ({exc.kind})."
+    await send_problem(
+        send,
+        exc.status,
+        title,
+        detail,
+        slug=f"upstream-{exc.kind}",
+        instance=instance,
+        headers=headers,
+        backend=backend,
+    )
+
+
+async def send_overloaded(send: Send, backend: str, retry_after: int, headers: RawHeaders) -> None:
+    """Every slot of the backend stayed taken (``slots.py``): 503 with ``Retry-After``."""
+    await send_problem(
+        send,
+        503,
+        "Service Unavailable",
+        f"Too many requests are in flight to the {backend} backend; retry shortly.",
+        slug="overloaded",
+        headers=[*headers, (b"retry-after", str(retry_after).encode("ascii"))],
+        backend=backend,
+    )

@@ -27,9 +27,9 @@ from time import perf_counter
 
 from cutover.config import RouteShadowConfig, ShadowConfig
 from cutover.request.metrics import Metrics
+from cutover.request.mirror import Mirror
 from cutover.shadow.compare import Tolerance, compare_responses
 from cutover.shadow.log import ShadowLog, mismatch_record, redact_query, totals_record
-from cutover.types import RawHeaders
 from cutover.upstream.base import Upstream, UpstreamError
 from cutover.vocabulary import ShadowResult
 
@@ -41,77 +41,6 @@ OFF_LOOP_BYTES = 1024
 
 class TooLarge(Exception):
     """A body is over ``shadow.max_response_body``; the pair is not compared."""
-
-
-class Mirror:
-    """One mirrored request: carries the primary's answer to the comparison."""
-
-    def __init__(
-        self,
-        *,
-        route: str,
-        rule: RouteShadowConfig,
-        method: str,
-        path: str,
-        query: str,
-        headers: RawHeaders,
-        body: bytes | None,
-        primary_backend: str,
-        shadow_backend: str,
-        shadow_url: str,
-        cap: int,
-    ) -> None:
-        self.route = route
-        self.rule = rule
-        self.method = method
-        self.path = path
-        self.query = query
-        self.headers = headers
-        self.body = body
-        self.primary_backend = primary_backend
-        self.shadow_backend = shadow_backend
-        self.shadow_url = shadow_url
-        self._cap = cap
-        self.status = 0
-        self._type: str | None = None
-        self._chunks: list[bytes] = []
-        self._size = 0
-        self.too_large = False
-        self.launched = False  # the shadow call was started (Shadower.start)
-        self.client_left = False
-        self.primary: asyncio.Future[tuple[int, str | None, bytes] | None] = (
-            asyncio.get_running_loop().create_future()
-        )
-
-    def started(self, status: int, content_type: str | None) -> None:
-        self.status, self._type = status, content_type
-
-    def capture(self, chunk: bytes) -> None:
-        if self.too_large or not chunk:
-            return
-        self._size += len(chunk)
-        if self._size > self._cap:
-            self.too_large = True
-            self._chunks.clear()
-        else:
-            self._chunks.append(chunk)
-
-    def finished(self) -> None:
-        if not self.primary.done():
-            body = None if self.too_large else b"".join(self._chunks)
-            self.primary.set_result(None if body is None else (self.status, self._type, body))
-
-    def failed(self) -> None:
-        if not self.primary.done():
-            self.primary.set_result(None)
-
-    def left(self) -> bool:
-        """The client left before its answer was complete; False if already settled."""
-        if self.primary.done():
-            return False
-        self.client_left = True
-        self.primary.set_result(None)
-        return True
 
 
 class Shadower:

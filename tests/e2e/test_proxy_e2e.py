@@ -28,8 +28,8 @@ import pytest
 import trustme
 
 from cutover.config import parse_settings
+from cutover.ops.assembly import create_app
 from cutover.ops.server import bind, server_config, uvicorn_config
-from cutover.request.app import create_app
 from cutover.request.metrics import Metrics
 from cutover.rollout.sources import MemoryScraper
 from cutover_demo.legacy_backend.app import create_app as create_legacy_app

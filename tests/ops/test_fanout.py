@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
+from cutover.ops.assembly import create_app
 from cutover.ops.fanout import TransitionFanout, route_weights
-from cutover.request.app import CutoverApp
 from cutover.request.metrics import Metrics
 from cutover.rollout.state import RolloutState, Transition
 from cutover.vocabulary import Actor, Phase, TransitionKind
@@ -41,7 +41,7 @@ class Webhook:
 
 def fanout() -> tuple[TransitionFanout, Metrics]:
     metrics = Metrics()
-    proxy = CutoverApp(make_settings(routes=ROUTES), metrics=metrics)
+    proxy = create_app(make_settings(routes=ROUTES), metrics=metrics)
     return TransitionFanout(proxy, metrics), metrics
 
 

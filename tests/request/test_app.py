@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import json
 
@@ -9,6 +10,7 @@ import httpx
 import pytest
 import respx
 
+from cutover.request.app import refuse, run_lifespan
 from tests.conftest import LEGACY_URL, NEW_URL
 
 DEPRECATION = {
@@ -256,3 +258,62 @@ def test_malformed_content_length_is_a_400(proxy) -> None:
     response = client.post("/x", content=b"abc", headers={"Content-Length": "3, 3"})
     assert response.status_code == 400
     problem(response)
+
+
+@pytest.mark.parametrize(
+    ("scope", "refusal"),
+    [
+        ({"method": "GET", "path": "/x"}, None),
+        ({"method": "GET", "path": "/x", "http_version": "1.0"}, None),
+        ({"method": "CONNECT", "path": "/x"}, 405),
+        ({"method": "TRACE", "path": "/x"}, 405),
+        ({"method": "GET", "path": "/x", "http_version": "2"}, 400),
+        ({"method": "GET", "path": "x", "raw_path": b"http://other/x"}, 400),
+    ],
+)
+def test_refuse(scope: dict, refusal: int | None) -> None:
+    got = refuse(scope)
+    assert (got if got is None else got[0]) == refusal
+
+
+def test_websockets_are_refused(proxy) -> None:
+    from starlette.websockets import WebSocketDisconnect
+
+    with pytest.raises(WebSocketDisconnect) as refused, proxy().websocket_connect("/ws"):
+        pass
+    assert refused.value.code == 1008
+
+
+def lifespan(*messages: str, fail: bool = False) -> tuple[list[str], list[dict]]:
+    incoming = [{"type": f"lifespan.{message}"} for message in messages]
+    ran: list[str] = []
+    sent: list[dict] = []
+
+    async def receive() -> dict:
+        return incoming.pop(0)
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    async def startup() -> None:
+        ran.append("startup")
+        if fail:
+            raise RuntimeError("no port")
+
+    async def shutdown() -> None:
+        ran.append("shutdown")
+
+    asyncio.run(run_lifespan(receive, send, startup, shutdown))
+    return ran, sent
+
+
+def test_lifespan_runs_startup_then_shutdown() -> None:
+    ran, sent = lifespan("startup", "shutdown")
+    assert ran == ["startup", "shutdown"]
+    assert [m["type"] for m in sent] == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
+
+
+def test_a_failed_startup_is_reported_and_ends_the_lifespan() -> None:
+    ran, sent = lifespan("startup", fail=True)
+    assert ran == ["startup"]
+    assert sent == [{"type": "lifespan.startup.failed", "message": "no port"}]

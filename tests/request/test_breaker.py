@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from cutover.config import BreakerConfig
 from cutover.request.breaker import CircuitBreaker
+from cutover.vocabulary import BreakerState
 
 
 class Clock:
@@ -97,3 +98,19 @@ def test_forgotten_probes_free_their_place() -> None:
     assert not breaker.allow()
     breaker.forget()  # the client left before new answered
     assert breaker.allow()
+
+
+def test_states_are_the_vocabularys_members() -> None:
+    breaker, clock, changes = make(failures=1, cooldown=5, probes=1)
+    assert breaker.state is BreakerState.CLOSED
+    fail(breaker, 1)
+    clock.now += 5
+    assert breaker.allow()
+    breaker.record(True)
+    assert changes == [
+        (BreakerState.CLOSED, BreakerState.OPEN),
+        (BreakerState.OPEN, BreakerState.HALF_OPEN),
+        (BreakerState.HALF_OPEN, BreakerState.CLOSED),
+    ]
+    assert all(isinstance(state, BreakerState) for change in changes for state in change)
+    assert breaker.status()["state"] is BreakerState.CLOSED

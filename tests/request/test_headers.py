@@ -5,7 +5,11 @@ import re
 import pytest
 
 from cutover.request.body import BadRequest
-from cutover.request.headers import client_response_headers, upstream_request_headers
+from cutover.request.headers import (
+    client_response_headers,
+    header_value,
+    upstream_request_headers,
+)
 
 
 def decoded(headers: list[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
@@ -135,3 +139,9 @@ def test_response_headers() -> None:
         (b"via", b"1.1 cutover"),
         (b"x-cutover-backend", b"new"),
     ]
+
+
+def test_header_value_is_the_first_match_of_any_case() -> None:
+    raw = [(b"Content-Type", b"text/plain"), (b"content-type", b"text/html")]
+    assert header_value(raw, b"content-type") == "text/plain"
+    assert header_value(raw, b"content-length") is None

@@ -13,8 +13,8 @@ import httpx
 import pytest
 
 from cutover.config import parse_settings
+from cutover.ops.assembly import create_app
 from cutover.ops.server import server_config
-from cutover.request.app import create_app
 from cutover.request.metrics import Metrics
 from cutover.rollout.guard import Guard
 from cutover.rollout.machine import Rollout

@@ -1,0 +1,80 @@
+"""Assembling the proxy listener's app from the settings: the upstream clients, the dual
+run's comparer, the circuit breaker, handed to ``CutoverApp``. The request path builds
+none of them itself, so it needs nothing of the control plane (``cutover.shadow``)."""
+
+from __future__ import annotations
+
+import logging
+
+import httpx
+
+from cutover.config import ConfigError, Settings
+from cutover.request.app import CutoverApp
+from cutover.request.breaker import CircuitBreaker
+from cutover.request.metrics import Metrics
+from cutover.shadow.log import ShadowLog
+from cutover.shadow.mirror import Shadower
+from cutover.upstream.base import Upstream
+from cutover.upstream.http1 import Http1Upstream
+from cutover.upstream.httpx_adapter import HttpxUpstream
+from cutover.vocabulary import BreakerState
+
+# The breaker's changes are logged under the name they had when the app built it.
+logger = logging.getLogger("cutover.app")
+
+
+def build_upstreams(
+    settings: Settings, transport: httpx.AsyncBaseTransport | None
+) -> dict[str, Upstream]:
+    upstreams: dict[str, Upstream] = {}
+    for name in ("legacy", "new"):
+        backend = getattr(settings.backends, name)
+        if transport is None:
+            upstreams[name] = Http1Upstream(backend.url, settings.timeouts, ca_file=backend.ca_file)
+        else:
+            upstreams[name] = HttpxUpstream(backend.url, settings.timeouts, transport)
+    return upstreams
+
+
+def build_shadower(
+    settings: Settings, upstreams: dict[str, Upstream], metrics: Metrics
+) -> Shadower | None:
+    """The shadow comparer when any route mirrors; ConfigError if its log cannot be opened."""
+    if not any(route.shadow is not None and route.shadow.enabled for route in settings.routes):
+        return None
+    config = settings.shadow
+    try:
+        log = ShadowLog(config.log_path, max_bytes=config.log_max_bytes, backups=config.log_backups)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise ConfigError([f"shadow.log_path: cannot open {config.log_path}: {reason}"]) from None
+    return Shadower(config, upstreams, metrics, log=log)
+
+
+def build_breaker(settings: Settings, metrics: Metrics) -> CircuitBreaker | None:
+    if not settings.breaker.enabled:
+        return None
+    metrics.set_breaker_state(BreakerState.CLOSED)
+
+    def changed(previous: BreakerState, state: BreakerState) -> None:
+        metrics.set_breaker_state(state)
+        metrics.breaker_transitions.labels(state).inc()
+        log = logger.warning if state == BreakerState.OPEN else logger.info
+        log("circuit breaker on new: %s -> %s", previous, state)
+
+    return CircuitBreaker(settings.breaker, on_change=changed)
+
+
+def create_app(
+    settings: Settings,
+    *,
+    transport: httpx.AsyncBaseTransport | None = None,
+    metrics: Metrics | None = None,
+) -> CutoverApp:
+    """Build the proxy listener's app. ``transport`` replaces the HTTP/1.1 client (tests
+    pass respx); ``metrics`` shares a registry with the admin listener."""
+    metrics = metrics if metrics is not None else Metrics()
+    upstreams = build_upstreams(settings, transport)
+    shadower = build_shadower(settings, upstreams, metrics)
+    breaker = build_breaker(settings, metrics)
+    return CutoverApp(settings, metrics, upstreams, shadower, breaker)

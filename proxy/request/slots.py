@@ -1,0 +1,38 @@
+"""A cap on requests in flight to each backend: ``limits.max_concurrent_per_backend`` slots
+per backend; a request finding them all taken waits up to ``limits.queue_timeout``."""
+
+from __future__ import annotations
+
+import asyncio
+
+from cutover.config import LimitsConfig
+
+
+class Overloaded(Exception):
+    """Too many requests in flight to a backend for longer than ``limits.queue_timeout``."""
+
+    def __init__(self, backend: str) -> None:
+        super().__init__(f"too many requests in flight to the {backend} backend")
+        self.backend = backend
+
+
+def backend_slots(limits: LimitsConfig) -> dict[str, asyncio.Semaphore]:
+    return {
+        name: asyncio.Semaphore(limits.max_concurrent_per_backend) for name in ("legacy", "new")
+    }
+
+
+async def wait_for_slot(slot: asyncio.Semaphore, timeout: float) -> bool:
+    """Take one of ``slot``'s places once one frees, waiting up to ``timeout`` seconds; False
+    if none did. (A free slot is taken with ``await slot.acquire()``: it does not suspend.)"""
+    try:
+        async with asyncio.timeout(timeout):
+            await slot.acquire()
+    except TimeoutError:
+        return False
+    return True
+
+
+def retry_after(limits: LimitsConfig) -> int:
+    """Seconds an overloaded client is told to wait (``Retry-After``)."""
+    return max(1, round(limits.queue_timeout))
