@@ -29,10 +29,8 @@ import http.client
 import json
 import os
 import secrets
-import signal
 import statistics
 import sys
-import tempfile
 import threading
 import time
 from collections import Counter
@@ -41,10 +39,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import proxy_bench as harness
-from proxy_bench import BenchError, Children, Pinning, WrkResult
+import harness
+import wrk_lab
+from harness import BenchError, Children
+from wrk_lab import Pinning, WrkResult
 
-RESULTS_FILE = harness.BENCH_DIR / "results" / "control.json"
+BENCH_DIR = Path(__file__).resolve().parent
+RESULTS_FILE = BENCH_DIR / "results" / "control.json"
 REPORT_PATH = "/api/v1/report"
 ACTIONS_PER_S = 20.0
 MISMATCHES_PER_S = 20.0
@@ -89,12 +90,12 @@ def report_body(skew: float) -> str:
 
 
 def upstream_conf(tmp: Path, name: str, port: int, report: Path) -> str:
-    return harness.nginx_common(tmp, name) + (
+    return wrk_lab.nginx_common(tmp, name) + (
         "    server {\n"
         f"        listen 127.0.0.1:{port};\n"
         "        location / {\n"
         "            default_type application/json;\n"
-        f"            return 200 '{harness.JSON_BODY}';\n"
+        f"            return 200 '{wrk_lab.JSON_BODY}';\n"
         "        }\n"
         f"        location = {REPORT_PATH} {{\n"
         "            default_type application/json;\n"
@@ -142,8 +143,8 @@ def start(children: Children, tmp: Path, tools: dict[str, str | None], pin: Pinn
         report.write_text(report_body(skew))
         port = ports[name] = harness.free_port()
         conf = upstream_conf(tmp, f"upstream-{name}", port, report)
-        harness.start_nginx(children, tmp, nginx, f"upstream-{name}", conf, pin.load)
-        harness.wait_ready(children, f"upstream-{name}", f"http://127.0.0.1:{port}/")
+        wrk_lab.start_nginx(children, tmp, nginx, f"upstream-{name}", conf, pin.load)
+        children.wait_ready(f"upstream-{name}", f"http://127.0.0.1:{port}/")
     binary = Path(sys.executable).with_name("cutover")
     if not binary.exists():
         raise BenchError("the cutover console script is not installed (pip install -e .)")
@@ -152,10 +153,10 @@ def start(children: Children, tmp: Path, tools: dict[str, str | None], pin: Pinn
     config = tmp / "cutover.yaml"
     config.write_text(cutover_yaml(port, admin_port, ports["legacy"], ports["new"], tmp))
     token = secrets.token_hex(16)
-    env = harness.child_env(CUTOVER_ADMIN_TOKEN=token)
+    env = harness.clean_env(CUTOVER_ADMIN_TOKEN=token)
     cmd = [*pin.proxy, str(binary), "run", "--config", str(config), "--log-level", "warning"]
     proc = children.start("cutover", cmd, env=env)
-    harness.wait_ready(children, "cutover", f"http://127.0.0.1:{port}{harness.REQUEST_PATH}")
+    children.wait_ready("cutover", f"http://127.0.0.1:{port}{wrk_lab.REQUEST_PATH}")
     return Lab(f"http://127.0.0.1:{port}", f"http://127.0.0.1:{admin_port}", token, proc.pid)
 
 
@@ -277,14 +278,14 @@ class Run:
 
 def one_run(args: Any, wrk: str, pin: Pinning, script: Path, lab: Lab, condition: str,
             number: int) -> Run:  # fmt: skip
-    url = lab.url + harness.REQUEST_PATH
+    url = lab.url + wrk_lab.REQUEST_PATH
     if condition == "quiet":
-        with harness.OtherCpu(pin.proxy_cpu, lab.pgid) as other:
-            result = harness.run_wrk(wrk, pin, script, url, CONNECTIONS, args.duration)
+        with wrk_lab.OtherCpu(pin.proxy_cpu, lab.pgid) as other:
+            result = wrk_lab.run_wrk(wrk, pin, script, url, CONNECTIONS, args.duration)
         return Run(condition, number, result, other.pct)
     before = shadow_mismatches(lab)
-    with side_load(lab) as load, harness.OtherCpu(pin.proxy_cpu, lab.pgid) as other:
-        result = harness.run_wrk(wrk, pin, script, url, CONNECTIONS, args.duration)
+    with side_load(lab) as load, wrk_lab.OtherCpu(pin.proxy_cpu, lab.pgid) as other:
+        result = wrk_lab.run_wrk(wrk, pin, script, url, CONNECTIONS, args.duration)
     mismatches = shadow_mismatches(lab) - before
     times = sorted(load.action_ms)
     return Run(
@@ -327,21 +328,20 @@ def summary(runs: list[Run]) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace, tmp: Path, children: Children) -> int:
-    tools = harness.ensure_tools()
+    tools = wrk_lab.ensure_tools()
     if tools["wrk"] is None:
         raise BenchError("wrk is not installed: no latency figures")
-    pin = harness.choose_pinning()
-    if pin.load_cpu is not None:
-        os.sched_setaffinity(0, {pin.load_cpu})
+    pin = wrk_lab.choose_pinning()
+    wrk_lab.keep_off_the_proxy_cpu(pin)
     print(f"pinning: {pin.note}", flush=True)
-    info = harness.machine_info(tools)
+    info = harness.machine_info(**wrk_lab.tool_versions(tools))
     lab = start(children, tmp, tools, pin)
     lab.actions_per_s, lab.mismatches_per_s = args.actions, args.mismatches
     script = tmp / "user-id.lua"
-    script.write_text(harness.WRK_SCRIPT)
-    url = lab.url + harness.REQUEST_PATH
+    script.write_text(wrk_lab.WRK_SCRIPT)
+    url = lab.url + wrk_lab.REQUEST_PATH
     with contextlib.suppress(BenchError):
-        harness.run_wrk(tools["wrk"], pin, script, url, CONNECTIONS, args.warmup)
+        wrk_lab.run_wrk(tools["wrk"], pin, script, url, CONNECTIONS, args.warmup)
     runs: list[Run] = []
     for number in range(1, args.rounds + 1):
         order = ("quiet", "busy") if number % 2 else ("busy", "quiet")
@@ -373,7 +373,6 @@ def run(args: argparse.Namespace, tmp: Path, children: Children) -> int:
         f"(p99 {figures['action_p99_ms']:.1f} ms each), "
         f"{figures['mismatches_per_s']:.1f} mismatches logged/s\n"
     )
-    args.json.parent.mkdir(parents=True, exist_ok=True)
     report = {
         "date": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
         "machine": info,
@@ -382,32 +381,15 @@ def run(args: argparse.Namespace, tmp: Path, children: Children) -> int:
         "figures": figures,
         "runs": [asdict(r) for r in runs],
     }
-    args.json.write_text(json.dumps(report, indent=2, default=str) + "\n")
-    print(f"results written to {args.json}")
+    harness.write_json(args.json, report)
     return 0
-
-
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, _interrupt)
-    try:
-        with tempfile.TemporaryDirectory(prefix="cutover-control-bench-") as name:
-            children = Children(Path(name))
-            try:
-                return run(args, Path(name), children)
-            finally:
-                children.stop_all()
-    except KeyboardInterrupt:
-        print("\ninterrupted: all child processes stopped", file=sys.stderr)
-        return 130
-    except BenchError as exc:
-        print(f"\nbenchmark aborted: {exc}", file=sys.stderr)
-        return 1
+    return harness.run_with_children(
+        "cutover-control-bench-", lambda tmp, children: run(args, tmp, children)
+    )
 
 
 if __name__ == "__main__":

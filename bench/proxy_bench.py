@@ -24,37 +24,52 @@ import contextlib
 import datetime as dt
 import json
 import os
-import platform
-import re
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
-import tempfile
-import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
-from typing import IO, Any
+from typing import Any
+
+from harness import (
+    RSS_INTERVAL,
+    BenchError,
+    Children,
+    RssSampler,
+    clean_env,
+    free_port,
+    http_get,
+    machine_info,
+    proc_status_bytes,
+    reset_peak_rss,
+    run_with_children,
+    write_json,
+)
+from wrk_lab import (
+    JSON_BODY,
+    REQUEST_PATH,
+    WRK_SCRIPT,
+    OtherCpu,
+    Pinning,
+    WrkResult,
+    choose_pinning,
+    ensure_tools,
+    keep_off_the_proxy_cpu,
+    nginx_common,
+    run_wrk,
+    start_nginx,
+    tool_versions,
+)
 
 BENCH_DIR = Path(__file__).resolve().parent
 RESULTS_FILE = BENCH_DIR / "results" / "latest.json"
 TARGETS = ("direct", "cutover", "nginx", "aiohttp-ref")
-REQUEST_PATH = "/api/v1/items"
-JSON_BODY = (
-    '{"service":"bench-upstream","status":"ok","items":[1,2,3,4,5],'
-    '"note":"one hundred bytes of json"}'
-)
 BIG_BYTES = 1 << 30
 MB = 1_000_000
 STREAM_TIMEOUT = 600.0
-RSS_INTERVAL = 0.2
 
 CONTENDED_PCT = 10.0  # other% above this marks a figure as disturbed by other work
 
@@ -62,22 +77,6 @@ GOAL_RPS_RATIO = 0.9
 GOAL_ADDED_P50_MS = 0.35
 GOAL_RSS_MB = 80.0
 GOAL_STREAM_GROWTH_MB = 10.0
-
-WRK_SCRIPT = """\
--- A different X-User-Id on every request, so sticky splitting does real work.
-local counter = 0
-request = function()
-  counter = counter + 1
-  return wrk.format(nil, nil, { ["X-User-Id"] = "user-" .. counter })
-end
-"""
-
-# urllib must not follow http_proxy from the environment: every request here is local.
-_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-
-class BenchError(Exception):
-    """A service could not be started or a measurement could not be taken."""
 
 
 # --------------------------------------------------------------------------- arguments
@@ -115,242 +114,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-# --------------------------------------------------------------------------- tools
-
-
-def find_tool(name: str) -> str | None:
-    found = shutil.which(name)
-    if found:
-        return found
-    for folder in ("/usr/sbin", "/usr/local/sbin", "/sbin"):
-        candidate = Path(folder) / name
-        if os.access(candidate, os.X_OK):
-            return str(candidate)
-    return None
-
-
-def apt_install(packages: list[str]) -> bool:
-    if os.geteuid() == 0:
-        prefix: list[str] = []
-    elif shutil.which("sudo"):
-        prefix = ["sudo", "-n"]
-    else:
-        return False
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-
-    def run(*cmd: str) -> bool:
-        done = subprocess.run([*prefix, *cmd], env=env, capture_output=True, check=False)
-        return done.returncode == 0
-
-    install = ("apt-get", "install", "-y", "-qq", *packages)
-    return run(*install) or (run("apt-get", "update", "-qq") and run(*install))
-
-
-def ensure_tools() -> dict[str, str | None]:
-    """nginx, wrk and curl, installing the missing ones with apt-get if possible."""
-    tools = {name: find_tool(name) for name in ("nginx", "wrk", "curl")}
-    missing = [name for name, path in tools.items() if path is None]
-    if missing and shutil.which("apt-get"):
-        print(f"installing {', '.join(missing)} with apt-get ...", flush=True)
-        packages = ["nginx-light" if name == "nginx" else name for name in missing]
-        if not apt_install(packages) and "nginx" in missing:
-            apt_install(["nginx" if p == "nginx-light" else p for p in packages])
-        tools = {name: find_tool(name) for name in tools}
-    for name, path in tools.items():
-        if path is None:
-            print(f"WARNING: {name} is not installed and could not be installed.", flush=True)
-    return tools
-
-
-def tool_version(cmd: list[str]) -> str:
-    try:
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=10, check=False)
-    except OSError:
-        return "?"
-    text = (done.stdout + done.stderr).strip().splitlines()
-    if not text:
-        return "?"
-    # "nginx version: nginx/1.22.1", "wrk debian/4.1.0-3+b2 [epoll] Copyright (C) ..."
-    return text[0].removeprefix("nginx version: ").split(" Copyright")[0].strip()
-
-
-# --------------------------------------------------------------------------- machine
-
-
-@dataclass
-class Pinning:
-    load: list[str]  # command prefix for wrk, curl and the upstreams
-    proxy: list[str]  # command prefix for the proxy under test
-    note: str
-    load_cpu: int | None = None
-    proxy_cpu: int | None = None
-
-
-def choose_pinning() -> Pinning:
-    cpus = sorted(os.sched_getaffinity(0))
-    taskset = shutil.which("taskset")
-    if taskset and len(cpus) >= 2:
-        load, proxy = str(cpus[0]), str(cpus[1])
-        return Pinning(
-            [taskset, "-c", load],
-            [taskset, "-c", proxy],
-            f"wrk + upstreams on CPU {load}, proxy under test on CPU {proxy}",
-            cpus[0],
-            cpus[1],
-        )
-    reason = "taskset is missing" if not taskset else f"only {len(cpus)} CPU available"
-    return Pinning([], [], f"UNPINNED ({reason}): every process shares the CPUs")
-
-
-def cpu_model() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
-
-
-def machine_info(tools: dict[str, str | None]) -> dict[str, Any]:
-    return {
-        "nproc": os.cpu_count(),
-        "cpu_model": cpu_model(),
-        "python": platform.python_version(),
-        "kernel": platform.release(),
-        "nginx": tool_version([tools["nginx"], "-v"]) if tools["nginx"] else None,
-        "wrk": tool_version([tools["wrk"], "-v"]) if tools["wrk"] else None,
-        "loadavg_start": os.getloadavg(),
-    }
-
-
-# --------------------------------------------------------------------------- processes
-
-
-class Children:
-    """Every child process, each in its own session so its whole group can be killed."""
-
-    def __init__(self, logdir: Path) -> None:
-        self.logdir = logdir
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
-
-    def start(
-        self,
-        name: str,
-        cmd: list[str],
-        *,
-        env: dict[str, str] | None = None,
-        stdin: int | IO[bytes] | None = subprocess.DEVNULL,
-        stdout: int | None = None,
-    ) -> subprocess.Popen[bytes]:
-        with open(self.log_path(name), "wb") as log:
-            proc = subprocess.Popen(
-                cmd,
-                stdin=stdin,
-                stdout=stdout if stdout is not None else log,
-                stderr=log,
-                env=env,
-                start_new_session=True,
-            )
-        self.procs[name] = proc
-        return proc
-
-    def log_path(self, name: str) -> Path:
-        return self.logdir / f"{name}.log"
-
-    def log_tail(self, name: str, lines: int = 30) -> str:
-        with contextlib.suppress(OSError):
-            text = self.log_path(name).read_text(errors="replace").strip().splitlines()
-            return "\n".join(text[-lines:])
-        return ""
-
-    def stop(self, name: str, timeout: float = 5.0) -> None:
-        proc = self.procs.pop(name, None)
-        if proc is None:
-            return
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, sig)
-            try:
-                proc.wait(timeout)
-                break
-            except subprocess.TimeoutExpired:
-                continue
-        # Stragglers in the group (nginx workers) go with the leader; make sure.
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
-
-    def stop_all(self) -> None:
-        blocked = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
-        old = signal.pthread_sigmask(signal.SIG_BLOCK, blocked)
-        try:
-            for name in reversed(list(self.procs)):
-                self.stop(name)
-        finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, old)
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-Answer = tuple[int, list[tuple[str, str]], bytes]
-Transfer = tuple[int, bool, str]  # bytes moved, complete and correct, what happened
-
-
-def http_get(url: str, headers: dict[str, str] | None = None, timeout: float = 2.0) -> Answer:
-    """(status, lowercased headers as a list of pairs, body) of one GET."""
-    request = urllib.request.Request(url, headers=headers or {})
-    try:
-        with _OPENER.open(request, timeout=timeout) as response:
-            pairs = [(k.lower(), v) for k, v in response.getheaders()]
-            return response.status, pairs, response.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, [(k.lower(), v) for k, v in exc.headers.items()], exc.read()
-
-
-def wait_ready(children: Children, name: str, url: str, timeout: float = 30.0) -> None:
-    """Poll url until it answers 200; fail early if the process exits, late at the deadline."""
-    proc = children.procs[name]
-    deadline = time.monotonic() + timeout
-    last = "no answer"
-    while time.monotonic() < deadline:
-        code = proc.poll()
-        if code is not None:
-            raise BenchError(f"{name} exited with status {code}:\n{children.log_tail(name)}")
-        try:
-            status, _, _ = http_get(url, {"X-User-Id": "ready"}, timeout=1.0)
-            if status == 200:
-                return
-            last = f"HTTP {status}"
-        except OSError as exc:
-            last = str(exc)
-        time.sleep(0.05)
-    raise BenchError(f"{name} not ready after {timeout:.0f} s ({last}):\n{children.log_tail(name)}")
-
-
 # --------------------------------------------------------------------------- configs
-
-
-def nginx_common(tmp: Path, name: str) -> str:
-    user = "user root;\n" if os.geteuid() == 0 else ""
-    temp = "\n".join(
-        f"    {kind}_temp_path {tmp / name / kind};"
-        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
-    )
-    return (
-        f"{user}worker_processes 1;\n"
-        f"pid {tmp / name / 'nginx.pid'};\n"
-        f"error_log {tmp / name / 'error.log'} warn;\n"
-        "events { worker_connections 4096; }\n"
-        "http {\n"
-        "    access_log off;\n"
-        "    sendfile on;\n"
-        "    tcp_nodelay on;\n"
-        "    keepalive_timeout 75s;\n"
-        "    keepalive_requests 1000000;\n"
-        f"{temp}\n"
-    )
 
 
 def nginx_upstream_conf(tmp: Path, name: str, port: int, big_file: Path, sink_port: int) -> str:
@@ -436,13 +200,6 @@ class Lab:
     cutover_sanity: dict[str, Any] = field(default_factory=dict)
 
 
-def child_env(**extra: str) -> dict[str, str]:
-    """The environment without CUTOVER_* overrides (they would beat the generated config)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CUTOVER_")}
-    env.update(extra)
-    return env
-
-
 def uvicorn_cmd(app: str, port: int, *extra: str) -> list[str]:
     return [
         sys.executable,
@@ -468,26 +225,15 @@ def uvicorn_cmd(app: str, port: int, *extra: str) -> list[str]:
     ]
 
 
-def start_nginx(
-    children: Children, tmp: Path, nginx: str, name: str, conf: str, cpu: list[str]
-) -> None:
-    folder = tmp / name
-    folder.mkdir()
-    conf_path = folder / "nginx.conf"
-    conf_path.write_text(conf)
-    cmd = [*cpu, nginx, "-p", str(folder), "-c", str(conf_path), "-e", str(folder / "error.log")]
-    children.start(name, [*cmd, "-g", "daemon off;"])
-
-
 def start_upstreams(
     children: Children, tmp: Path, tools: dict[str, str | None], pin: Pinning, big: int
 ) -> Lab:
     """The upload sink, then two nginx upstreams (or two Python ones without nginx)."""
     lab = Lab()
     sink_port = free_port()
-    env = child_env(BENCH_BIG_BYTES=str(big))
+    env = clean_env(BENCH_BIG_BYTES=str(big))
     children.start("sink", [*pin.load, *uvicorn_cmd("upstream_app:app", sink_port)], env=env)
-    wait_ready(children, "sink", f"http://127.0.0.1:{sink_port}/")
+    children.wait_ready("sink", f"http://127.0.0.1:{sink_port}/")
     nginx = tools["nginx"]
     if nginx is None:
         print("nginx missing: Python upstreams stand in (slower than nginx).", flush=True)
@@ -495,7 +241,7 @@ def start_upstreams(
         lab.new_port = free_port()
         cmd = [*pin.load, *uvicorn_cmd("upstream_app:app", lab.new_port)]
         children.start("upstream-new", cmd, env=env)
-        wait_ready(children, "upstream-new", f"http://127.0.0.1:{lab.new_port}/")
+        children.wait_ready("upstream-new", f"http://127.0.0.1:{lab.new_port}/")
         return lab
     big_file = tmp / "big.bin"
     with open(big_file, "wb") as handle:
@@ -504,7 +250,7 @@ def start_upstreams(
         port = free_port()
         conf = nginx_upstream_conf(tmp, f"upstream-{name}", port, big_file, sink_port)
         start_nginx(children, tmp, nginx, f"upstream-{name}", conf, pin.load)
-        wait_ready(children, f"upstream-{name}", f"http://127.0.0.1:{port}/")
+        children.wait_ready(f"upstream-{name}", f"http://127.0.0.1:{port}/")
         setattr(lab, f"{name}_port", port)
     return lab
 
@@ -521,14 +267,14 @@ def start_cutover(children: Children, tmp: Path, pin: Pinning, lab: Lab) -> None
         [binary, "check-config", str(config)],
         capture_output=True,
         text=True,
-        env=child_env(),
+        env=clean_env(),
         check=False,
     )
     if check.returncode != 0:
         raise BenchError(f"cutover check-config failed:\n{check.stdout}{check.stderr}")
     cmd = [*pin.proxy, binary, "run", "--config", str(config), "--log-level", "warning"]
-    proc = children.start("cutover", cmd, env=child_env())
-    wait_ready(children, "cutover", f"http://127.0.0.1:{port}{REQUEST_PATH}")
+    proc = children.start("cutover", cmd, env=clean_env())
+    children.wait_ready("cutover", f"http://127.0.0.1:{port}{REQUEST_PATH}")
     lab.proxies["cutover"] = f"http://127.0.0.1:{port}"
     lab.cutover_pid = proc.pid  # taskset execs the program: the pid is Cutover's
     lab.cutover_sanity = cutover_sanity(lab.proxies["cutover"])
@@ -577,19 +323,19 @@ def start_proxies(
             conf = nginx_proxy_conf(tmp, "nginx-proxy", port, lab.legacy_port, lab.new_port)
             try:
                 start_nginx(children, tmp, nginx, "nginx-proxy", conf, pin.proxy)
-                wait_ready(children, "nginx-proxy", f"http://127.0.0.1:{port}{REQUEST_PATH}")
+                children.wait_ready("nginx-proxy", f"http://127.0.0.1:{port}{REQUEST_PATH}")
                 lab.proxies["nginx"] = f"http://127.0.0.1:{port}"
             except BenchError as exc:
                 lab.failures["nginx"] = str(exc)
     if "aiohttp-ref" in want:
         port = free_port()
         upstreams = f"http://127.0.0.1:{lab.legacy_port},http://127.0.0.1:{lab.new_port}"
-        env = child_env(REF_PROXY_UPSTREAMS=upstreams)
+        env = clean_env(REF_PROXY_UPSTREAMS=upstreams)
         extra = ("--no-server-header", "--no-date-header", "--no-proxy-headers")
         cmd = [*pin.proxy, *uvicorn_cmd("ref_proxy:app", port, *extra)]
         try:
             children.start("aiohttp-ref", cmd, env=env)
-            wait_ready(children, "aiohttp-ref", f"http://127.0.0.1:{port}{REQUEST_PATH}")
+            children.wait_ready("aiohttp-ref", f"http://127.0.0.1:{port}{REQUEST_PATH}")
             lab.proxies["aiohttp-ref"] = f"http://127.0.0.1:{port}"
         except BenchError as exc:
             lab.failures["aiohttp-ref"] = str(exc)
@@ -599,60 +345,6 @@ def start_proxies(
 
 
 # --------------------------------------------------------------------------- wrk
-
-
-@dataclass
-class WrkResult:
-    rps: float
-    p50_ms: float
-    p99_ms: float
-    requests: int
-    socket_errors: int
-    non_2xx: int
-    other_cpu_pct: float | None = None  # the proxy's CPU busy with processes not the proxy's
-
-
-_TIME_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0, "h": 3_600_000.0}
-
-
-def to_ms(value: str, unit: str) -> float:
-    return float(value) * _TIME_UNITS[unit]
-
-
-def parse_wrk(output: str) -> WrkResult:
-    rps = re.search(r"^Requests/sec:\s+([\d.]+)", output, re.M)
-    total = re.search(r"^\s*(\d+) requests in", output, re.M)
-    latency = {
-        pct: re.search(rf"^\s+{pct}%\s+([\d.]+)(us|ms|s|m|h)\s*$", output, re.M)
-        for pct in ("50", "99")
-    }
-    if not rps or not total or not latency["50"] or not latency["99"]:
-        raise BenchError(f"could not parse wrk output:\n{output}")
-    errors = re.search(
-        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output
-    )
-    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
-    return WrkResult(
-        rps=float(rps.group(1)),
-        p50_ms=to_ms(*latency["50"].groups()),
-        p99_ms=to_ms(*latency["99"].groups()),
-        requests=int(total.group(1)),
-        socket_errors=sum(int(n) for n in errors.groups()) if errors else 0,
-        non_2xx=int(non_2xx.group(1)) if non_2xx else 0,
-    )
-
-
-def run_wrk(wrk: str, pin: Pinning, script: Path, url: str, conns: int, seconds: int) -> WrkResult:
-    cmd = [*pin.load, wrk, "-t1", f"-c{conns}", f"-d{seconds}s", "--latency", "-s", str(script)]
-    try:
-        done = subprocess.run(
-            [*cmd, url], capture_output=True, text=True, timeout=seconds + 60, check=False
-        )
-    except subprocess.TimeoutExpired as exc:
-        raise BenchError(f"wrk did not finish: {' '.join(cmd)}") from exc
-    if done.returncode != 0:
-        raise BenchError(f"wrk failed ({done.returncode}): {done.stderr.strip()}")
-    return parse_wrk(done.stdout)
 
 
 Runs = dict[str, dict[int, list[WrkResult]]]
@@ -680,53 +372,6 @@ def check_alive(children: Children, lab: Lab, target: str) -> bool:
     print(f"\n!!! {reason}\n", flush=True)
     del lab.proxies[target]
     return False
-
-
-def cpu_busy_ticks(cpu: int) -> int:
-    """Ticks CPU `cpu` spent not idle (user..steal, less idle and iowait), from /proc/stat."""
-    for line in Path("/proc/stat").read_text().splitlines():
-        if line.startswith(f"cpu{cpu} "):
-            values = [int(v) for v in line.split()[1:9]]
-            return sum(values) - values[3] - values[4]
-    return 0
-
-
-def group_cpu_ticks(pgid: int | None) -> int:
-    """utime + stime of every live process in a process group (0 for None)."""
-    total = 0
-    if pgid is None:
-        return total
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            fields = stat.read_text().rpartition(")")[2].split()
-            if int(fields[2]) == pgid:
-                total += int(fields[11]) + int(fields[12])
-    return total
-
-
-class OtherCpu:
-    """How busy the proxy's CPU was with anything but the proxy, as a % of elapsed time.
-
-    On a shared machine this says how far a figure can be trusted: the proxy is pinned to
-    its CPU, but other people's processes are not kept off it."""
-
-    def __init__(self, cpu: int | None, pgid: int | None) -> None:
-        self.cpu, self.pgid = cpu, pgid
-        self.pct: float | None = None
-
-    def __enter__(self) -> OtherCpu:
-        if self.cpu is not None:
-            self._busy, self._own = cpu_busy_ticks(self.cpu), group_cpu_ticks(self.pgid)
-            self._began = time.monotonic()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.cpu is None:
-            return
-        busy = cpu_busy_ticks(self.cpu) - self._busy
-        own = group_cpu_ticks(self.pgid) - self._own
-        elapsed = (time.monotonic() - self._began) * os.sysconf("SC_CLK_TCK")
-        self.pct = max(0.0, 100.0 * (busy - own) / elapsed) if elapsed > 0 else None
 
 
 def run_target(
@@ -829,46 +474,7 @@ def summarize(runs: Runs) -> list[Summary]:
 # --------------------------------------------------------------------------- memory
 
 
-def proc_status_bytes(pid: int, key: str) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(key + ":"):
-            return int(line.split()[1]) * 1024
-    raise BenchError(f"{key} not in /proc/{pid}/status")
-
-
-def reset_peak_rss(pid: int) -> bool:
-    """Reset VmHWM (the kernel's exact peak) so it covers only what follows."""
-    try:
-        Path(f"/proc/{pid}/clear_refs").write_text("5")
-    except OSError:
-        return False
-    return True
-
-
-class RssSampler:
-    """Samples a process's VmRSS every RSS_INTERVAL seconds in a background thread."""
-
-    def __init__(self, pid: int) -> None:
-        self.pid = pid
-        self.samples: list[int] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while True:
-            with contextlib.suppress(OSError, BenchError):
-                self.samples.append(proc_status_bytes(self.pid, "VmRSS"))
-            if self._stop.wait(RSS_INTERVAL):
-                return
-
-    @contextlib.contextmanager
-    def running(self) -> Iterator[RssSampler]:
-        self._thread.start()
-        try:
-            yield self
-        finally:
-            self._stop.set()
-            self._thread.join()
+Transfer = tuple[int, bool, str]  # bytes moved, complete and correct, what happened
 
 
 @dataclass
@@ -1167,26 +773,14 @@ def print_report(report: dict[str, Any], rows: list[Summary], checks: list[Check
     print()
 
 
-def write_json(path: Path, report: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-
-    def default(value: Any) -> Any:
-        return asdict(value) if hasattr(value, "__dataclass_fields__") else str(value)
-
-    path.write_text(json.dumps(report, indent=2, default=default) + "\n")
-    print(f"results written to {path}")
-
-
 # --------------------------------------------------------------------------- main
 
 
 def run(args: argparse.Namespace, tmp: Path, children: Children) -> int:
     tools = ensure_tools()
     pin = choose_pinning()
-    if pin.load_cpu is not None:
-        # Keep this process (and what it starts unpinned) off the proxy's CPU.
-        os.sched_setaffinity(0, {pin.load_cpu})
-    info = machine_info(tools)
+    keep_off_the_proxy_cpu(pin)
+    info = machine_info(**tool_versions(tools))
     print(f"pinning: {pin.note}", flush=True)
 
     lab = start_upstreams(children, tmp, tools, pin, args.big_bytes)
@@ -1224,29 +818,9 @@ def run(args: argparse.Namespace, tmp: Path, children: Children) -> int:
     return 0
 
 
-def _interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    # Ctrl-C, kill and a closed terminal all end in the same cleanup (even if SIGINT was
-    # ignored by the parent, as for background jobs of a non-interactive shell).
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, _interrupt)
-    try:
-        with tempfile.TemporaryDirectory(prefix="cutover-bench-") as name:
-            children = Children(Path(name))
-            try:
-                return run(args, Path(name), children)
-            finally:
-                children.stop_all()
-    except KeyboardInterrupt:
-        print("\ninterrupted: all child processes stopped", file=sys.stderr)
-        return 130
-    except BenchError as exc:
-        print(f"\nbenchmark aborted: {exc}", file=sys.stderr)
-        return 1
+    return run_with_children("cutover-bench-", lambda tmp, children: run(args, tmp, children))
 
 
 if __name__ == "__main__":

@@ -22,18 +22,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import datetime as dt
 import json
 import os
-import platform
 import random
 import secrets
 import shutil
 import signal
-import socket
 import statistics
-import subprocess
 import sys
 import time
 from collections import Counter
@@ -41,12 +37,14 @@ from collections.abc import Coroutine, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import IO, Any, TypeVar
+from typing import Any, TypeVar
 
 import aiohttp
 import httpx
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
+
+from harness import BenchError, Children, clean_env, free_port, machine_info, rss_bytes, write_json
 
 BENCH_DIR = Path(__file__).resolve().parent
 ROOT = BENCH_DIR.parent
@@ -62,7 +60,7 @@ FAULTS: dict[str, dict[str, float]] = {
     # 256 KiB at 100 req/s (25 MB/s) crosses 1.5x a ~65 MB baseline in under 2 s.
     "memory": {"leak_kb_per_request": 256},
 }
-# The guard's defaults (proxy/config.py), written out so the generated config documents them.
+# The guard's defaults (proxy/config/guard.py), written out so the generated config documents them.
 GUARD: dict[str, Any] = {
     "interval": 5,
     "window": 60,
@@ -91,10 +89,6 @@ SYMBOLS = ("AAPL", "MSFT", "GOOG", "AMZN", "NVDA", "TSLA")
 MIB = 2**20
 
 T = TypeVar("T")
-
-
-class BenchError(Exception):
-    """A service could not be started or answered badly."""
 
 
 # --------------------------------------------------------------------------- arguments
@@ -139,136 +133,52 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 # --------------------------------------------------------------------------- processes
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    """This environment without CUTOVER_* / NEW_BACKEND_* (a stray one would override the
-    generated config), plus ``extra``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CUTOVER_", "NEW_BACKEND_"))}
-    env["PYTHONUNBUFFERED"] = "1"
-    env.update(extra)
-    return env
-
-
 def cutover_command() -> list[str]:
     script = Path(PYTHON).with_name("cutover")
     return [str(script)] if script.exists() else [PYTHON, "-m", "cutover"]
 
 
-def rss_bytes(pid: int) -> int | None:
-    """VmRSS of a process, or None if it is gone."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        return None
-    return None
-
-
-class Child:
-    """One child process in its own process group, its output in a log file."""
-
-    def __init__(self, name: str, argv: list[str], env: dict[str, str], log: Path) -> None:
-        self.name, self.argv, self.env, self.log = name, argv, env, log
-        self.process: subprocess.Popen[bytes] | None = None
-        self._log_file: IO[bytes] | None = None
-
-    @property
-    def pid(self) -> int:
-        assert self.process is not None
-        return self.process.pid
-
-    def start(self) -> Child:
-        self._log_file = self.log.open("ab")
-        self.process = subprocess.Popen(
-            self.argv,
-            env=self.env,
-            cwd=ROOT,
-            stdin=subprocess.DEVNULL,
-            stdout=self._log_file,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        return self
-
-    def wait_ready(self, url: str) -> None:
-        deadline = time.monotonic() + READY_DEADLINE
-        with httpx.Client(timeout=1.0, trust_env=False) as client:
-            while time.monotonic() < deadline:
-                if self.process is None or self.process.poll() is not None:
-                    raise BenchError(f"{self.name} exited while starting:\n{self.log_tail()}")
-                with contextlib.suppress(httpx.TransportError):
-                    if client.get(url).status_code == 200:
-                        return
-                time.sleep(0.1)
-        raise BenchError(f"{self.name} not ready at {url} in {READY_DEADLINE:.0f} s")
-
-    def stop(self) -> None:
-        process, self.process = self.process, None
-        if process is not None and process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=STOP_DEADLINE)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
-        if self._log_file is not None:
-            self._log_file.close()
-            self._log_file = None
-
-    def log_tail(self, chars: int = 3000) -> str:
-        with contextlib.suppress(OSError):
-            return self.log.read_text(errors="replace")[-chars:]
-        return ""
-
-
 @dataclass
 class Proxy:
-    child: Child
+    name: str  # among the children
+    pid: int
     url: str
     admin_url: str
 
 
 class Services:
-    """The two backends (kept across scenarios) and one proxy per scenario."""
+    """The two backends (kept across scenarios) and one proxy per scenario, as children
+    whose configs, state files and logs are in ``children.logdir``."""
 
-    def __init__(self, scratch: Path, stack: contextlib.ExitStack) -> None:
-        self.scratch = scratch
-        self.stack = stack
+    def __init__(self, children: Children) -> None:
+        self.children = children
+        self.scratch = children.logdir
         self.admin_token = secrets.token_urlsafe(16)
         self.new_token = secrets.token_urlsafe(16)
         self.legacy_url = f"http://127.0.0.1:{free_port()}"
         self.new_url = f"http://127.0.0.1:{free_port()}"
-        self.legacy: Child | None = None
-        self.new: Child | None = None
 
-    def _backend(self, module: str, url: str, env: dict[str, str]) -> Child:
+    def _backend(self, name: str, url: str, env: dict[str, str]) -> None:
         port = url.rsplit(":", 1)[1]
-        argv = [PYTHON, "-m", module, "--host", "127.0.0.1", "--port", port]
-        child = Child(module, argv, env, self.scratch / f"{module}.log").start()
-        self.stack.callback(child.stop)
-        child.wait_ready(f"{url}/healthz")
-        return child
+        argv = [PYTHON, "-m", f"cutover_demo.{name}", "--host", "127.0.0.1", "--port", port]
+        self.children.start(name, argv, env=env, cwd=ROOT)
+        self.children.wait_ready(name, f"{url}/healthz", READY_DEADLINE)
 
     def start_backends(self) -> None:
-        self.legacy = self._backend("legacy_backend", self.legacy_url, clean_env())
+        self._backend("legacy_backend", self.legacy_url, clean_env())
         self.start_new()
 
     def start_new(self) -> None:
         env = clean_env(NEW_BACKEND_ADMIN_TOKEN=self.new_token)
-        self.new = self._backend("new_backend", self.new_url, env)
+        self._backend("new_backend", self.new_url, env)
 
     def restart_new(self) -> None:
-        if self.new is not None:
-            self.new.stop()
+        self.children.stop("new_backend", STOP_DEADLINE)
         self.start_new()
+
+    @property
+    def new_pid(self) -> int:
+        return self.children.procs["new_backend"].pid
 
     def faults(self, method: str, body: dict[str, float] | None = None) -> None:
         headers = {"Authorization": f"Bearer {self.new_token}"}
@@ -286,11 +196,11 @@ class Services:
         config.write_text(yaml.safe_dump(self.proxy_config(port, admin_port, state, hold)))
         argv = [*cutover_command(), "run", "--config", str(config), "--log-level", "warning"]
         env = clean_env(CUTOVER_ADMIN_TOKEN=self.admin_token)
-        child = Child("proxy", argv, env, self.scratch / f"proxy-{scenario}.log").start()
-        self.stack.callback(child.stop)
+        name = f"proxy-{scenario}"
+        process = self.children.start(name, argv, env=env, cwd=ROOT)
         admin_url = f"http://127.0.0.1:{admin_port}"
-        child.wait_ready(f"{admin_url}/readyz")
-        return Proxy(child, f"http://127.0.0.1:{port}", admin_url)
+        self.children.wait_ready(name, f"{admin_url}/readyz", READY_DEADLINE)
+        return Proxy(name, process.pid, f"http://127.0.0.1:{port}", admin_url)
 
     def proxy_config(
         self, port: int, admin_port: int, state: Path, hold: float | None
@@ -673,7 +583,6 @@ def judge_fault(name: str, run: FaultRun, proxy: Proxy, services: Services) -> F
             "peak_bytes": run.watch.memory_peak,
         }
     failing = [n for n, check in status.get("checks", {}).items() if check["result"] == "fail"]
-    assert services.new is not None
     return FaultResult(
         scenario=name,
         fault=FAULTS[name],
@@ -693,8 +602,8 @@ def judge_fault(name: str, run: FaultRun, proxy: Proxy, services: Services) -> F
         new_during=new_counts(samples, t_fault, t_rollback),
         new_after=new_after,
         load=load_stats(run.load, before=t_fault),
-        proxy_rss_bytes=rss_bytes(proxy.child.pid),
-        new_rss_bytes=rss_bytes(services.new.pid),
+        proxy_rss_bytes=rss_bytes(proxy.pid),
+        new_rss_bytes=rss_bytes(services.new_pid),
         guard_checks=run.checks,
         memory=memory,
     )
@@ -741,7 +650,6 @@ async def healthy_scenario(
     ]  # fmt: skip
     rollbacks = sum(1 for t in transitions if t["kind"] == "rollback")
     stats = load_stats(load)
-    assert services.new is not None
     return HealthyResult(
         scenario="healthy",
         passed=rollbacks == 0,
@@ -754,8 +662,8 @@ async def healthy_scenario(
         guard_checks=checks,
         client_errors=sum(stats.failed.values()),
         load=stats,
-        proxy_rss_bytes=rss_bytes(proxy.child.pid),
-        new_rss_bytes=rss_bytes(services.new.pid),
+        proxy_rss_bytes=rss_bytes(proxy.pid),
+        new_rss_bytes=rss_bytes(services.new_pid),
         baseline_memory_bytes=status.get("baseline_memory_bytes"),
         not_passed=events,
     )
@@ -828,7 +736,7 @@ def run_scenario(
             return run_async(healthy_scenario(services, proxy, args))
         return run_async(fault_scenario(name, services, proxy, args))
     finally:
-        proxy.child.stop()
+        services.children.stop(proxy.name, STOP_DEADLINE)
         services.faults("DELETE")
 
 
@@ -836,8 +744,9 @@ def run_all(args: argparse.Namespace) -> list[FaultResult | HealthyResult]:
     results: list[FaultResult | HealthyResult] = []
     shutil.rmtree(RUN_DIR, ignore_errors=True)
     RUN_DIR.mkdir(parents=True)
-    with contextlib.ExitStack() as stack:
-        services = Services(RUN_DIR, stack)
+    children = Children(RUN_DIR)
+    try:
+        services = Services(children)
         services.start_backends()
         dirty = False
         for name in args.scenarios:
@@ -848,6 +757,8 @@ def run_all(args: argparse.Namespace) -> list[FaultResult | HealthyResult]:
             print(f"scenario {name}: {'PASS' if result.passed else 'FAIL'}", flush=True)
             results.append(result)
             dirty = name == "memory"
+    finally:
+        children.stop_all(STOP_DEADLINE)
     return results
 
 
@@ -908,12 +819,13 @@ def load_row(r: FaultResult | HealthyResult) -> str:
             f"  {fmt_mb(r.new_rss_bytes):>9}")  # fmt: skip
 
 
-def header(args: argparse.Namespace, load_before: tuple[float, ...]) -> list[str]:
+def header(args: argparse.Namespace, machine: dict[str, Any]) -> list[str]:
     items = [f"{k} {v:g}" for k, v in GUARD.items()]
     return [
         f"Cutover guard reaction benchmark  {dt.datetime.now().isoformat(timespec='seconds')}",
-        f"machine: {os.cpu_count()} CPUs, {cpu_model()}, Python {platform.python_version()}; "
-        f"load average {load_before[0]:.2f} at start, {os.getloadavg()[0]:.2f} at end",
+        f"machine: {machine['nproc']} CPUs, {machine['cpu_model']}, Python {machine['python']}; "
+        f"load average {machine['loadavg_start'][0]:.2f} at start, "
+        f"{os.getloadavg()[0]:.2f} at end",
         f"guard:   embedded source, default thresholds: {', '.join(items[:3])},",
         f"         {', '.join(items[3:])}",
         f"load:    {args.rate:g} req/s open loop of POST /api/v1/backtests/bt-N/execute, "
@@ -929,9 +841,9 @@ def header(args: argparse.Namespace, load_before: tuple[float, ...]) -> list[str
 def report(
     results: list[FaultResult | HealthyResult],
     args: argparse.Namespace,
-    load_before: tuple[float, ...],
+    machine: dict[str, Any],
 ) -> str:
-    lines = [*header(args, load_before), ""]
+    lines = [*header(args, machine), ""]
     faults = [r for r in results if isinstance(r, FaultResult)]
     if faults:
         lines.append(f"{'scenario':<11}{'fault':<26}{'phase':>8}{'1st fail':>10}  "
@@ -969,26 +881,17 @@ def report(
     return "\n".join(lines)
 
 
-def cpu_model() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown CPU"
-
-
-def write_json(path: Path, args: argparse.Namespace, results: list[Any], table: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    document = {
+def write_results(
+    path: Path, args: argparse.Namespace, machine: dict[str, Any], results: list[Any], table: str
+) -> None:
+    write_json(path, {
         "date": dt.datetime.now().isoformat(timespec="seconds"),
-        "machine": {"cpus": os.cpu_count(), "cpu": cpu_model(),
-                    "python": platform.python_version()},
+        "machine": machine,
         "settings": {"rate": args.rate, "warmup": args.warmup, "healthy_seconds":
                      args.healthy_seconds, "hold": args.hold, "guard": GUARD, "stages": STAGES},
         "results": [asdict(r) for r in results],
         "table": table,
-    }  # fmt: skip
-    path.write_text(json.dumps(document, indent=2) + "\n")
+    })  # fmt: skip
 
 
 def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -1008,7 +911,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGINT, signal.default_int_handler)
     for signum in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, on_signal)
-    load_before = os.getloadavg()
+    machine = machine_info()
     try:
         results = run_all(args)
     except KeyboardInterrupt:
@@ -1017,10 +920,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (BenchError, OSError, httpx.HTTPError, aiohttp.ClientError) as exc:
         print(f"reaction_bench: setup failed: {exc}", file=sys.stderr)
         return 1
-    table = report(results, args, load_before)
-    print("\n" + table)
-    write_json(args.json, args, results, table)
-    print(f"\nresults written to {args.json}")
+    table = report(results, args, machine)
+    print("\n" + table + "\n")
+    write_results(args.json, args, machine, results, table)
     return 0
 
 

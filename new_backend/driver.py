@@ -5,6 +5,9 @@ rolling it back).
 The three children run in sessions of their own (a Ctrl-C in the terminal reaches only the
 demo), so the demo stops them itself: on Ctrl-C, SIGTERM or SIGHUP it stops the traffic,
 then each child, then removes its temporary directory. Only SIGKILL leaves them behind.
+
+This module starts, watches and stops the processes; the addresses are driver_ports', the
+stop signals driver_signals' and the traffic and its display driver_traffic's.
 """
 
 from __future__ import annotations
@@ -12,35 +15,33 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import random
 import secrets
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-from collections import Counter
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
 from cutover.cli.client import token_problem
 from cutover.config import Settings
+from cutover_demo.new_backend.driver_ports import (
+    CONFIG_PORTS,
+    Ports,
+    address_overrides,
+    apply_ports,
+    host_port,
+    local_url,
+    port_is_free,
+)
+from cutover_demo.new_backend.driver_signals import DemoStopped, StopSignals
+from cutover_demo.new_backend.driver_traffic import Traffic, drive
 
-STRATEGIES = ("sma_crossover", "rsi_mean_reversion", "momentum", "buy_and_hold")
-SYMBOLS = ("AAPL", "MSFT", "GOOG", "AMZN", "NVDA", "TSLA")
 READY_DEADLINE = 30.0
-FAULTS: dict[str, dict[str, Any]] = {
-    "error-rate": {"error_rate": 0.3},
-    "latency": {"extra_latency_ms": 120},
-    "memory": {"leak_kb_per_request": 4096},
-}
 # A quick guard and hold so the ramp is visible in a minute, applied to the proxy child
 # through CUTOVER_* environment overrides; the config file keeps its production values.
 DEMO_OVERRIDES = {
@@ -53,85 +54,6 @@ DEMO_OVERRIDES = {
 
 class DemoError(Exception):
     """The demo could not start (a port is taken, a process died)."""
-
-
-class DemoStopped(Exception):
-    """A stop signal arrived while the demo was starting; the argument is its name."""
-
-
-@dataclass(frozen=True)
-class Ports:
-    """Ports from the command line, each replacing the config's (None: the config's)."""
-
-    legacy: int | None = None
-    new: int | None = None
-    proxy: int | None = None
-    admin: int | None = None
-
-
-class StopSignals:
-    """SIGINT, SIGTERM and SIGHUP ask the demo to stop. The handler only records the first
-    one and wakes the traffic loop, so a signal never interrupts starting or stopping a
-    child; any later signal is ignored, so the cleanup always finishes."""
-
-    SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-
-    def __init__(self) -> None:
-        self.received: str | None = None
-        self._wake: Callable[[], None] | None = None
-        self._previous: dict[int, Any] = {}
-
-    def __enter__(self) -> StopSignals:
-        self._previous = {sig: signal.signal(sig, self._handle) for sig in self.SIGNALS}
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if self.received is not None:
-            return
-        self.received = signal.Signals(signum).name
-        if self._wake is not None:
-            with contextlib.suppress(RuntimeError):  # the loop is closing
-                self._wake()
-
-    def check(self) -> None:
-        if self.received is not None:
-            raise DemoStopped(self.received)
-
-    @contextlib.contextmanager
-    def waking(self) -> Iterator[asyncio.Event]:
-        """An event of the running loop that a stop signal sets (as asyncio.Runner wakes
-        its loop on SIGINT: call_soon_threadsafe from the handler)."""
-        loop = asyncio.get_running_loop()
-        event = asyncio.Event()
-        self._wake = lambda: loop.call_soon_threadsafe(event.set)
-        if self.received is not None:
-            event.set()
-        try:
-            yield event
-        finally:
-            self._wake = None
-
-
-def host_port(url: str) -> tuple[str, int]:
-    parts = urlsplit(url)
-    return parts.hostname or "127.0.0.1", parts.port or 80
-
-
-def local_url(host: str, port: int) -> str:
-    return f"http://{'127.0.0.1' if host in ('0.0.0.0', '::', '') else host}:{port}"
-
-
-def port_is_free(host: str, port: int) -> bool:
-    with socket.socket() as probe:
-        try:
-            probe.bind((host, port))
-        except OSError:
-            return False
-    return True
 
 
 @contextlib.contextmanager
@@ -147,48 +69,6 @@ def child(argv: list[str], env: dict[str, str]) -> Iterator[subprocess.Popen[byt
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
-
-
-def with_port(url: str, port: int) -> str:
-    parts = urlsplit(url)
-    host = parts.hostname or "127.0.0.1"
-    host = f"[{host}]" if ":" in host else host
-    return urlunsplit(parts._replace(netloc=f"{host}:{port}"))
-
-
-def apply_ports(settings: Settings, ports: Ports) -> Settings:
-    """``settings`` with the demo's four listeners moved to ``ports`` (the new backend's
-    metrics_url too, when it is served by the new backend itself)."""
-    backends = settings.backends
-    legacy, new = backends.legacy, backends.new
-    if ports.legacy is not None:
-        legacy = legacy.model_copy(update={"url": with_port(legacy.url, ports.legacy)})
-    if ports.new is not None:
-        update = {"url": with_port(new.url, ports.new)}
-        if new.metrics_url and urlsplit(new.metrics_url).netloc == urlsplit(new.url).netloc:
-            update["metrics_url"] = with_port(new.metrics_url, ports.new)
-        new = new.model_copy(update=update)
-    sections: dict[str, Any] = {
-        "backends": backends.model_copy(update={"legacy": legacy, "new": new})
-    }
-    if ports.proxy is not None:
-        sections["listen"] = settings.listen.model_copy(update={"port": ports.proxy})
-    if ports.admin is not None:
-        sections["admin"] = settings.admin.model_copy(update={"port": ports.admin})
-    return settings.model_copy(update=sections)
-
-
-def address_overrides(settings: Settings) -> dict[str, str]:
-    """CUTOVER_* variables that give the proxy child the demo's addresses."""
-    overrides = {
-        "CUTOVER_LISTEN__PORT": str(settings.listen.port),
-        "CUTOVER_ADMIN__PORT": str(settings.admin.port),
-        "CUTOVER_BACKENDS__LEGACY__URL": settings.backends.legacy.url,
-        "CUTOVER_BACKENDS__NEW__URL": settings.backends.new.url,
-    }
-    if settings.backends.new.metrics_url:
-        overrides["CUTOVER_BACKENDS__NEW__METRICS_URL"] = settings.backends.new.metrics_url
-    return overrides
 
 
 def cutover_script() -> str:
@@ -219,130 +99,6 @@ def wait_until_ready(
     raise DemoError(f"{name} did not answer at {url} within {READY_DEADLINE:.0f}s")
 
 
-def execute_request() -> tuple[str, dict[str, object]]:
-    body = {
-        "strategy": random.choice(STRATEGIES),
-        "symbol": random.choice(SYMBOLS),
-        "start": "2021-01-01",
-        "end": "2023-12-31",
-        "initial_capital": 100_000,
-    }
-    return f"/api/v1/backtests/bt-{random.randrange(10_000)}/execute", body
-
-
-class Traffic:
-    def __init__(self, proxy_url: str, admin_url: str, admin_token: str) -> None:
-        self.proxy = httpx.AsyncClient(base_url=proxy_url, timeout=10.0, trust_env=False)
-        self.admin = httpx.AsyncClient(
-            base_url=admin_url,
-            timeout=5.0,
-            trust_env=False,
-            headers={"Authorization": f"Bearer {admin_token}"},
-        )
-        self.served: Counter[str] = Counter()
-        self.total: Counter[str] = Counter()
-        self.users = [f"user-{i}" for i in range(500)]
-        self.history_seen = 0
-
-    async def send_one(self) -> None:
-        path, body = execute_request()
-        try:
-            response = await self.proxy.post(
-                path, json=body, headers={"X-User-Id": random.choice(self.users)}
-            )
-        except httpx.HTTPError:
-            self.served["failed"] += 1
-            return
-        backend = response.headers.get("x-cutover-backend", "?")
-        self.served[backend if response.status_code < 500 else "failed"] += 1
-
-    async def status(self) -> dict[str, Any] | None:
-        try:
-            response = await self.admin.get("/status")
-            return response.json() if response.is_success else None
-        except (httpx.HTTPError, ValueError):
-            return None
-
-    async def report(self, elapsed: float) -> dict[str, Any] | None:
-        status = await self.status()
-        served, self.served = self.served, Counter()
-        self.total.update(served)
-        if status is None:
-            print(f"t={elapsed:4.0f}s  (admin API not answering)", flush=True)
-            return None
-        for transition in status["history"][self.history_seen :]:
-            if transition["actor"] != "startup":
-                print(f"  >>> {transition['from_phase']} {transition['from_weight']:g}% -> "
-                      f"{transition['to_phase']} {transition['to_weight']:g}%: "
-                      f"{transition['reason']} ({transition['actor']})", flush=True)  # fmt: skip
-        self.history_seen = len(status["history"])
-        checks = " ".join(f"{name}={c['result']}" for name, c in status["checks"].items())
-        print(
-            f"t={elapsed:4.0f}s  {status['phase']:<11} weight={status['weight']:5.1f}%  "
-            f"legacy={served['legacy']:3d} new={served['new']:3d} failed={served['failed']:2d}  "
-            f"{checks}",
-            flush=True,
-        )
-        return status
-
-    async def aclose(self) -> None:
-        await self.proxy.aclose()
-        await self.admin.aclose()
-
-
-async def drive(
-    traffic: Traffic,
-    *,
-    rate: float,
-    duration: float | None,
-    fault: str | None,
-    new_url: str,
-    new_token: str,
-    stop: StopSignals,
-) -> Counter[str]:
-    """Send traffic and report each second until ``duration`` is over or a stop signal."""
-    started = time.monotonic()
-    next_report = started + 1
-    injected = False
-    with stop.waking() as stopped:
-        try:
-            while not stopped.is_set() and (
-                duration is None or time.monotonic() - started < duration
-            ):
-                tick = time.monotonic()
-                await traffic.send_one()
-                now = time.monotonic()
-                if now >= next_report:
-                    next_report += 1
-                    status = await traffic.report(now - started)
-                    if (
-                        fault
-                        and not injected
-                        and status is not None
-                        and status["weight"] >= 50
-                        and status["phase"] != "rolled_back"
-                    ):
-                        await inject_fault(new_url, new_token, fault)
-                        injected = True
-                pause = max(0.0, 1 / rate - (time.monotonic() - tick))
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stopped.wait(), pause)
-        finally:
-            await traffic.aclose()
-    return traffic.total
-
-
-async def inject_fault(new_url: str, token: str, fault: str) -> None:
-    async with httpx.AsyncClient(timeout=5.0, trust_env=False) as client:
-        response = await client.put(
-            f"{new_url}/admin/faults",
-            json=FAULTS[fault],
-            headers={"Authorization": f"Bearer {token}"},
-        )
-    response.raise_for_status()
-    print(f"  !!! injected a fault into the new backend: {FAULTS[fault]}", flush=True)
-
-
 def run_demo(
     settings: Settings,
     config_path: str,
@@ -350,7 +106,7 @@ def run_demo(
     duration: float | None,
     rate: float,
     fault: str | None = None,
-    ports: Ports = Ports(),
+    ports: Ports = CONFIG_PORTS,
 ) -> int:
     settings = apply_ports(settings, ports)
     listen = (settings.listen.host, settings.listen.port)

@@ -1,0 +1,79 @@
+"""Cutover's configuration: one validated object, loaded once.
+
+Sources, highest priority first: environment variables (``CUTOVER_`` prefix, nested
+with ``__``, e.g. ``CUTOVER_SPLIT__WEIGHT=25``), then the YAML file.
+
+Each section's model lives in the module named after it; ``settings`` holds the root,
+``loading`` reads a file and ``environment`` checks the CUTOVER_* variables. Import the
+names from here.
+"""
+
+from cutover.config.backends import BackendConfig, BackendsConfig
+from cutover.config.base import (
+    BACKEND_NAMES,
+    SAFE_METHODS,
+    BackendName,
+    HttpMethods,
+    PositiveSeconds,
+    SectionConfig,
+    ServiceUrl,
+    Weight,
+)
+from cutover.config.deprecation import DeprecationConfig
+from cutover.config.environment import NOT_SETTINGS, unknown_setting
+from cutover.config.failover import BreakerConfig, FallbackConfig
+from cutover.config.guard import (
+    DEFAULT_QUERIES,
+    GuardConfig,
+    PrometheusConfig,
+    PrometheusQueriesConfig,
+)
+from cutover.config.limits import LimitsConfig, ShutdownConfig, TimeoutsConfig
+from cutover.config.listeners import AdminConfig, ListenConfig, is_loopback, listeners_overlap
+from cutover.config.loading import ConfigError, load_settings, parse_settings
+from cutover.config.rollout import RolloutConfig, StageConfig, StateConfig
+from cutover.config.routing import RouteConfig, SplitConfig
+from cutover.config.settings import ENV_PREFIX, Settings
+from cutover.config.shadow import RouteShadowConfig, ShadowConfig, ToleranceConfig
+
+__all__ = [
+    "BACKEND_NAMES",
+    "DEFAULT_QUERIES",
+    "ENV_PREFIX",
+    "NOT_SETTINGS",
+    "SAFE_METHODS",
+    "AdminConfig",
+    "BackendConfig",
+    "BackendName",
+    "BackendsConfig",
+    "BreakerConfig",
+    "ConfigError",
+    "DeprecationConfig",
+    "FallbackConfig",
+    "GuardConfig",
+    "HttpMethods",
+    "LimitsConfig",
+    "ListenConfig",
+    "PositiveSeconds",
+    "PrometheusConfig",
+    "PrometheusQueriesConfig",
+    "RolloutConfig",
+    "RouteConfig",
+    "RouteShadowConfig",
+    "SectionConfig",
+    "ServiceUrl",
+    "Settings",
+    "ShadowConfig",
+    "ShutdownConfig",
+    "SplitConfig",
+    "StageConfig",
+    "StateConfig",
+    "TimeoutsConfig",
+    "ToleranceConfig",
+    "Weight",
+    "is_loopback",
+    "listeners_overlap",
+    "load_settings",
+    "parse_settings",
+    "unknown_setting",
+]

@@ -1,0 +1,68 @@
+"""The ``split`` section (the weight to new, stickiness, the override header) and the
+``routes`` list (per-prefix pins, weights, shadowing and fallback)."""
+
+from __future__ import annotations
+
+import re
+
+from pydantic import IPvAnyNetwork, field_validator, model_validator
+
+from cutover.config.base import BackendName, HttpMethods, SectionConfig, Weight
+from cutover.config.shadow import RouteShadowConfig
+
+_TOKEN_RE = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+
+
+class SplitConfig(SectionConfig):
+    weight: Weight = 0.0
+    sticky: str = "none"
+    override_header: str = "X-Cutover-Backend"
+    # Who may use the override header (client addresses); empty means anyone.
+    override_allowed_from: list[IPvAnyNetwork] = []
+
+    @field_validator("sticky")
+    @classmethod
+    def _sticky(cls, value: str) -> str:
+        kind, _, name = value.partition(":")
+        if value in ("none", "client_ip"):
+            return value
+        if kind in ("header", "cookie") and name:
+            if not _TOKEN_RE.match(name):
+                raise ValueError(f"{name!r} is not a valid {kind} name")
+            return value
+        raise ValueError("must be header:NAME, cookie:NAME, client_ip or none")
+
+    @field_validator("override_header")
+    @classmethod
+    def _override_header(cls, value: str) -> str:
+        if value and not _TOKEN_RE.match(value):
+            raise ValueError(f"{value!r} is not a valid header name")
+        return value
+
+
+class RouteConfig(SectionConfig):
+    prefix: str
+    backend: BackendName | None = None
+    weight: Weight | None = None
+    deprecation: bool = True
+    shadow: RouteShadowConfig | None = None
+    # The methods that may be served by legacy when new fails. Default: fallback.methods,
+    # and none on a route pinned to a backend (it opts in by listing them).
+    fallback_methods: HttpMethods | None = None
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError("must start with '/'")
+        return value
+
+    @model_validator(mode="after")
+    def _pin_or_weight(self) -> RouteConfig:
+        if self.backend is not None and self.weight is not None:
+            raise ValueError("set either backend (a pin) or weight, not both")
+        return self
+
+    @property
+    def name(self) -> str:
+        return self.prefix
