@@ -185,7 +185,8 @@ class Service(Process):
     def __init__(self, module: str, log_dir: Path, env: dict[str, str]) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        argv = [PYTHON, "-m", module, "--port", str(self.port), "--log-level", "warning"]
+        argv = [PYTHON, "-m", f"cutover_demo.{module}", "--port", str(self.port)]
+        argv += ["--log-level", "warning"]
         super().__init__(module, argv, env, log_dir)
 
     @classmethod

@@ -935,8 +935,11 @@ def test_an_http_1_0_backend_that_closes_every_connection(tmp_path, lab_urls) ->
         assert (head.status_code, head.content) == (200, b"")
         assert head.headers["content-length"] == str(len(payload))
         assert http.get("/missing").status_code == 404
-        # It refuses POST without reading the body, and closes: the answer still arrives.
-        refused = http.post("/data.bin", content=payload)
+        # It refuses POST and closes: the answer still arrives. The body is small enough for
+        # http.server's buffered read of the head to take it in: a large unread body turns the
+        # backend's close into a reset, which may destroy its answer before any proxy reads it
+        # (the upstream client's own tests answer during an upload with a scripted server).
+        refused = http.post("/data.bin", content=payload[:1000])
         assert refused.status_code == 501
         assert http.get("/data.bin").content == payload
 
