@@ -17,7 +17,9 @@ _METHOD_RE = re.compile(r"^[A-Z]+$")
 
 
 class SectionConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # No inf or NaN: a threshold of .inf would be no check at all, and JSON (the admin API,
+    # the state file) cannot carry either.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 def _weight(value: float) -> float:

@@ -174,3 +174,15 @@ def test_an_unknown_variable_is_reported_without_validating(
         "CUTOVER_SPLIT__WEIGT: names no setting (split has no 'weigt'); "
         "did you mean CUTOVER_SPLIT__WEIGHT?"
     ]
+
+
+@pytest.mark.parametrize("value", [".inf", ".nan", "-.inf"])
+def test_a_number_that_is_not_finite_is_refused(tmp_path: Path, value: str) -> None:
+    path = tmp_path / "cutover.yaml"
+    path.write_text(
+        "backends:\n  legacy: {url: http://127.0.0.1:8001}\n  new: {url: http://127.0.0.1:8002}\n"
+        f"guard: {{max_latency_ratio: {value}}}\n"
+    )
+    with pytest.raises(ConfigError) as info:
+        load_settings(path)
+    assert info.value.problems == ["guard.max_latency_ratio: Input should be a finite number"]
