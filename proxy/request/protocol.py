@@ -110,6 +110,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._reframing = False  # parsing such a head: the request already has its cycle
         self._ignore_input = False  # after a refusal, or after CONNECT's head
         self._pending_refusal: tuple[int, str] | None = None
+        self._trailing = 0  # bytes of a chunked request read since its body last grew
         super().__init__(*args, **kwargs)
 
     # -- parser callbacks ---------------------------------------------------------
@@ -122,6 +123,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._reason = None
         self._codings = None
         self._upgrade_body = None
+        self._trailing = 0
 
     def _refuse(self, status: int, reason: str) -> NoReturn:
         self._refusal, self._reason = status, reason
@@ -193,6 +195,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         # while a head that began earlier is still unfinished.
         continuing = self._in_head
         size = len(data)
+        cycle = self.cycle
+        body_before = -1 if cycle is None else len(cycle.body)
         while data:
             try:
                 self.parser.feed_data(data)
@@ -212,6 +216,13 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             if self._head_bytes > self.max_head:
                 self._refusal = 414 if len(self.url) > self.max_url else 431
                 self.send_400_response("the request head is too large")
+        elif self._codings is not None and cycle is self.cycle and cycle and cycle.more_body:
+            # httptools holds a trailer field (or a chunk extension) until it ends: bound what
+            # a chunked request sends while its body does not grow, as the head is bounded.
+            self._trailing = 0 if len(cycle.body) > body_before else self._trailing + size
+            if self._trailing > self.max_head and not self.transport.is_closing():
+                self._refusal = 431
+                self.send_400_response("the chunked framing or trailer fields are too large")
 
     def _after_upgrade(self, rest: bytes) -> bytes:
         """After a request httptools flagged as an upgrade (it stopped parsing at the end of
