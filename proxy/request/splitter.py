@@ -38,9 +38,16 @@ def cookie_value(header: bytes, name: bytes) -> bytes | None:
     return None
 
 
+def below(prefix: str) -> str:
+    """What a path longer than ``prefix`` must start with to match it, on a segment boundary:
+    ``/api/v1`` matches ``/api/v1`` and ``/api/v1/x``, never ``/api/v10``."""
+    return prefix if prefix.endswith("/") else prefix + "/"
+
+
 @dataclass(slots=True)
 class RouteRule:
     prefix: str
+    below: str  # what a longer path starts with (see below())
     name: str
     pin: BackendName | None
     threshold: int | None
@@ -74,6 +81,7 @@ class Splitter:
         self.rules = [
             RouteRule(
                 prefix=route.prefix,
+                below=below(route.prefix),
                 name=route.name,
                 pin=route.backend,
                 threshold=None if route.weight is None else threshold(route.weight),
@@ -90,7 +98,7 @@ class Splitter:
 
     def route_for(self, path: str) -> RouteRule | None:
         for rule in self.rules:
-            if path.startswith(rule.prefix):
+            if path.startswith(rule.below) or path == rule.prefix:
                 return rule
         return None
 

@@ -170,3 +170,23 @@ def test_override_can_be_restricted_to_networks() -> None:
     assert decide(splitter, headers=forced, client=("203.0.113.7", 1)).backend == "legacy"
     assert decide(splitter, headers=forced, client=None).backend == "legacy"
     assert decide(splitter, headers=forced, client=("testclient", 1)).backend == "legacy"
+
+
+@pytest.mark.parametrize(
+    ("prefix", "path", "matched"),
+    [
+        ("/api/v1", "/api/v1", True),
+        ("/api/v1", "/api/v1/", True),
+        ("/api/v1", "/api/v1/backtests", True),
+        ("/api/v1", "/api/v10", False),
+        ("/api/v1", "/api/v1x/y", False),
+        ("/api/v1/", "/api/v1/x", True),
+        ("/api/v1/", "/api/v1", False),
+        ("/", "/anything", True),
+    ],
+)
+def test_a_route_prefix_matches_on_path_segment_boundaries(
+    prefix: str, path: str, matched: bool
+) -> None:
+    splitter = Splitter(make_settings(routes=[{"prefix": prefix, "backend": "new"}]))
+    assert (splitter.route_for(path) is not None) == matched
