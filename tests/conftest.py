@@ -26,6 +26,12 @@ def _hermetic_environment() -> Iterator[None]:
         yield
 
 
+@pytest.fixture
+def anyio_backend() -> str:
+    """Tests marked ``anyio`` run on asyncio (the proxy's loop), not on trio as well."""
+    return "asyncio"
+
+
 def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     merged = dict(base)
     for key, value in extra.items():

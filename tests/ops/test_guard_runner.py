@@ -22,11 +22,6 @@ from tests.conftest import LEGACY_URL, NEW_URL, make_settings
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 def runner(tmp_path: Path, **sections: Any) -> tuple[GuardRunner, Any]:
     settings = make_settings(state={"path": str(tmp_path / "state.json")}, **sections)
     rollout = Rollout.restore(settings, StateStore(settings.state.path))

@@ -3,18 +3,11 @@ from __future__ import annotations
 from cutover.config import BreakerConfig
 from cutover.request.breaker import CircuitBreaker
 from cutover.vocabulary import BreakerState
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.clocks import Clock
 
 
 def make(**config) -> tuple[CircuitBreaker, Clock, list[tuple[str, str]]]:
-    clock = Clock()
+    clock = Clock(100.0)
     changes: list[tuple[str, str]] = []
     breaker = CircuitBreaker(
         BreakerConfig(**config), clock=clock, on_change=lambda a, b: changes.append((a, b))

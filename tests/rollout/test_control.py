@@ -18,24 +18,12 @@ from cutover.rollout.machine import Rollout
 from cutover.rollout.state import StateStore
 from cutover.rollout.transitions import RolloutError
 from cutover.vocabulary import CheckResult, Phase
+from tests.clocks import Clock
 from tests.conftest import make_settings
 
 pytestmark = pytest.mark.anyio
 
 PASS = [Verdict("error_rate", CheckResult.PASS, 0.0, 0.05), Verdict("latency", CheckResult.PASS)]
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def worker(tmp_path: Path, clock: Clock | None = None) -> Control:

@@ -15,11 +15,6 @@ from cutover.rollout.coordination import Coordination
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 def free(coordination: Coordination) -> bool:
     """Whether another process could take the state lock now."""
     fd = os.open(coordination._lock_path, os.O_RDWR | os.O_CREAT, 0o644)

@@ -19,24 +19,12 @@ from cutover.rollout.machine import Rollout
 from cutover.rollout.sources import EmbeddedSource, MemoryScraper, Observation
 from cutover.rollout.state import StateStore, write_atomically
 from cutover.vocabulary import CheckResult
+from tests.clocks import Clock
 from tests.conftest import make_settings
 
 pytestmark = pytest.mark.anyio
 
 NEW_METRICS = "http://new.test/metrics"
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 5_000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def memory_page(megabytes: float) -> str:
@@ -50,7 +38,7 @@ def memory_page(megabytes: float) -> str:
 def build(
     tmp_path: Path, readings: list[Observation], router: respx.MockRouter | None = None, **guard
 ) -> tuple[Guard, Rollout, Metrics, Clock]:
-    clock = Clock()
+    clock = Clock(5_000.0)
     settings = make_settings(
         rollout={"stages": [10, 50, 100], "hold": 10},
         guard={"min_requests": 50, "failures_to_rollback": 2, **guard},
@@ -200,7 +188,7 @@ def embedded_guard(
     """A guard over the embedded source (interval 5 s, window 60 s), and ``traffic(n)``:
     100 requests to each backend, ``n`` of new's failing. The clock returned is the
     monotonic one; the wall clock is the same unless ``wall`` is given."""
-    clock = Clock()
+    clock = Clock(5_000.0)
     settings = make_settings(
         rollout={"stages": [10, 100], "hold": 600},
         guard={"interval": 5, "window": 60, "min_requests": 50, "failures_to_rollback": 2},
@@ -280,7 +268,7 @@ async def test_a_failure_is_confirmed_after_half_an_interval(tmp_path, monkeypat
 async def test_a_wall_clock_jump_does_not_blind_the_guard(tmp_path, jump) -> None:
     """The wall clock steps an hour (NTP, a VM resumed): windows are monotonic, so a
     failing new is still rolled back two evaluations later."""
-    wall = Clock()
+    wall = Clock(5_000.0)
     guard, rollout, clock, traffic = embedded_guard(tmp_path, wall)
     for _ in range(3):
         traffic(0)
@@ -354,7 +342,7 @@ def worker(tmp_path: Path, clock: Clock) -> tuple[Guard, Rollout]:
 
 
 async def test_every_worker_shows_the_leaders_checks_and_hold(tmp_path) -> None:
-    clock = Clock()
+    clock = Clock(5_000.0)
     leader, leading = worker(tmp_path, clock)
     other, following = worker(tmp_path, clock)
     try:

@@ -12,22 +12,10 @@ from cutover.rollout.machine import Rollout
 from cutover.rollout.state import SaveError, StateStore, Writer, write_atomically
 from cutover.rollout.transitions import RolloutError
 from cutover.vocabulary import CheckResult
+from tests.clocks import Clock
 from tests.conftest import make_settings
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def verdicts(*results: CheckResult) -> list[Verdict]:

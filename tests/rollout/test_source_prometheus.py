@@ -28,11 +28,6 @@ VALUES = {
 
 
 @pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
 def prom() -> Iterator[respx.MockRouter]:
     with respx.MockRouter(assert_all_mocked=True, assert_all_called=False) as router:
         yield router

@@ -29,11 +29,6 @@ MEMORY_PAGE = (
 )
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 def test_the_counters_of_one_instant() -> None:
     metrics = Metrics()
     before = read_counters(metrics)

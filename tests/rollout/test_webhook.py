@@ -16,11 +16,6 @@ pytestmark = pytest.mark.anyio
 URL = "http://hooks.test/x"
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 async def test_retries_until_delivered() -> None:
     with respx.MockRouter(assert_all_mocked=True) as router:
         route = router.post(URL)
