@@ -62,8 +62,13 @@ def url_problem(url: str) -> str | None:
 def token_problem(token: str) -> str | None:
     """Why ``token`` cannot be sent as a bearer token, or None. A header field carries ASCII."""
     for char in token:
-        if not " " <= char <= "~":
-            kind = "a control character" if char.isascii() else "not ASCII"
+        if not "!" <= char <= "~":
+            if char == " ":
+                kind = "a space"
+            elif char.isascii():
+                kind = "a control character"
+            else:
+                kind = "not ASCII"
             return f"must be printable ASCII (it is sent in a header); {char!r} is {kind}"
     return None
 

@@ -162,6 +162,7 @@ def test_url_problem(url: str, problem_start: str | None) -> None:
         ("tøken", "'ø' is not ASCII"),
         ("a\nb", "'\\n' is a control character"),
         ("a\x7fb", "'\\x7f' is a control character"),
+        ("two words", "' ' is a space"),  # the server refuses such an admin_token too
     ],
 )
 def test_token_problem(token: str, problem_end: str | None) -> None:
