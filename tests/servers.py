@@ -13,6 +13,7 @@ is ignored, so a production config (``cutover.ops.server.uvicorn_config``) can b
 from __future__ import annotations
 
 import asyncio
+import http.server
 import socket
 import threading
 import time
@@ -127,3 +128,18 @@ def serve_raw(handler: Any, *, limit: int | None = None) -> Iterator[str]:
     finally:
         loop.call_soon_threadsafe(loop.stop)
         thread.join(SHUTDOWN_DEADLINE)
+
+
+@contextmanager
+def serve_stdlib(handler: Any) -> Iterator[str]:
+    """The standard library's ``http.server`` with ``handler`` (HTTP/1.0 unless the handler
+    says otherwise), threaded, on a free port: a server nobody here wrote."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)

@@ -8,7 +8,6 @@ import http.server
 import importlib.metadata
 import re
 import subprocess
-import threading
 import tomllib
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,7 +24,7 @@ from cutover.config import NOT_SETTINGS, Settings, unknown_setting
 from cutover.ops.server import uvicorn_config
 from tests.conftest import make_settings
 from tests.processes import clean_env, cutover_command, free_port
-from tests.servers import serve, serve_config
+from tests.servers import serve, serve_config, serve_stdlib
 
 ROOT = Path(__file__).resolve().parents[2]
 BACKENDS = (
@@ -247,15 +246,8 @@ def plain_http_server() -> Iterator[str]:
         def log_message(self, *args: Any) -> None:
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+    with serve_stdlib(Quiet) as url:
+        yield url
 
 
 @pytest.mark.parametrize(

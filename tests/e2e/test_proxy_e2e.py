@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from http.cookiejar import CookieJar, DefaultCookiePolicy
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from http.server import SimpleHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -34,7 +34,7 @@ from cutover.request.metrics import Metrics
 from cutover.rollout.sources import MemoryScraper
 from cutover_demo.legacy_backend.app import create_app as create_legacy_app
 from cutover_demo.new_backend.app import create_app as create_new_app
-from tests.servers import free_socket, serve, serve_config, serve_raw
+from tests.servers import free_socket, serve, serve_config, serve_raw, serve_stdlib
 
 pytestmark = pytest.mark.e2e
 
@@ -907,15 +907,8 @@ def test_sticky_cookie_is_issued_and_honoured(lab_urls: dict[str, str]) -> None:
 def stdlib_file_server(directory: str) -> Iterator[str]:
     """Python's own ``http.server``: HTTP/1.0, a new connection for every request, closed
     after the answer (a server nobody here wrote, with different habits from uvicorn's)."""
-    handler = functools.partial(SimpleHTTPRequestHandler, directory=directory)
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serve_stdlib(functools.partial(SimpleHTTPRequestHandler, directory=directory)) as url:
+        yield url
 
 
 def test_an_http_1_0_backend_that_closes_every_connection(tmp_path, lab_urls) -> None:

@@ -5,7 +5,6 @@ cannot be saved."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import httpx
 import pytest
@@ -14,7 +13,7 @@ from starlette.testclient import TestClient
 
 from cutover.config import load_settings
 from cutover.ops.gateway import Gateway
-from cutover.rollout.state import write_atomically
+from tests.disks import Disk
 from tests.ops.conftest import ADMIN, AUTH, PROXY, ByPort
 
 
@@ -124,18 +123,6 @@ def test_no_token_on_loopback_leaves_the_api_open(config_path, router, monkeypat
     gateway = Gateway(load_settings(config_path), transport=transport, side_transport=transport)
     with TestClient(ByPort(gateway)) as client:
         assert client.get(f"{ADMIN}/status").status_code == 200
-
-
-class Disk:
-    """The state file's disk, which can fill up (CI runs as root: chmod stops nothing)."""
-
-    def __init__(self) -> None:
-        self.full = False
-
-    def __call__(self, path: Path, payload: bytes) -> None:
-        if self.full:
-            raise OSError(28, "No space left on device")
-        write_atomically(path, payload)
 
 
 @pytest.mark.parametrize(

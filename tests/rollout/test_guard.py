@@ -17,10 +17,11 @@ from cutover.rollout.guard import Guard
 from cutover.rollout.guard_status import EvaluationFile
 from cutover.rollout.machine import Rollout
 from cutover.rollout.sources import EmbeddedSource, MemoryScraper, Observation
-from cutover.rollout.state import StateStore, write_atomically
+from cutover.rollout.state import StateStore
 from cutover.vocabulary import CheckResult
 from tests.clocks import Clock
 from tests.conftest import make_settings
+from tests.disks import Disk
 
 pytestmark = pytest.mark.anyio
 
@@ -283,16 +284,6 @@ async def test_a_wall_clock_jump_does_not_blind_the_guard(tmp_path, jump) -> Non
         wall.now += 5
     assert rollout.phase == "rolled_back", [v.as_dict() for v in rollout.latest.values()]
     assert rollout.state.history[-1].at == wall.now - 5  # stamped with the wall clock
-
-
-class Disk:
-    def __init__(self) -> None:
-        self.full = False
-
-    def __call__(self, path: Path, payload: bytes) -> None:
-        if self.full:
-            raise OSError(28, "No space left on device")
-        write_atomically(path, payload)
 
 
 async def test_the_guard_carries_on_while_the_state_cannot_be_saved(tmp_path, caplog) -> None:

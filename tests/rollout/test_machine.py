@@ -14,6 +14,7 @@ from cutover.rollout.transitions import RolloutError
 from cutover.vocabulary import CheckResult
 from tests.clocks import Clock
 from tests.conftest import make_settings
+from tests.disks import Disk
 
 pytestmark = pytest.mark.anyio
 
@@ -323,20 +324,6 @@ async def test_judging_since_is_converted_to_the_monotonic_clock_once(tmp_path) 
 
 
 # --------------------------------------------------------------------------- save first
-
-
-class Disk:
-    """The state file's disk, which can fill up."""
-
-    def __init__(self) -> None:
-        self.full = False
-        self.writes = 0
-
-    def __call__(self, path: Path, payload: bytes) -> None:
-        if self.full:
-            raise OSError(28, "No space left on device")
-        self.writes += 1
-        write_atomically(path, payload)
 
 
 @pytest.mark.parametrize(
