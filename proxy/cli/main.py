@@ -24,7 +24,10 @@ def _config_path(args: argparse.Namespace) -> str:
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     settings = load_settings(args.file)
-    print(f"{args.file}: OK ({len(settings.routes)} routes, weight {settings.split.weight:g}%)")
+    migrations = settings.migration_list
+    names = ", ".join(m.name for m in migrations)
+    count = f"{len(migrations)} migration{'s' if len(migrations) != 1 else ''} ({names})"
+    print(f"{args.file}: OK ({count}, {len(settings.routes)} routes)")
     return 0
 
 

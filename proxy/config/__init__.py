@@ -8,9 +8,8 @@ Each section's model lives in the module named after it; ``settings`` holds the 
 names from here.
 """
 
-from cutover.config.backends import BackendConfig, BackendsConfig
+from cutover.config.backends import BackendConfig
 from cutover.config.base import (
-    BACKEND_NAMES,
     SAFE_METHODS,
     BackendName,
     HttpMethods,
@@ -31,21 +30,29 @@ from cutover.config.guard import (
 from cutover.config.limits import LimitsConfig, ShutdownConfig, TimeoutsConfig
 from cutover.config.listeners import AdminConfig, ListenConfig, is_loopback, listeners_overlap
 from cutover.config.loading import ConfigError, load_settings, parse_settings
+from cutover.config.migrations import (
+    DEFAULT_MIGRATION,
+    GUARD_OVERRIDES,
+    MatchConfig,
+    MigrationConfig,
+    MigrationGuardConfig,
+    mirrored,
+)
 from cutover.config.rollout import RolloutConfig, StageConfig, StateConfig
 from cutover.config.routing import RouteConfig, SplitConfig
 from cutover.config.settings import ENV_PREFIX, Settings
 from cutover.config.shadow import RouteShadowConfig, ShadowConfig, ToleranceConfig
 
 __all__ = [
-    "BACKEND_NAMES",
+    "DEFAULT_MIGRATION",
     "DEFAULT_QUERIES",
     "ENV_PREFIX",
+    "GUARD_OVERRIDES",
     "NOT_SETTINGS",
     "SAFE_METHODS",
     "AdminConfig",
     "BackendConfig",
     "BackendName",
-    "BackendsConfig",
     "BreakerConfig",
     "ConfigError",
     "DeprecationConfig",
@@ -54,6 +61,9 @@ __all__ = [
     "HttpMethods",
     "LimitsConfig",
     "ListenConfig",
+    "MatchConfig",
+    "MigrationConfig",
+    "MigrationGuardConfig",
     "PositiveSeconds",
     "PrometheusConfig",
     "PrometheusQueriesConfig",
@@ -74,6 +84,7 @@ __all__ = [
     "is_loopback",
     "listeners_overlap",
     "load_settings",
+    "mirrored",
     "parse_settings",
     "unknown_setting",
 ]

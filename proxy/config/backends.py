@@ -1,4 +1,4 @@
-"""The ``backends`` section: where legacy and new answer, and how their TLS is checked."""
+"""A backend of the ``backends`` section: where it answers, and how its TLS is checked."""
 
 from __future__ import annotations
 
@@ -30,8 +30,3 @@ class BackendConfig(SectionConfig):
         except (OSError, ssl.SSLError) as exc:
             raise ValueError(f"not a PEM bundle of CA certificates: {value} ({exc})") from None
         return value
-
-
-class BackendsConfig(SectionConfig):
-    legacy: BackendConfig
-    new: BackendConfig

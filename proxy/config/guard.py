@@ -10,27 +10,32 @@ from pydantic import Field, field_validator, model_validator
 
 from cutover.config.base import PositiveSeconds, SectionConfig, ServiceUrl
 
+# Each query is run per migration: $migration, $to and $from are its name and backends.
+_REQUESTS = 'cutover_requests_total{migration="$migration",backend="$to"}'
+_ERRORS = 'cutover_requests_total{migration="$migration",backend="$to",code=~"5xx|error"}'
+_SHADOW = 'cutover_shadow_requests_total{migration="$migration"'
 DEFAULT_QUERIES = {
-    "new_requests": 'sum(increase(cutover_requests_total{backend="new"}[$window]))',
-    # "or 0 * …": the error series exist only after new's first failure; without it a
+    "new_requests": f"sum(increase({_REQUESTS}[$window]))",
+    # "or 0 * …": the error series exist only after the first failure; without it a
     # healthy rollout would read "no data" forever and never promote.
-    "new_errors": 'sum(increase(cutover_requests_total{backend="new",code=~"5xx|error"}[$window]))'
-    ' or 0 * sum(increase(cutover_requests_total{backend="new"}[$window]))',
-    "legacy_requests": 'sum(increase(cutover_requests_total{backend="legacy"}[$window]))',
-    "new_p95": "histogram_quantile(0.95, sum by (le) "
-    '(rate(cutover_request_duration_seconds_bucket{backend="new"}[$window])))',
-    "legacy_p95": "histogram_quantile(0.95, sum by (le) "
-    '(rate(cutover_request_duration_seconds_bucket{backend="legacy"}[$window])))',
-    "new_memory": 'max(cutover_backend_resident_memory_bytes{backend="new"})',
-    "shadow_comparisons": "sum(increase("
-    'cutover_shadow_requests_total{result=~"match|mismatch"}[$window]))',
-    "shadow_mismatches": 'sum(increase(cutover_shadow_requests_total{result="mismatch"}[$window]))'
-    ' or 0 * sum(increase(cutover_shadow_requests_total{result="match"}[$window]))',
+    "new_errors": f"sum(increase({_ERRORS}[$window])) or 0 * sum(increase({_REQUESTS}[$window]))",
+    "legacy_requests": 'sum(increase(cutover_requests_total{migration="$migration",'
+    'backend="$from"}[$window]))',
+    "new_p95": "histogram_quantile(0.95, sum by (le) (rate(cutover_request_duration_seconds_bucket"
+    '{migration="$migration",backend="$to"}[$window])))',
+    "legacy_p95": "histogram_quantile(0.95, sum by (le) (rate("
+    'cutover_request_duration_seconds_bucket{migration="$migration",backend="$from"}[$window])))',
+    "new_memory": 'max(cutover_backend_resident_memory_bytes{backend="$to"})',
+    "shadow_comparisons": f'sum(increase({_SHADOW},result=~"match|mismatch"}}[$window]))',
+    "shadow_mismatches": f'sum(increase({_SHADOW},result="mismatch"}}[$window]))'
+    f' or 0 * sum(increase({_SHADOW},result="match"}}[$window]))',
 }
 
 
 class PrometheusQueriesConfig(SectionConfig):
-    """PromQL for each reading; ``$window`` becomes the guard window (e.g. ``60s``)."""
+    """PromQL for each reading, run per migration: ``$window`` becomes the guard window
+    (e.g. ``60s``), ``$migration`` the migration's name, ``$to`` and ``$from`` its backends.
+    The ``new_*`` readings are of the migration's ``to``, the ``legacy_*`` of its ``from``."""
 
     new_requests: str = DEFAULT_QUERIES["new_requests"]
     new_errors: str = DEFAULT_QUERIES["new_errors"]

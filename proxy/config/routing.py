@@ -7,30 +7,27 @@ import re
 
 from pydantic import IPvAnyNetwork, field_validator, model_validator
 
-from cutover.config.base import BackendName, HttpMethods, SectionConfig, Weight
+from cutover.config.base import (
+    BackendName,
+    HttpMethods,
+    PathPrefix,
+    SectionConfig,
+    Sticky,
+    Weight,
+)
 from cutover.config.shadow import RouteShadowConfig
 
 _TOKEN_RE = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 
 
 class SplitConfig(SectionConfig):
+    # The weight of the default migration (a config without ``migrations``).
     weight: Weight = 0.0
-    sticky: str = "none"
+    # Every migration's stickiness unless it sets its own.
+    sticky: Sticky = "none"
     override_header: str = "X-Cutover-Backend"
     # Who may use the override header (client addresses); empty means anyone.
     override_allowed_from: list[IPvAnyNetwork] = []
-
-    @field_validator("sticky")
-    @classmethod
-    def _sticky(cls, value: str) -> str:
-        kind, _, name = value.partition(":")
-        if value in ("none", "client_ip"):
-            return value
-        if kind in ("header", "cookie") and name:
-            if not _TOKEN_RE.match(name):
-                raise ValueError(f"{name!r} is not a valid {kind} name")
-            return value
-        raise ValueError("must be header:NAME, cookie:NAME, client_ip or none")
 
     @field_validator("override_header")
     @classmethod
@@ -41,7 +38,7 @@ class SplitConfig(SectionConfig):
 
 
 class RouteConfig(SectionConfig):
-    prefix: str
+    prefix: PathPrefix
     backend: BackendName | None = None
     weight: Weight | None = None
     deprecation: bool = True
@@ -49,13 +46,6 @@ class RouteConfig(SectionConfig):
     # The methods that may be served by legacy when new fails. Default: fallback.methods,
     # and none on a route pinned to a backend (it opts in by listing them).
     fallback_methods: HttpMethods | None = None
-
-    @field_validator("prefix")
-    @classmethod
-    def _prefix(cls, value: str) -> str:
-        if not value.startswith("/"):
-            raise ValueError("must start with '/'")
-        return value
 
     @model_validator(mode="after")
     def _pin_or_weight(self) -> RouteConfig:

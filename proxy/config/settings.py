@@ -4,6 +4,7 @@ values come from (the CUTOVER_* environment over the file's contents)."""
 from __future__ import annotations
 
 import re
+from functools import cached_property
 
 from pydantic import (
     Field,
@@ -16,15 +17,18 @@ from pydantic import (
 from pydantic_core import InitErrorDetails, PydanticCustomError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from cutover.config.backends import BackendsConfig
+from cutover.config.backends import BackendConfig
+from cutover.config.base import BackendName
 from cutover.config.deprecation import DeprecationConfig
 from cutover.config.failover import BreakerConfig, FallbackConfig
 from cutover.config.guard import GuardConfig
 from cutover.config.limits import LimitsConfig, ShutdownConfig, TimeoutsConfig
 from cutover.config.listeners import AdminConfig, ListenConfig, is_loopback, listeners_overlap
+from cutover.config.migrations import DEFAULT_MIGRATION, MatchConfig, MigrationConfig, mirrored
 from cutover.config.rollout import RolloutConfig, StateConfig
 from cutover.config.routing import RouteConfig, SplitConfig
 from cutover.config.shadow import ShadowConfig
+from cutover.request.matcher import Rule, conflicts
 
 ENV_PREFIX = "CUTOVER_"
 
@@ -41,8 +45,10 @@ class Settings(BaseSettings):
 
     listen: ListenConfig = ListenConfig()
     admin: AdminConfig = AdminConfig()
-    backends: BackendsConfig
+    backends: dict[BackendName, BackendConfig]
+    default_backend: BackendName = "legacy"
     split: SplitConfig = SplitConfig()
+    migrations: list[MigrationConfig] | None = None
     deprecation: DeprecationConfig | None = None
     routes: list[RouteConfig] = []
     timeouts: TimeoutsConfig = TimeoutsConfig()
@@ -74,6 +80,107 @@ class Settings(BaseSettings):
             raise ValueError("must be printable ASCII, without spaces (it is a bearer token)")
         return value
 
+    @field_validator("backends")
+    @classmethod
+    def _some_backend(cls, value: dict[str, BackendConfig]) -> dict[str, BackendConfig]:
+        if not value:
+            raise ValueError("must name at least one backend")
+        return value
+
+    @model_validator(mode="after")
+    def _backends_named(self) -> Settings:
+        """Every backend a migration, route or default names is configured, and
+        migration names and prefixes are unique."""
+        problems: list[tuple[tuple[str | int, ...], str]] = []
+        known = self.backends
+        names = ", ".join(known)
+
+        def check(loc: tuple[str | int, ...], backend: str | None) -> None:
+            if backend is not None and backend not in known:
+                problems.append((loc, f"no backend named {backend!r} (backends: {names})"))
+
+        check(("default_backend",), self.default_backend)
+        for index, route in enumerate(self.routes):
+            check(("routes", index, "backend"), route.backend)
+        if self.migrations is None:
+            for backend in ("legacy", "new"):
+                if backend not in known:
+                    problems.append((
+                        ("backends",),
+                        f"without migrations, the default migration goes from legacy to new: "
+                        f"add a backend named {backend!r}, or list migrations",
+                    ))  # fmt: skip
+        else:
+            if self.rollout is not None:
+                problems.append(
+                    (("rollout",), "with migrations, each migration has its own rollout")
+                )
+            if self.split.weight:
+                problems.append(
+                    (("split", "weight"), "with migrations, each migration has its own weight")
+                )
+            seen: dict[str, int] = {}
+            for index, migration in enumerate(self.migrations):
+                check(("migrations", index, "from"), migration.source)
+                check(("migrations", index, "to"), migration.target)
+                if migration.name in seen:
+                    reason = (
+                        f"{migration.name!r} is also the name of migrations.{seen[migration.name]}"
+                    )
+                    problems.append((("migrations", index, "name"), reason))
+                seen.setdefault(migration.name, index)
+            for conflict in conflicts(
+                Rule(m.name, m.match.prefix, _methods(m.match), index)
+                for index, m in enumerate(self.migrations)
+            ):
+                reason = (
+                    f"migrations {conflict.first} and {conflict.second} both match "
+                    f"{conflict.prefix} with overlapping methods; give one other methods or prefix"
+                )
+                problems.append((("migrations",), reason))
+        if problems:
+            raise _at_fields(type(self).__name__, problems)
+        return self
+
+    @cached_property
+    def migration_list(self) -> list[MigrationConfig]:
+        """The migrations in config order, each complete (its sticky and deprecation filled in
+        from the top level); a config without ``migrations`` has one, named ``default``, from
+        legacy to new over every path."""
+        if self.migrations is None:
+            default = MigrationConfig(
+                name=DEFAULT_MIGRATION,
+                match=MatchConfig(prefix="/"),
+                source="legacy",
+                target="new",
+                sticky=self.split.sticky,
+                rollout=self.rollout,
+                weight=self.split.weight,
+                deprecation=self.deprecation,
+            )
+            return [default]
+        return [
+            m.model_copy(
+                update={
+                    "sticky": m.sticky or self.split.sticky,
+                    "deprecation": m.deprecation or self.deprecation,
+                }
+            )
+            for m in self.migrations
+        ]
+
+    def mirrored(self, migration: MigrationConfig) -> bool:
+        """Whether some of ``migration``'s requests are mirrored (``migrations.mirrored``)."""
+        return mirrored(migration, self.routes)
+
+    @property
+    def shadowing(self) -> bool:
+        """Whether any request is mirrored (then the dual run is needed)."""
+        return any(self.mirrored(m) for m in self.migration_list)
+
+    def migration(self, name: str) -> MigrationConfig | None:
+        return next((m for m in self.migration_list if m.name == name), None)
+
     @model_validator(mode="after")
     def _listeners_apart(self) -> Settings:
         listen, admin = self.listen, self.admin
@@ -103,3 +210,16 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # The file's contents arrive as init kwargs; the environment overrides them.
         return env_settings, init_settings
+
+
+def _methods(match: MatchConfig) -> frozenset[str] | None:
+    return None if match.methods is None else frozenset(match.methods)
+
+
+def _at_fields(title: str, problems: list[tuple[tuple[str | int, ...], str]]) -> ValidationError:
+    """Model-level problems, each reported at the field it is about."""
+    errors = [
+        InitErrorDetails(type=PydanticCustomError("invalid", reason), loc=loc, input=None)
+        for loc, reason in problems
+    ]
+    return ValidationError.from_exception_data(title, errors)

@@ -1,4 +1,6 @@
-"""The admin listener: ``/metrics``, ``/healthz``, ``/readyz``, and the rollout API.
+"""The admin listener: ``/metrics``, ``/healthz``, ``/readyz``, and the migrations API
+(``/migrations/{name}/...``; ``/status``, ``/rollout/{action}`` and ``/split`` for a
+config with exactly one migration).
 
 Every endpoint but the three probes needs ``Authorization: Bearer <CUTOVER_ADMIN_TOKEN>``
 when a token is configured (tokens are compared in constant time). Without a token the
@@ -23,6 +25,7 @@ from starlette.routing import Route
 from cutover.request.metrics import Metrics
 from cutover.request.problem import problem_body
 from cutover.rollout.control import Control
+from cutover.rollout.registry import UnknownMigration
 from cutover.rollout.state import SaveError, StateError, Transition
 from cutover.rollout.transitions import RolloutError
 from cutover.vocabulary import TransitionKind
@@ -71,8 +74,8 @@ class BearerAuth:
 def create_admin_app(control: Control, metrics: Metrics, token: SecretStr | None) -> Any:
     """The admin API over ``control``; ``metrics`` for ``/metrics`` and counting refused
     calls; ``token`` the bearer token every call but the probes needs (None: open)."""
-    # POST /rollout/{action}: the actions that take no body (rollback takes a reason).
-    actions: dict[str, Callable[[], Awaitable[Transition]]] = {
+    # POST .../{action}: the actions that take no body (rollback takes a reason).
+    actions: dict[str, Callable[[str], Awaitable[Transition]]] = {
         TransitionKind.PAUSE: control.pause,
         TransitionKind.RESUME: control.resume,
         TransitionKind.PROMOTE: control.promote,
@@ -92,41 +95,84 @@ def create_admin_app(control: Control, metrics: Metrics, token: SecretStr | None
             return problem(503, "Not Ready", "the proxy is starting or stopping", "not-ready")
         return JSONResponse({"status": "ready"})
 
-    async def status(request: Request) -> Response:
-        return JSONResponse(await control.current_status())
+    def only_migration() -> str | Response:
+        """The one configured migration's name, or the 409 the single-rollout API answers."""
+        names = control.names
+        if len(names) == 1:
+            return names[0]
+        detail = (
+            f"{len(names)} migrations are configured ({', '.join(names)}): use /migrations/{{name}}"
+        )
+        return problem(409, "Conflict", detail, "several-migrations")
 
-    async def act(request: Request) -> Response:
-        action = request.path_params["action"]
+    async def act(request: Request, name: str, action: str) -> Response:
         try:
             if action in actions:
-                await actions[action]()
+                await actions[action](name)
             elif action == TransitionKind.ROLLBACK:
                 reason = (await json_body(request)).get("reason")
-                await control.rollback(str(reason) if reason else None)
+                await control.rollback(name, str(reason) if reason else None)
             else:
                 return problem(404, "Not Found", f"no rollout action {action!r}", "not-found")
+        except UnknownMigration as exc:
+            return problem(404, "Not Found", str(exc), "not-found")
         except BodyError as exc:
             return problem(422, "Unprocessable Content", str(exc), "invalid-body")
         except RolloutError as exc:
             return problem(409, "Conflict", str(exc), "conflict")
         except (SaveError, StateError) as exc:
             return not_saved(exc)
-        return JSONResponse(await control.current_status())
+        return JSONResponse(await control.current_status(name))
 
-    async def split(request: Request) -> Response:
+    async def weigh(request: Request, name: str) -> Response:
         try:
+            control.migrations.get(name)
             weight = (await json_body(request)).get("weight")
             if isinstance(weight, bool) or not isinstance(weight, int | float):
                 raise BodyError('expected {"weight": <number between 0 and 100>}')
             if not 0 <= weight <= 100:
                 raise BodyError("weight must be between 0 and 100")
+            await control.set_weight(name, float(weight))
+        except UnknownMigration as exc:
+            return problem(404, "Not Found", str(exc), "not-found")
         except BodyError as exc:
             return problem(422, "Unprocessable Content", str(exc), "invalid-body")
-        try:
-            await control.set_weight(float(weight))
         except (SaveError, StateError) as exc:
             return not_saved(exc)
-        return JSONResponse(await control.current_status())
+        return JSONResponse(await control.current_status(name))
+
+    async def status(request: Request) -> Response:
+        name = only_migration()
+        if isinstance(name, Response):
+            return name
+        return JSONResponse(await control.current_status(name))
+
+    async def single_act(request: Request) -> Response:
+        name = only_migration()
+        if isinstance(name, Response):
+            return name
+        return await act(request, name, request.path_params["action"])
+
+    async def split(request: Request) -> Response:
+        name = only_migration()
+        if isinstance(name, Response):
+            return name
+        return await weigh(request, name)
+
+    async def migrations(request: Request) -> Response:
+        return JSONResponse({"migrations": await control.current_statuses()})
+
+    async def migration(request: Request) -> Response:
+        try:
+            return JSONResponse(await control.current_status(request.path_params["name"]))
+        except UnknownMigration as exc:
+            return problem(404, "Not Found", str(exc), "not-found")
+
+    async def migration_act(request: Request) -> Response:
+        return await act(request, request.path_params["name"], request.path_params["action"])
+
+    async def migration_weight(request: Request) -> Response:
+        return await weigh(request, request.path_params["name"])
 
     def not_saved(exc: SaveError | StateError) -> Response:
         # Nothing changed (the transition is saved before it is applied); try again once
@@ -147,8 +193,12 @@ def create_admin_app(control: Control, metrics: Metrics, token: SecretStr | None
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             Route("/status", status),
-            Route("/rollout/{action}", act, methods=["POST"]),
+            Route("/rollout/{action}", single_act, methods=["POST"]),
             Route("/split", split, methods=["PUT"]),
+            Route("/migrations", migrations),
+            Route("/migrations/{name}", migration),
+            Route("/migrations/{name}/weight", migration_weight, methods=["PUT"]),
+            Route("/migrations/{name}/{action}", migration_act, methods=["POST"]),
         ],
     )
     secret = token.get_secret_value().encode("utf-8") if token is not None else None

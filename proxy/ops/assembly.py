@@ -27,8 +27,7 @@ def build_upstreams(
     settings: Settings, transport: httpx.AsyncBaseTransport | None
 ) -> dict[str, Upstream]:
     upstreams: dict[str, Upstream] = {}
-    for name in ("legacy", "new"):
-        backend = getattr(settings.backends, name)
+    for name, backend in settings.backends.items():
         if transport is None:
             upstreams[name] = Http1Upstream(backend.url, settings.timeouts, ca_file=backend.ca_file)
         else:
@@ -39,8 +38,9 @@ def build_upstreams(
 def build_shadower(
     settings: Settings, upstreams: dict[str, Upstream], metrics: Metrics
 ) -> Shadower | None:
-    """The shadow comparer when any route mirrors; ConfigError if its log cannot be opened."""
-    if not any(route.shadow is not None and route.shadow.enabled for route in settings.routes):
+    """The shadow comparer when any request is mirrored; ConfigError if its log cannot be
+    opened."""
+    if not settings.shadowing:
         return None
     config = settings.shadow
     try:
@@ -51,16 +51,23 @@ def build_shadower(
     return Shadower(config, upstreams, metrics, log=log)
 
 
-def build_breaker(settings: Settings, metrics: Metrics) -> CircuitBreaker | None:
+def build_breakers(settings: Settings, metrics: Metrics) -> dict[str, CircuitBreaker]:
+    """A circuit breaker in front of each backend some migration moves to (none when
+    ``breaker.enabled`` is false)."""
     if not settings.breaker.enabled:
-        return None
-    metrics.set_breaker_state(BreakerState.CLOSED)
+        return {}
+    targets = dict.fromkeys(m.target for m in settings.migration_list)
+    return {backend: _breaker(settings, metrics, backend) for backend in targets}
+
+
+def _breaker(settings: Settings, metrics: Metrics, backend: str) -> CircuitBreaker:
+    metrics.set_breaker_state(backend, BreakerState.CLOSED)
 
     def changed(previous: BreakerState, state: BreakerState) -> None:
-        metrics.set_breaker_state(state)
-        metrics.breaker_transitions.labels(state).inc()
+        metrics.set_breaker_state(backend, state)
+        metrics.breaker_transitions.labels(backend, state).inc()
         log = logger.warning if state == BreakerState.OPEN else logger.info
-        log("circuit breaker on new: %s -> %s", previous, state)
+        log("circuit breaker on %s: %s -> %s", backend, previous, state)
 
     return CircuitBreaker(settings.breaker, on_change=changed)
 
@@ -76,5 +83,5 @@ def create_app(
     metrics = metrics if metrics is not None else Metrics()
     upstreams = build_upstreams(settings, transport)
     shadower = build_shadower(settings, upstreams, metrics)
-    breaker = build_breaker(settings, metrics)
-    return CutoverApp(settings, metrics, upstreams, shadower, breaker)
+    breakers = build_breakers(settings, metrics)
+    return CutoverApp(settings, metrics, upstreams, shadower, breakers)

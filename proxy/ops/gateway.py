@@ -15,9 +15,9 @@ from prometheus_client import CollectorRegistry
 
 from cutover.config import Settings
 from cutover.ops.admin import create_admin_app
-from cutover.ops.assembly import build_breaker, build_shadower, build_upstreams, create_app
-from cutover.ops.fanout import TransitionFanout, route_weights
-from cutover.ops.guard_runner import BuiltGuard, GuardRunner, shadowing
+from cutover.ops.assembly import build_breakers, build_shadower, build_upstreams, create_app
+from cutover.ops.fanout import TransitionFanout
+from cutover.ops.guard_runner import BuiltGuard, GuardRunner, build_judges
 from cutover.ops.reload import Reloader, describe, reloadable
 from cutover.request.forwarder import Forwarder
 from cutover.request.metrics import Metrics
@@ -25,7 +25,7 @@ from cutover.request.splitter import Splitter
 from cutover.rollout.control import Control
 from cutover.rollout.coordination import Coordination
 from cutover.rollout.guard_status import EvaluationFile, EvaluationFileError
-from cutover.rollout.machine import Rollout
+from cutover.rollout.registry import Migrations
 from cutover.rollout.state import StateStore
 
 logger = logging.getLogger("cutover.gateway")
@@ -59,37 +59,52 @@ class Gateway:
         self.coordination = Coordination(settings.state.path)
         with self.coordination.state_lock():
             store = StateStore(settings.state.path)
-            self.rollout = Rollout.restore(settings, store, clock=clock, monotonic=monotonic)
+            self.migrations = Migrations.restore(settings, store, clock=clock, monotonic=monotonic)
         self.evaluations = EvaluationFile(settings.state.path)
         self._resume_hold()
         self.proxy = create_app(settings, transport=transport, metrics=self.metrics)
-        self.proxy.splitter.set_weight(self.rollout.weight)
-        self.control = Control(self.rollout, self.coordination, breaker_status=self._breaker)
+        self.control = Control(self.migrations, self.coordination, describe=self._describe)
         self.admin = create_admin_app(self.control, self.metrics, settings.admin_token)
         self.guards = GuardRunner(
-            self.rollout, self.metrics, self.coordination, self.evaluations,
+            self.migrations, self.metrics, self.coordination, self.evaluations,
             side_transport=side_transport, clock=clock, monotonic=monotonic,
         )  # fmt: skip
         self.fanout = TransitionFanout(self.proxy, self.metrics, side_transport=side_transport)
-        self.rollout.listeners.append(self.fanout.on_transition)
-        self.rollout.sync_listeners.append(self.fanout.on_sync)
-        self.metrics.set_phase(self.rollout.phase)
-        self.metrics.set_weights(route_weights(settings, self.rollout.weight))
+        self.migrations.listeners.append(self.fanout.on_transition)
+        self.migrations.sync_listeners.append(self.fanout.on_sync)
+        self._show_migrations()
 
-    def _breaker(self) -> dict[str, Any] | None:
-        breaker = self.proxy.breaker  # a reload may have replaced it
-        return None if breaker is None else breaker.status()
+    def _show_migrations(self) -> None:
+        """Every migration's weight into the splitter, its phase and weight into the gauges."""
+        for rollout in self.migrations:
+            self.metrics.add_migration(rollout.name)
+            self.fanout.on_sync(rollout.name, rollout.state)
+
+    def _describe(self, name: str) -> dict[str, Any]:
+        """A migration's configured part of its document (a reload may have changed it)."""
+        config = self.settings.migration(name)
+        if config is None:
+            return {}
+        breaker = self.proxy.breakers.get(config.target)  # a reload may have replaced it
+        return {
+            "match": config.match.model_dump(),
+            "from": config.source,
+            "to": config.target,
+            "breaker": None if breaker is None else breaker.status(),
+        }
 
     def _resume_hold(self) -> None:
-        """At start-up: the last evaluation saved (by this process before a restart, or by
-        the leading worker) carries on the stage's hold, without the time nobody watched."""
+        """At start-up: the last evaluations saved (by this process before a restart, or by
+        the leading worker) carry on each stage's hold, without the time nobody watched."""
         try:
             _, shared = self.evaluations.read_if_changed(None)
         except (OSError, EvaluationFileError) as exc:
             logger.warning("the guard's last evaluation is not resumed: %s", exc)
             return
-        if shared is not None:
-            self.rollout.adopt(shared, fresh=0.0)
+        for rollout in self.migrations:
+            evaluation = (shared or {}).get(rollout.name)
+            if evaluation is not None:
+                rollout.adopt(evaluation, fresh=0.0)
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -119,7 +134,7 @@ class Gateway:
         """Switch to ``settings``. Every new part is built first, so a failure (raised)
         leaves the running config as it was; then the switch, then the old parts retire."""
         old = self.settings
-        settings = reloadable(old, settings, live_weight=self.rollout.weight)
+        settings = reloadable(old, settings)
 
         proxy = self.proxy
         old_upstreams, old_shadower = proxy.upstreams, proxy.shadower
@@ -129,7 +144,6 @@ class Gateway:
             settings.guard != old.guard
             or settings.backends != old.backends
             or settings.shadow != old.shadow
-            or shadowing(settings) != shadowing(old)
         )
         guard: BuiltGuard | None = None
         try:
@@ -137,12 +151,15 @@ class Gateway:
                 upstreams = build_upstreams(settings, self._transport)
                 for upstream in upstreams.values():
                     await upstream.start()
+            if settings.migration_list != old.migration_list:
+                async with self.coordination.locked():
+                    await self.migrations.reconfigure(settings)
             if restart_guard:
                 guard = self.guards.build(settings)
             if (
                 shadower is None
                 or settings.shadow != old.shadow
-                or shadowing(settings) != shadowing(old)
+                or settings.shadowing != old.shadowing
             ):
                 shadower = build_shadower(settings, upstreams, self.metrics)  # last: opens a file
         except BaseException:
@@ -154,23 +171,25 @@ class Gateway:
                 await guard.discard()
             raise
         splitter = Splitter(settings)
-        splitter.set_weight(self.rollout.weight)
-        breaker = proxy.breaker
-        if settings.breaker != old.breaker:
-            breaker = build_breaker(settings, self.metrics)
-        forwarder = Forwarder(settings, upstreams, self.metrics, shadower, breaker)
+        for rollout in self.migrations:
+            splitter.set_weight(rollout.name, rollout.weight)
+        breakers = proxy.breakers
+        targets = [m.target for m in settings.migration_list]
+        if settings.breaker != old.breaker or set(targets) != set(breakers):
+            breakers = build_breakers(settings, self.metrics)
+        forwarder = Forwarder(settings, upstreams, self.metrics, shadower, breakers)
         # No await between these: a request sees either the old or the new parts.
         if shadower is not None:
             shadower.upstreams = upstreams
         proxy.settings, proxy.upstreams, proxy.splitter, proxy.forwarder = (
             settings, upstreams, splitter, forwarder,
         )  # fmt: skip
-        proxy.shadower, proxy.breaker = shadower, breaker
+        proxy.shadower, proxy.breakers = shadower, breakers
         self.settings = settings
-        self.rollout.config = settings.rollout
-        self.rollout.failures_to_rollback = settings.guard.failures_to_rollback
-        self.rollout.manual_weight = settings.split.weight
-        self.metrics.set_weights(route_weights(settings, self.rollout.weight))
+        self._show_migrations()
+        if guard is None and self.guards.guard is not None:
+            # The same loop and window go on, judging the migrations as now configured.
+            self.guards.guard.judges = build_judges(settings, self.migrations)
 
         if upstreams is not old_upstreams:
             # Exchanges in flight (an event stream, a long download) keep their connection

@@ -18,7 +18,8 @@ from cutover.request.metrics import Metrics
 from cutover.rollout.coordination import Coordination
 from cutover.rollout.guard import Guard
 from cutover.rollout.guard_status import EvaluationFile
-from cutover.rollout.machine import Rollout
+from cutover.rollout.judge import Judge
+from cutover.rollout.registry import Migrations
 from cutover.rollout.source_prometheus import PrometheusSource
 from cutover.rollout.sources import EmbeddedSource, MemoryScraper
 
@@ -28,9 +29,20 @@ logger = logging.getLogger("cutover.gateway")
 Closer = Callable[[], Awaitable[None]]
 
 
-def shadowing(settings: Settings) -> bool:
-    """Whether any route is mirrored (then the guard has a shadow check)."""
-    return any(route.shadow is not None and route.shadow.enabled for route in settings.routes)
+def build_judges(settings: Settings, migrations: Migrations) -> list[Judge]:
+    """One judge per configured migration, with its thresholds."""
+    read = {name for name, backend in settings.backends.items() if backend.metrics_url}
+    return [
+        Judge(
+            config.guard.over(settings.guard),
+            migrations.get(config.name),
+            source=config.source,
+            target=config.target,
+            memory=config.target in read,
+            shadow=settings.shadow if settings.mirrored(config) else None,
+        )
+        for config in settings.migration_list
+    ]
 
 
 @dataclass
@@ -48,7 +60,7 @@ class BuiltGuard:
 class GuardRunner:
     def __init__(
         self,
-        rollout: Rollout,
+        migrations: Migrations,
         metrics: Metrics,
         coordination: Coordination,
         evaluations: EvaluationFile,
@@ -58,7 +70,7 @@ class GuardRunner:
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         """``side_transport`` replaces the client of scrapes and Prometheus queries (tests)."""
-        self.rollout = rollout
+        self.migrations = migrations
         self.metrics = metrics
         self.coordination = coordination
         self.evaluations = evaluations
@@ -74,16 +86,10 @@ class GuardRunner:
         config = settings.guard
         urls = {
             name: backend.metrics_url
-            for name, backend in (
-                ("legacy", settings.backends.legacy),
-                ("new", settings.backends.new),
-            )
+            for name, backend in settings.backends.items()
             if backend.metrics_url
         }
-        ca_files = {
-            "legacy": settings.backends.legacy.ca_file,
-            "new": settings.backends.new.ca_file,
-        }
+        ca_files = {name: backend.ca_file for name, backend in settings.backends.items()}
         scraper = (
             MemoryScraper(urls, self.metrics, transport=self.side_transport, ca_files=ca_files)
             if urls
@@ -99,12 +105,12 @@ class GuardRunner:
             closers.append(scraper.aclose)
         guard = Guard(
             config,
-            self.rollout,
+            self.migrations,
+            build_judges(settings, self.migrations),
             self.metrics,
             observe,
             scraper=scraper,
             memory_from_scrape=config.source == "embedded",
-            shadow=settings.shadow if shadowing(settings) else None,
             coordination=self.coordination,
             shared=self.evaluations,
             monotonic=self.monotonic,

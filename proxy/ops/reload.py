@@ -32,17 +32,20 @@ def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
-def reloadable(old: Settings, new: Settings, *, live_weight: float) -> Settings:
+def reloadable(old: Settings, new: Settings) -> Settings:
     """``new`` with what only a restart changes kept from ``old``; a warning for each such
-    change, and for an edited ``split.weight`` (the live weight is the rollout's)."""
+    change, and for an edited starting weight (the live weight is the rollout's)."""
     for key in RESTART_ONLY:
         if getattr(old, key) != getattr(new, key):
             logger.warning("config: %s changed; it takes effect after a restart", key)
-    if old.split.weight != new.split.weight:
-        logger.warning(
-            "config: split.weight changed; the live weight is the rollout's (%g%%), "
-            "use `cutover set-weight` to change it", live_weight,
-        )  # fmt: skip
+    before = {m.name: m.weight for m in old.migration_list}
+    for migration in new.migration_list:
+        if migration.name in before and before[migration.name] != migration.weight:
+            where = "split.weight" if new.migrations is None else f"{migration.name}'s weight"
+            logger.warning(
+                "config: %s changed; the live weight is the rollout's, "
+                "use `cutover set-weight %s N` to change it", where, migration.name,
+            )  # fmt: skip
     return new.model_copy(update={key: getattr(old, key) for key in KEPT})
 
 

@@ -257,10 +257,10 @@ def serve(settings: Settings, *, config_path: str | Path | None, log_level: str 
     )  # fmt: skip
     proxy_host, proxy_port = proxy_socket.getsockname()[:2]
     admin_host, admin_port = admin_socket.getsockname()[:2]
+    migrations = ", ".join(f"{r.name} {r.phase} {r.weight:g}%" for r in gateway.migrations)
     logger.info(
-        "proxy on http://%s:%s, admin on http://%s:%s (phase %s, weight %g%%)",
-        proxy_host, proxy_port, admin_host, admin_port,
-        gateway.rollout.phase, gateway.rollout.weight,
+        "proxy on http://%s:%s, admin on http://%s:%s (%s)",
+        proxy_host, proxy_port, admin_host, admin_port, migrations,
     )  # fmt: skip
     server = DrainingServer(config, admin=admin)
     with signals_to(server):

@@ -82,15 +82,15 @@ class CutoverApp:
         metrics: Metrics,
         upstreams: dict[str, Upstream],
         shadower: DualRun | None = None,
-        breaker: CircuitBreaker | None = None,
+        breakers: dict[str, CircuitBreaker] | None = None,
     ) -> None:
         self.settings = settings
         self.metrics = metrics
         self.splitter = Splitter(settings)
         self.upstreams = upstreams
         self.shadower = shadower
-        self.breaker = breaker
-        self.forwarder = Forwarder(settings, upstreams, metrics, shadower, breaker)
+        self.breakers = breakers or {}
+        self.forwarder = Forwarder(settings, upstreams, metrics, shadower, self.breakers)
 
     async def startup(self) -> None:
         for upstream in self.upstreams.values():
@@ -120,7 +120,9 @@ class CutoverApp:
             title = REFUSAL_TITLES[status]
             await send_problem(send, status, title, detail, slug="refused", headers=headers)
             return
-        decision = self.splitter.decide(scope["path"], scope["headers"], scope.get("client"))
+        decision = self.splitter.decide(
+            scope["path"], scope["method"], scope["headers"], scope.get("client")
+        )
         try:
             await self.forwarder.forward(scope, receive, send, decision)
         except ClientDisconnected:

@@ -19,7 +19,6 @@ from cutover.request.body import (
     request_length,
 )
 from cutover.request.breaker import CircuitBreaker
-from cutover.request.deprecation import deprecation_headers
 from cutover.request.disconnect import ClientWatch, SlowAnswers
 from cutover.request.headers import (
     BACKEND_HEADER,
@@ -61,31 +60,34 @@ class Forwarder:
         upstreams: dict[str, Upstream],
         metrics: Metrics,
         shadower: DualRun | None = None,
-        breaker: CircuitBreaker | None = None,
+        breakers: dict[str, CircuitBreaker] | None = None,
     ) -> None:
+        """``breakers``: by backend, a circuit breaker in front of each migration's ``to``."""
         self.upstreams = upstreams
         self.metrics = metrics
         self.shadower = shadower
-        self.breaker = breaker
+        self.breakers = breakers or {}
         self.slow = SlowAnswers()
         self.limits = settings.limits
         self.total_timeout = settings.timeouts.total
-        self.slots = backend_slots(settings.limits)
+        self.slots = backend_slots(settings.limits, settings.backends)
         self.replay = ReplayPolicy.from_settings(settings)
         self.fallback_statuses = self.replay.statuses  # read on every answer from new
-        self.base_urls = {
-            "legacy": settings.backends.legacy.url,
-            "new": settings.backends.new.url,
-        }
+        self.base_urls = {name: backend.url for name, backend in settings.backends.items()}
         self._backend_headers = {
-            name: [(BACKEND_HEADER, name.encode("ascii"))] for name in ("legacy", "new")
+            name: [(BACKEND_HEADER, name.encode("ascii"))] for name in settings.backends
         }
-        self._deprecation = deprecation_headers(settings.deprecation)
 
     def response_extras(self, decision: Decision) -> RawHeaders:
         extra = self._backend_headers[decision.backend]
-        if decision.backend == "legacy" and decision.deprecation and self._deprecation:
-            extra = extra + self._deprecation
+        migration = decision.migration
+        if (
+            migration is not None
+            and migration.deprecation
+            and decision.deprecation
+            and decision.backend == migration.source
+        ):
+            extra = extra + migration.deprecation
         if decision.fallback:
             extra = [*extra, FALLBACK_HEADER]
         if decision.set_cookie is not None:
@@ -100,15 +102,17 @@ class Forwarder:
         if limit is not None and length is not None and length > limit:
             raise BodyTooLarge
         admitted = False
+        breaker = self.breakers.get(decision.backend)
+        fallback = decision.fallback_backend()
         if (
-            decision.backend == "new"
-            and self.breaker is not None
+            breaker is not None
+            and fallback is not None
             and decision.reason != "override"
             and not (decision.reason == "pin" and self.replay.pin_holds(decision.route, method))
         ):
-            admitted = self.breaker.allow()
+            admitted = breaker.allow()
             if not admitted:
-                decision.backend, decision.reason = "legacy", "breaker"
+                decision.backend, decision.reason = fallback, "breaker"
         client = scope.get("client")
         upstream_headers = upstream_request_headers(
             scope["headers"],
@@ -130,7 +134,7 @@ class Forwarder:
             raise
         finally:
             if admitted and not decision.judged:
-                self.breaker.forget()  # type: ignore[union-attr]
+                breaker.forget()  # type: ignore[union-attr]
 
     async def _forward(
         self,
@@ -145,7 +149,9 @@ class Forwarder:
         upstream_headers: RawHeaders,
         mirror: Mirror | None,
     ) -> None:
-        replay = decision.backend == "new" and self.replay.can_replay(
+        primary = decision.backend
+        fallback = decision.fallback_backend()
+        replay = fallback is not None and self.replay.can_replay(
             decision.route, decision.reason, method, length, has_body
         )
 
@@ -168,18 +174,18 @@ class Forwarder:
             if not isinstance(outcome, Exception):
                 await self.finish(decision.backend, outcome)
             raise BodyTooLarge
-        if decision.backend == "new":
+        if fallback is not None:
             failed = isinstance(outcome, Exception) or outcome.status in self.fallback_statuses
-            if admitted and not isinstance(outcome, Overloaded):  # our own cap says nothing of new
+            if admitted and not isinstance(outcome, Overloaded):  # our own cap says nothing of it
                 decision.judged = True
-                self.breaker.record(not failed)  # type: ignore[union-attr]
+                self.breakers[primary].record(not failed)
             if failed and replay:
                 if not isinstance(outcome, Exception):
-                    await self.finish("new", outcome)
+                    await self.finish(primary, outcome)
                 if mirror is not None:
                     mirror.failed()  # the answer no longer comes from the mirrored side
                     mirror = None
-                decision.backend, decision.fallback = "legacy", True
+                decision.backend, decision.fallback = fallback, True
                 outcome = await self.call(decision, scope, receive, upstream_headers, body, True)
 
         if isinstance(outcome, Overloaded):
@@ -239,7 +245,9 @@ class Forwarder:
             if watch is not None:
                 watch.stop()
             error = exc if isinstance(exc, UpstreamError) else UpstreamTimeout("timeouts.total")
-            self.metrics.observe(backend, decision.route, ERROR, perf_counter() - started)
+            self.metrics.observe(
+                decision.label, backend, decision.route, ERROR, perf_counter() - started
+            )
             self.metrics.upstream_error(backend, error.kind)
             logger.warning("backend %s failed (%s): %s", backend, error.kind, error)
             return error
@@ -250,7 +258,7 @@ class Forwarder:
             raise
         if watch is not None:
             watch.stop()
-        self.metrics.observe(backend, decision.route, code_class(response.status),
+        self.metrics.observe(decision.label, backend, decision.route, code_class(response.status),
                              perf_counter() - started)  # fmt: skip
         return response
 

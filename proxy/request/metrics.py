@@ -21,6 +21,7 @@ LATENCY_BUCKETS = (
 )  # fmt: skip
 CODE_CLASSES = ("1xx", "1xx", "2xx", "3xx", "4xx", "5xx")
 ERROR = "error"
+ROLLBACK_REASONS = ("error_rate", "latency", "memory", "shadow", "operator")
 
 
 def code_class(status: int) -> str:
@@ -38,14 +39,15 @@ class Metrics:
         r = self.registry
         self.requests = Counter(
             "cutover_requests",
-            "Requests answered, by backend, route and status class (error: no upstream response).",
-            ["backend", "route", "code"],
+            "Requests answered, by migration (none: outside every migration), backend, route and "
+            "status class (error: no upstream response).",
+            ["migration", "backend", "route", "code"],
             registry=r,
         )
         self.request_duration = Histogram(
             "cutover_request_duration_seconds",
             "Time from sending a request to the backend to its response headers.",
-            ["backend", "route"],
+            ["migration", "backend", "route"],
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
@@ -56,20 +58,22 @@ class Metrics:
             registry=r,
         )
         self.split_weight = Gauge(
-            "cutover_split_weight", "Percent of traffic sent to new, by route.", ["route"],
+            "cutover_split_weight", "Percent of a migration's traffic sent to its to backend.",
+            ["migration"],
             registry=r, multiprocess_mode="mostrecent",
         )  # fmt: skip
         self.rollout_phase = Gauge(
-            "cutover_rollout_phase", "1 for the rollout's current phase, 0 for the others.",
-            ["phase"], registry=r, multiprocess_mode="mostrecent",
+            "cutover_rollout_phase", "1 for a migration's current phase, 0 for the others.",
+            ["migration", "phase"], registry=r, multiprocess_mode="mostrecent",
         )  # fmt: skip
         self.rollbacks = Counter(
-            "cutover_rollbacks", "Rollbacks, by reason (the failing check, or operator).",
-            ["reason"], registry=r,
+            "cutover_rollbacks", "Rollbacks by migration and reason (failing check, operator).",
+            ["migration", "reason"], registry=r,
         )  # fmt: skip
         self.promotions = Counter(
-            "cutover_promotions", "Promotions to the next rollout stage.", registry=r
-        )
+            "cutover_promotions", "Promotions to the next rollout stage, by migration.",
+            ["migration"], registry=r,
+        )  # fmt: skip
         self.backend_memory = Gauge(
             "cutover_backend_resident_memory_bytes",
             "Resident memory of each backend, scraped from its /metrics.",
@@ -79,12 +83,13 @@ class Metrics:
         )
         self.baseline_memory = Gauge(
             "cutover_guard_baseline_memory_bytes",
-            "The memory check's baseline: the backend's resident memory when the rollout started.",
-            ["backend"], registry=r, multiprocess_mode="mostrecent",
+            "The memory check's baseline: the backend's resident memory when the migration's "
+            "rollout started.",
+            ["migration", "backend"], registry=r, multiprocess_mode="mostrecent",
         )  # fmt: skip
         self.guard_checks = Counter(
-            "cutover_guard_checks", "Guard check results, by check and result.",
-            ["check", "result"], registry=r,
+            "cutover_guard_checks", "Guard check results, by migration, check and result.",
+            ["migration", "check", "result"], registry=r,
         )  # fmt: skip
         self.config_reload_failures = Counter(
             "cutover_config_reload_failures",
@@ -93,8 +98,9 @@ class Metrics:
         )
         self.shadow_requests = Counter(
             "cutover_shadow_requests",
-            "Mirrored requests by route and comparison result (match, mismatch, error, dropped).",
-            ["route", "result"],
+            "Mirrored requests by migration, route and comparison result "
+            "(match, mismatch, error, dropped).",
+            ["migration", "route", "result"],
             registry=r,
         )
         self.shadow_duration = Histogram(
@@ -106,15 +112,15 @@ class Metrics:
         )
         self.breaker_state = Gauge(
             "cutover_breaker_state",
-            "1 for the circuit breaker's current state on the new backend, 0 for the others.",
-            ["state"],
+            "1 for the current state of the breaker in front of a backend, 0 for the others.",
+            ["backend", "state"],
             registry=r,
             multiprocess_mode="liveall",  # each worker has its own breaker
         )
         self.breaker_transitions = Counter(
             "cutover_breaker_transitions",
-            "Circuit breaker state changes, by the state entered.",
-            ["state"],
+            "Circuit breaker state changes, by backend and the state entered.",
+            ["backend", "state"],
             registry=r,
         )
         self.admin_auth_failures = Counter(
@@ -122,10 +128,7 @@ class Metrics:
             "Admin API calls refused for a missing or wrong token.",
             registry=r,
         )
-        # Every reason exists from the start, so "a rollback happened" is a change from 0.
-        for reason in ("error_rate", "latency", "memory", "shadow", "operator"):
-            self.rollbacks.labels(reason)
-        self._children: dict[tuple[str, str, str], tuple[Counter, Histogram]] = {}
+        self._children: dict[tuple[str, str, str, str], tuple[Counter, Histogram]] = {}
         self._error_children: dict[tuple[str, str], Counter] = {}
 
     def collect(self) -> Iterable[Metric]:
@@ -141,14 +144,21 @@ class Metrics:
         MultiProcessCollector(registry, path=self.multiprocess_dir)
         return generate_latest(registry)
 
-    def observe(self, backend: str, route: str, code: str, seconds: float) -> None:
+    def add_migration(self, migration: str) -> None:
+        """Every rollback reason and the promotion count exist from the start, so "a rollback
+        happened" is a change from 0."""
+        for reason in ROLLBACK_REASONS:
+            self.rollbacks.labels(migration, reason)
+        self.promotions.labels(migration)
+
+    def observe(self, migration: str, backend: str, route: str, code: str, seconds: float) -> None:
         """One answered request; ``code`` is a status class or ``error``."""
-        key = (backend, route, code)
+        key = (migration, backend, route, code)
         children = self._children.get(key)
         if children is None:
             children = (
-                self.requests.labels(backend, route, code),
-                self.request_duration.labels(backend, route),
+                self.requests.labels(migration, backend, route, code),
+                self.request_duration.labels(migration, backend, route),
             )
             self._children[key] = children
         children[0].inc()
@@ -161,14 +171,13 @@ class Metrics:
             child = self._error_children[key] = self.upstream_errors.labels(backend, kind)
         child.inc()
 
-    def set_phase(self, phase: Phase) -> None:
+    def set_phase(self, migration: str, phase: Phase) -> None:
         for name in Phase:
-            self.rollout_phase.labels(name).set(1 if name == phase else 0)
+            self.rollout_phase.labels(migration, name).set(1 if name == phase else 0)
 
-    def set_breaker_state(self, state: BreakerState) -> None:
+    def set_weight(self, migration: str, weight: float) -> None:
+        self.split_weight.labels(migration).set(weight)
+
+    def set_breaker_state(self, backend: str, state: BreakerState) -> None:
         for name in BreakerState:
-            self.breaker_state.labels(name).set(1 if name == state else 0)
-
-    def set_weights(self, weights: Iterable[tuple[str, float]]) -> None:
-        for route, weight in weights:
-            self.split_weight.labels(route).set(weight)
+            self.breaker_state.labels(backend, name).set(1 if name == state else 0)

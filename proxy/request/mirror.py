@@ -23,6 +23,7 @@ class Mirror:
     def __init__(
         self,
         *,
+        migration: str,
         route: str,
         rule: RouteShadowConfig,
         method: str,
@@ -35,6 +36,7 @@ class Mirror:
         shadow_url: str,
         cap: int,
     ) -> None:
+        self.migration = migration
         self.route = route
         self.rule = rule
         self.method = method
@@ -98,7 +100,7 @@ class DualRun(Protocol):
         """Whether this request is drawn for a comparison."""
         ...
 
-    def record(self, route: str, result: ShadowResult) -> None:
+    def record(self, migration: str, route: str, result: ShadowResult) -> None:
         """Count one mirrored request's end."""
         ...
 
@@ -125,13 +127,18 @@ def mirror_for(
     """A Mirror when this request is sampled for a shadow comparison, else None."""
     rule = decision.shadow
     method = scope["method"]
-    if dual_run is None or rule is None or not dual_run.sampled(rule, method):
+    migration = decision.migration
+    if dual_run is None or rule is None or migration is None:
+        return None
+    other = migration.other(decision.backend)
+    if other is None or not dual_run.sampled(rule, method):
         return None
     if has_body and (length is None or length > dual_run.config.max_body):
-        dual_run.record(decision.route, ShadowResult.DROPPED)  # too big (or unknown) to replay
+        # too big (or unknown) to replay
+        dual_run.record(migration.name, decision.route, ShadowResult.DROPPED)
         return None
-    other = "legacy" if decision.backend == "new" else "new"
     return Mirror(
+        migration=migration.name,
         route=decision.route,
         rule=rule,
         method=method,

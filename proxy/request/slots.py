@@ -4,6 +4,7 @@ per backend; a request finding them all taken waits up to ``limits.queue_timeout
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable
 
 from cutover.config import LimitsConfig
 
@@ -16,10 +17,8 @@ class Overloaded(Exception):
         self.backend = backend
 
 
-def backend_slots(limits: LimitsConfig) -> dict[str, asyncio.Semaphore]:
-    return {
-        name: asyncio.Semaphore(limits.max_concurrent_per_backend) for name in ("legacy", "new")
-    }
+def backend_slots(limits: LimitsConfig, backends: Iterable[str]) -> dict[str, asyncio.Semaphore]:
+    return {name: asyncio.Semaphore(limits.max_concurrent_per_backend) for name in backends}
 
 
 async def wait_for_slot(slot: asyncio.Semaphore, timeout: float) -> bool:

@@ -1,8 +1,12 @@
-"""Which backend serves a request: override header, then route pin, then weight.
+"""Which backend serves a request: the override header, then a route's pin or weight, then
+the weight of the request's migration (the longest prefix that matches, ``matcher.py``),
+then ``default_backend``.
 
-Sticky keys hash into 10,000 buckets with BLAKE2b (stable across processes and
-machines); a key goes to ``new`` when its bucket is below ``weight × 100``. The
-bucket never changes, so raising the weight only ever moves keys legacy → new.
+Sticky keys hash into 10,000 buckets with BLAKE2b (stable across processes and machines);
+a key goes to the migration's ``to`` when its bucket is below ``weight × 100``. The bucket
+never changes, so raising the weight only ever moves keys ``from`` → ``to``; and it is the
+same in every migration, so the users a migration moves first are the ones every other
+migration moves first too (one user sees one side of the ramp, not a mix).
 """
 
 from __future__ import annotations
@@ -13,11 +17,14 @@ import secrets
 from dataclasses import dataclass
 from hashlib import blake2b
 
-from cutover.config import BackendName, RouteShadowConfig, Settings
+from cutover.config import MigrationConfig, RouteShadowConfig, Settings
+from cutover.request.deprecation import deprecation_headers
+from cutover.request.matcher import PrefixTable, Rule
 from cutover.types import RawHeaders
 
 BUCKETS = 10_000
 DEFAULT_ROUTE = "default"
+NO_MIGRATION = "none"  # the migration label of requests outside every migration
 
 
 def bucket(key: bytes) -> int:
@@ -26,7 +33,7 @@ def bucket(key: bytes) -> int:
 
 
 def threshold(weight: float) -> int:
-    """Buckets below this number go to ``new`` (weight is a percentage, 0.01 resolution)."""
+    """Buckets below this number go to ``to`` (weight is a percentage, 0.01 resolution)."""
     return round(weight * 100)
 
 
@@ -49,35 +56,89 @@ class RouteRule:
     prefix: str
     below: str  # what a longer path starts with (see below())
     name: str
-    pin: BackendName | None
+    pin: str | None
     threshold: int | None
     deprecation: bool
     shadow: RouteShadowConfig | None
 
 
 @dataclass(slots=True)
+class MigrationRule:
+    """One migration as the request path sees it; its weight is the rollout's, set live."""
+
+    name: str
+    source: str  # ``from``
+    target: str  # ``to``
+    sticky_kind: str  # header, cookie, client_ip or none
+    sticky_name: bytes
+    weight: float
+    threshold: int
+    deprecation: RawHeaders  # stamped on its answers from ``from`` (empty: none)
+    shadow: RouteShadowConfig | None
+
+    @classmethod
+    def from_config(cls, config: MigrationConfig) -> MigrationRule:
+        kind, _, name = (config.sticky or "none").partition(":")
+        shadow = config.shadow if config.shadow is not None and config.shadow.enabled else None
+        return cls(
+            name=config.name,
+            source=config.source,
+            target=config.target,
+            sticky_kind=kind,
+            # Header names are case-insensitive (ASGI lowercases them); cookie names are not.
+            sticky_name=(name.lower() if kind == "header" else name).encode("latin-1"),
+            weight=config.weight,
+            threshold=threshold(config.weight),
+            deprecation=deprecation_headers(config.deprecation),
+            shadow=shadow,
+        )
+
+    def set_weight(self, weight: float) -> None:
+        self.threshold = threshold(weight)
+        self.weight = weight
+
+    def other(self, backend: str) -> str | None:
+        """The migration's other backend than ``backend`` (None: not one of its two)."""
+        if backend == self.source:
+            return self.target
+        return self.source if backend == self.target else None
+
+
+@dataclass(slots=True)
 class Decision:
-    backend: BackendName
+    backend: str
     route: str
-    reason: str  # "override" | "pin" | "weight"
-    deprecation: bool
+    reason: str  # "override" | "pin" | "weight" | "default" | "breaker"
+    migration: MigrationRule | None  # the migration whose prefix the request is under
+    label: str  # the migration it counts for (NO_MIGRATION: pinned, static or outside)
+    deprecation: bool  # the route allows the migration's deprecation headers
     set_cookie: bytes | None = None
     shadow: RouteShadowConfig | None = None
-    fallback: bool = False  # served by legacy after new failed
+    fallback: bool = False  # served by ``from`` after ``to`` failed
     judged: bool = False  # the breaker has this request's outcome
+
+    def fallback_backend(self) -> str | None:
+        """Who may serve this request when its backend fails: the migration's ``from``, when
+        the request is on its way to the migration's ``to``."""
+        migration = self.migration
+        if migration is not None and self.backend == migration.target:
+            return migration.source
+        return None
 
 
 class Splitter:
     def __init__(self, settings: Settings) -> None:
         split = settings.split
-        kind, _, name = split.sticky.partition(":")
-        self.sticky_kind = kind
-        # Header names are case-insensitive (ASGI lowercases them); cookie names are not.
-        self.sticky_name = (name.lower() if kind == "header" else name).encode("latin-1")
         self.override_header = split.override_header.lower().encode("latin-1")
         self.override_allowed_from = tuple(split.override_allowed_from)
-        self.weight = split.weight
-        self._threshold = threshold(split.weight)
+        self.overrides = {name.encode("latin-1"): name for name in settings.backends}
+        self.default_backend = settings.default_backend
+        self.migrations = {m.name: MigrationRule.from_config(m) for m in settings.migration_list}
+        self.table = PrefixTable(
+            Rule(m.name, m.match.prefix, None if m.match.methods is None else
+                 frozenset(m.match.methods), self.migrations[m.name])
+            for m in settings.migration_list
+        )  # fmt: skip
         self.rules = [
             RouteRule(
                 prefix=route.prefix,
@@ -91,10 +152,11 @@ class Splitter:
             for route in settings.routes
         ]
 
-    def set_weight(self, weight: float) -> None:
-        """Change the default weight; takes effect on the next request."""
-        self._threshold = threshold(weight)
-        self.weight = weight
+    def set_weight(self, migration: str, weight: float) -> None:
+        """Change a migration's weight; takes effect on the next request."""
+        rule = self.migrations.get(migration)
+        if rule is not None:
+            rule.set_weight(weight)
 
     def route_for(self, path: str) -> RouteRule | None:
         for rule in self.rules:
@@ -113,37 +175,54 @@ class Splitter:
             return False
         return any(address in network for network in self.override_allowed_from)
 
-    def decide(self, path: str, headers: RawHeaders, client: tuple[str, int] | None) -> Decision:
+    def decide(
+        self, path: str, method: str, headers: RawHeaders, client: tuple[str, int] | None
+    ) -> Decision:
+        found = self.table.lookup(path, method)
+        migration = found.value if found is not None else None
+        kind = migration.sticky_kind if migration is not None else "none"
+        sticky_name = migration.sticky_name if migration is not None else b""
         override = sticky = None
-        want_header = self.sticky_kind == "header"
-        want_cookie = self.sticky_kind == "cookie"
+        want_header = kind == "header"
+        want_cookie = kind == "cookie"
         for name, value in headers:
             if name == self.override_header:
                 override = value
-            elif want_header and name == self.sticky_name:
+            elif want_header and name == sticky_name:
                 sticky = value
             elif want_cookie and name == b"cookie" and sticky is None:
-                sticky = cookie_value(value, self.sticky_name)
+                sticky = cookie_value(value, sticky_name)
 
         set_cookie = None
         if want_cookie and sticky is None:
             sticky = secrets.token_urlsafe(16).encode("ascii")
-            set_cookie = self.sticky_name + b"=" + sticky + b"; Path=/; HttpOnly; SameSite=Lax"
-        elif self.sticky_kind == "client_ip" and client is not None:
+            set_cookie = sticky_name + b"=" + sticky + b"; Path=/; HttpOnly; SameSite=Lax"
+        elif kind == "client_ip" and client is not None:
             sticky = client[0].encode("latin-1")
 
         rule = self.route_for(path)
         route = rule.name if rule is not None else DEFAULT_ROUTE
         deprecation = rule.deprecation if rule is not None else True
         shadow = rule.shadow if rule is not None else None
+        if shadow is None and migration is not None:
+            shadow = migration.shadow
+        label = migration.name if migration is not None else NO_MIGRATION
 
-        if (override == b"new" or override == b"legacy") and self.may_override(client):
-            backend: BackendName = "new" if override == b"new" else "legacy"
-            return Decision(backend, route, "override", deprecation, set_cookie, shadow)
+        if override is not None and override in self.overrides and self.may_override(client):
+            backend = self.overrides[override]
+            return Decision(backend, route, "override", migration, label, deprecation,
+                            set_cookie, shadow)  # fmt: skip
         if rule is not None and rule.pin is not None:
-            return Decision(rule.pin, route, "pin", deprecation, set_cookie, shadow)
-
-        limit = self._threshold if rule is None or rule.threshold is None else rule.threshold
+            return Decision(rule.pin, route, "pin", migration, NO_MIGRATION, deprecation,
+                            set_cookie, shadow)  # fmt: skip
+        if migration is None:
+            return Decision(self.default_backend, route, "default", None, NO_MIGRATION,
+                            deprecation, set_cookie, shadow)  # fmt: skip
+        if rule is not None and rule.threshold is not None:
+            limit, label = rule.threshold, NO_MIGRATION  # a static weight: not the rollout's
+        else:
+            limit = migration.threshold
         point = bucket(sticky) if sticky else random.random() * BUCKETS
-        backend = "new" if point < limit else "legacy"
-        return Decision(backend, route, "weight", deprecation, set_cookie, shadow)
+        backend = migration.target if point < limit else migration.source
+        return Decision(backend, route, "weight", migration, label, deprecation, set_cookie,
+                        shadow)  # fmt: skip

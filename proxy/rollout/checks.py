@@ -85,21 +85,26 @@ def latency_check(
     new_requests: float | None,
     max_latency_ratio: float,
     min_requests: int,
+    names: tuple[str, str] = ("new", "legacy"),
 ) -> Verdict:
     """new's p95 against legacy's p95 (the caller passes the last good legacy p95 when
-    legacy had too little traffic in the window)."""
+    legacy had too little traffic in the window); ``names``: the two backends' (to, from)."""
     new, legacy, seen = _number(new_p95), _number(legacy_p95), _number(new_requests)
     if seen is None or seen < min_requests or new is None:
         return Verdict(
-            "latency", CheckResult.NODATA, None, max_latency_ratio, "too few requests to new"
+            "latency",
+            CheckResult.NODATA,
+            None,
+            max_latency_ratio,
+            f"too few requests to {names[0]}",
         )
     if legacy is None or legacy <= 0:
         # No legacy baseline (or a zero one, which no ratio can be taken against).
-        detail = "no legacy latency to compare with"
+        detail = f"no {names[1]} latency to compare with"
         return Verdict("latency", CheckResult.NODATA, None, max_latency_ratio, detail)
     ratio = new / legacy
     result = CheckResult.FAIL if ratio > max_latency_ratio else CheckResult.PASS
-    detail = f"p95 new {new * 1000:.1f} ms vs legacy {legacy * 1000:.1f} ms"
+    detail = f"p95 {names[0]} {new * 1000:.1f} ms vs {names[1]} {legacy * 1000:.1f} ms"
     return Verdict("latency", result, ratio, max_latency_ratio, detail)
 
 

@@ -1,5 +1,5 @@
-"""The rollout as an operator drives and sees it: the one object the admin API (what the
-``cutover`` CLI talks to) and the gateway share.
+"""The migrations as an operator drives and sees them: the one object the admin API (what
+the ``cutover`` CLI talks to) and the gateway share.
 
 Each operator action runs on the latest saved state, under the state lock: another worker
 process may have changed the state since this one last looked. The action saves its
@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 from cutover.rollout.coordination import Coordination
 from cutover.rollout.guard import Guard
 from cutover.rollout.machine import Rollout
+from cutover.rollout.registry import Migrations
 from cutover.rollout.state import Transition
 from cutover.vocabulary import Phase
 
@@ -65,54 +66,67 @@ def rollout_status(rollout: Rollout) -> dict[str, Any]:
 class Control:
     def __init__(
         self,
-        rollout: Rollout,
+        migrations: Migrations,
         coordination: Coordination,
         *,
-        breaker_status: Callable[[], dict[str, Any] | None] = lambda: None,
+        describe: Callable[[str], dict[str, Any]] = lambda name: {},
     ) -> None:
-        """``breaker_status``: the circuit breaker's part of the status document (None
-        without a breaker); the breaker is rebuilt by a reload, hence a callable."""
-        self.rollout = rollout
+        """``describe``: a migration's configured part of its document (its match, its
+        backends, its ``to``'s circuit breaker); a reload changes it, hence a callable."""
+        self.migrations = migrations
         self.coordination = coordination
-        self.breaker_status = breaker_status
+        self.describe = describe
         # The guard this process runs, set by whoever runs it: with several workers the
         # status shows the leader's latest evaluation through it.
         self.guard: Guard | None = None
         self.ready = False  # started and not stopping: what /readyz answers
 
-    async def _act(self, action: Callable[[], Awaitable[T]]) -> T:
+    @property
+    def names(self) -> list[str]:
+        return self.migrations.names
+
+    async def _act(self, name: str, action: Callable[[Rollout], Awaitable[T]]) -> T:
+        self.migrations.get(name)  # UnknownMigration before waiting for the lock
         async with self.coordination.locked():
-            await self.rollout.sync()
-            return await action()
+            await self.migrations.sync()
+            return await action(self.migrations.get(name))
 
-    # -- the operator's actions --------------------------------------------------------
+    # -- the operator's actions (UnknownMigration for a name not configured) -------------
 
-    async def pause(self) -> Transition:
-        return await self._act(self.rollout.pause)
+    async def pause(self, name: str) -> Transition:
+        return await self._act(name, lambda rollout: rollout.pause())
 
-    async def resume(self) -> Transition:
-        return await self._act(self.rollout.resume)
+    async def resume(self, name: str) -> Transition:
+        return await self._act(name, lambda rollout: rollout.resume())
 
-    async def promote(self) -> Transition:
-        return await self._act(self.rollout.promote)
+    async def promote(self, name: str) -> Transition:
+        return await self._act(name, lambda rollout: rollout.promote())
 
-    async def rollback(self, reason: str | None = None) -> Transition:
-        return await self._act(lambda: self.rollout.rollback(reason))
+    async def rollback(self, name: str, reason: str | None = None) -> Transition:
+        return await self._act(name, lambda rollout: rollout.rollback(reason))
 
-    async def restart(self) -> Transition:
-        return await self._act(self.rollout.restart)
+    async def restart(self, name: str) -> Transition:
+        return await self._act(name, lambda rollout: rollout.restart())
 
-    async def set_weight(self, weight: float) -> Transition:
-        return await self._act(lambda: self.rollout.set_weight(weight))
+    async def set_weight(self, name: str, weight: float) -> Transition:
+        return await self._act(name, lambda rollout: rollout.set_weight(weight))
 
     # -- what the operator sees ----------------------------------------------------------
 
-    def status(self) -> dict[str, Any]:
-        """The status document: the rollout, plus the circuit breaker."""
-        return {**rollout_status(self.rollout), "breaker": self.breaker_status()}
+    def status(self, name: str) -> dict[str, Any]:
+        """One migration's document: its configuration, its rollout, its breaker."""
+        rollout = self.migrations.get(name)
+        return {"name": name, **self.describe(name), **rollout_status(rollout)}
 
-    async def current_status(self) -> dict[str, Any]:
-        """``status()``, with the guard's latest evaluation even when another worker made it."""
+    async def follow(self) -> None:
+        """Take the guard's latest evaluations, even when another worker made them."""
         if self.guard is not None:
             await self.guard.follow()
-        return self.status()
+
+    async def current_status(self, name: str) -> dict[str, Any]:
+        await self.follow()
+        return self.status(name)
+
+    async def current_statuses(self) -> list[dict[str, Any]]:
+        await self.follow()
+        return [self.status(name) for name in self.names]

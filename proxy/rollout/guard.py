@@ -1,5 +1,7 @@
-"""The guard loop: every ``guard.interval`` seconds, read the window, judge it, and let
-the rollout promote or roll back. It runs beside the proxy, never on the request path.
+"""The guard loop: every ``guard.interval`` seconds, read the window of every migration,
+judge each on its own (``judge.py``), and let each migration's rollout promote or roll back.
+It runs beside the proxy, never on the request path. A migration that fails rolls back
+alone; the others keep their phase and weight.
 
 Windows and the loop's timing are on the monotonic clock (``now`` and ``since`` handed to
 the source are monotonic seconds), so a wall-clock jump changes no window."""
@@ -10,68 +12,49 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import replace
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
-from cutover.config import GuardConfig, ShadowConfig
+from cutover.config import GuardConfig
 from cutover.request.metrics import Metrics
-from cutover.rollout.checks import (
-    Verdict,
-    error_rate_check,
-    latency_check,
-    memory_check,
-    shadow_check,
-    source_error,
-)
+from cutover.rollout.checks import Verdict
 from cutover.rollout.coordination import Coordination
 from cutover.rollout.guard_status import EvaluationFile, EvaluationFileError
-from cutover.rollout.machine import Rollout
-from cutover.rollout.sources import MemoryScraper, Observation, ScrapeError
+from cutover.rollout.judge import Judge
+from cutover.rollout.registry import Migrations
+from cutover.rollout.sources import MemoryScraper, Observation, ScrapeError, Subject
 from cutover.rollout.state import SaveError, Stamp
 from cutover.vocabulary import CheckResult, Phase
 
 logger = logging.getLogger("cutover.guard")
 
-# observe(now, since): the readings over the window ending now, less anything before since
-# (both on the monotonic clock).
-Observe = Callable[[float, float | None], Awaitable[Observation]]
-
-
-def _first_error(observation: Observation, *readings: str) -> str | None:
-    for reading in readings:
-        if reading in observation.errors:
-            return observation.errors[reading]
-    return None
-
-
-def worse(whole: Verdict, last: Verdict) -> Verdict:
-    """The window's verdict, unless the last interval alone already fails."""
-    if last.result is CheckResult.FAIL and whole.result is not CheckResult.FAIL:
-        return replace(last, detail=f"last interval: {last.detail}")
-    return whole
+# observe(now, subjects): each subject's readings over the window ending now, less anything
+# before its since (both on the monotonic clock), by migration name.
+Observe = Callable[[float, Sequence[Subject]], Awaitable[dict[str, Observation]]]
 
 
 class Guard:
     def __init__(
         self,
         config: GuardConfig,
-        rollout: Rollout,
+        migrations: Migrations,
+        judges: list[Judge],
         metrics: Metrics,
         observe: Observe,
         *,
         scraper: MemoryScraper | None = None,
         memory_from_scrape: bool = True,
-        shadow: ShadowConfig | None = None,
         coordination: Coordination | None = None,
         shared: EvaluationFile | None = None,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
-        """``shared``: where the leader publishes each evaluation and the other workers read
+        """``judges``: one per configured migration (a reload may replace the list);
+        ``shared``: where the leader publishes each evaluation and the other workers read
         it (None: this process keeps its evaluations to itself)."""
         self.config = config
+        self.migrations = migrations
+        self.judges = judges
         self.coordination = coordination
         self.shared = shared
-        self.rollout = rollout
         self.metrics = metrics
         self.observe = observe
         self.scraper = scraper
@@ -80,98 +63,28 @@ class Guard:
         self._shared_stamp: Stamp | None = None
         self._shared_problem: str | None = None
         self._other_leads = False  # another process held the leader lock at the last tick
-        self.memory_enabled = scraper is not None and "new" in scraper.urls
-        self.shadow_config = shadow
-        self.shadow_enabled = shadow is not None
 
-    async def read_memory(self, observation: Observation) -> None:
-        """Scrape each backend's memory for the gauge. With the embedded source, new's
-        reading is also the memory check's input; the Prometheus source brings its own."""
+    async def read_memory(self) -> dict[str, float | str]:
+        """Scrape each backend's memory for the gauge: by backend, the reading, or why there
+        is none. With the embedded source it is also the memory checks' input."""
+        readings: dict[str, float | str] = {}
         if self.scraper is None:
-            return
+            return readings
         for backend in self.scraper.urls:
             try:
-                value = await self.scraper.scrape(backend)
+                readings[backend] = await self.scraper.scrape(backend)
             except ScrapeError as exc:
-                if backend == "new" and self.memory_from_scrape:
-                    observation.errors["new_memory"] = str(exc)
-                continue
-            if backend == "new" and self.memory_from_scrape:
-                observation.new_memory = value
+                readings[backend] = str(exc)
+        return readings
 
-    def judge(self, observation: Observation) -> list[Verdict]:
-        legacy_p95 = self.legacy_baseline(observation)
-        error_rate = self.error_rate(observation)
-        if observation.recent is not None:
-            # The error rate over a whole window dilutes a fault that began a moment ago;
-            # the last interval alone shows it at once. (Latency needs no such help: a p95
-            # moves as soon as 5 % of the window is slow, and a 5-second p95 is noisy.)
-            error_rate = worse(error_rate, self.error_rate(observation.recent))
-        verdicts = [error_rate, self.latency(observation, legacy_p95)]
-        if self.shadow_enabled:
-            verdicts.append(self.shadow(observation))
-        if self.memory_enabled:
-            error = _first_error(observation, "new_memory")
-            verdicts.append(
-                source_error("memory", error, self.config.max_memory_ratio)
-                if error
-                else memory_check(
-                    observation.new_memory,
-                    self.rollout.state.baseline_memory_bytes,
-                    max_memory_ratio=self.config.max_memory_ratio,
-                )
-            )
-        return verdicts
-
-    def shadow(self, observation: Observation) -> Verdict:
-        assert self.shadow_config is not None
-        rolls_back = self.shadow_config.rollback_on_mismatch
-        threshold = self.shadow_config.max_mismatch_rate
-        error = _first_error(observation, "shadow_comparisons", "shadow_mismatches")
-        if error:
-            return source_error("shadow", error, threshold, rolls_back=rolls_back)
-        return shadow_check(
-            observation.shadow_comparisons,
-            observation.shadow_mismatches,
-            max_mismatch_rate=threshold,
-            min_requests=self.config.min_requests,
-            rolls_back=rolls_back,
-        )
-
-    def error_rate(self, observation: Observation) -> Verdict:
-        c = self.config
-        error = _first_error(observation, "new_requests", "new_errors")
-        if error:
-            return source_error("error_rate", error, c.max_error_rate)
-        return error_rate_check(
-            observation.new_requests,
-            observation.new_errors,
-            max_error_rate=c.max_error_rate,
-            min_requests=c.min_requests,
-        )
-
-    def latency(self, observation: Observation, legacy_p95: float | None) -> Verdict:
-        c = self.config
-        error = _first_error(observation, "new_requests", "new_p95", "legacy_p95")
-        if error:
-            return source_error("latency", error, c.max_latency_ratio)
-        return latency_check(
-            observation.new_p95,
-            legacy_p95,
-            new_requests=observation.new_requests,
-            max_latency_ratio=c.max_latency_ratio,
-            min_requests=c.min_requests,
-        )
-
-    def legacy_baseline(self, observation: Observation) -> float | None:
-        """Legacy's p95 in this window when it had enough traffic; otherwise the last one
-        that did (at 100 % legacy serves almost nothing)."""
-        state = self.rollout.state
-        enough = (observation.legacy_requests or 0) >= self.config.min_requests
-        if enough and observation.legacy_p95 is not None:
-            state.last_legacy_p95 = observation.legacy_p95
-            return observation.legacy_p95
-        return state.last_legacy_p95
+    def _with_memory(self, judge: Judge, observation: Observation, memory: dict) -> None:
+        if not (judge.memory and self.memory_from_scrape):
+            return
+        reading = memory.get(judge.target)
+        if isinstance(reading, str):
+            observation.errors["new_memory"] = reading
+        elif reading is not None:
+            observation.new_memory = reading
 
     @contextlib.asynccontextmanager
     async def _locked(self) -> AsyncIterator[None]:
@@ -181,44 +94,57 @@ class Guard:
             async with self.coordination.locked():
                 yield
 
-    async def tick(self) -> list[Verdict]:
-        """One evaluation. With several workers only the leader judges; the others adopt
-        whatever the leader (or an operator) saved, and the leader's latest evaluation."""
+    async def tick(self) -> dict[str, list[Verdict]]:
+        """One evaluation of every migration, by name. With several workers only the
+        leader judges; the others adopt whatever the leader (or an operator) saved, and the
+        leader's latest evaluations."""
         coordination = self.coordination
         if coordination is not None:
             self._other_leads = not await asyncio.to_thread(coordination.lead)
         if self._other_leads:
             async with self._locked():
-                await self.rollout.sync()
+                await self.migrations.sync()
             await self.follow()
-            return []
-        observation = await self.observe(self.monotonic(), self.rollout.judging_since_monotonic())
-        await self.read_memory(observation)
+            return {}
+        judges = list(self.judges)
+        observations = await self.observe(self.monotonic(), [j.subject() for j in judges])
+        memory = await self.read_memory()
+        results: dict[str, list[Verdict]] = {}
         async with self._locked():
-            await self.rollout.sync()
-            await self.record_baseline(observation)
-            verdicts = self.judge(observation)
-            await self.rollout.evaluate(verdicts, errors_fail=self.config.rollback_on_source_error)
+            await self.migrations.sync()
+            for judge in judges:
+                observation = observations.get(judge.name) or Observation()
+                self._with_memory(judge, observation, memory)
+                await self.record_baseline(judge, observation)
+                verdicts = judge.judge(observation)
+                await judge.rollout.evaluate(
+                    verdicts, errors_fail=judge.config.rollback_on_source_error
+                )
+                results[judge.name] = verdicts
         await self.publish()
-        for verdict in verdicts:
-            self.metrics.guard_checks.labels(verdict.check, verdict.result.value).inc()
-            if verdict.result is CheckResult.ERROR:
-                logger.warning("guard check %s: source error: %s", verdict.check, verdict.detail)
-        return verdicts
+        for name, verdicts in results.items():
+            for verdict in verdicts:
+                self.metrics.guard_checks.labels(name, verdict.check, verdict.result.value).inc()
+                if verdict.result is CheckResult.ERROR:
+                    logger.warning(
+                        "%s: guard check %s: source error: %s", name, verdict.check, verdict.detail
+                    )
+        return results
 
     async def publish(self) -> None:
         """Write this evaluation for the other workers (and a restart); never fatal."""
         if self.shared is None:
             return
+        evaluations = {rollout.name: rollout.shared() for rollout in self.migrations}
         try:
-            await asyncio.to_thread(self.shared.write, self.rollout.shared())
+            await asyncio.to_thread(self.shared.write, evaluations)
         except OSError as exc:
             self._problem(f"cannot write {self.shared.path}: {exc.strerror or exc}")
         else:
             self._shared_problem = None
 
     async def follow(self) -> None:
-        """Adopt the leader's latest evaluation, if it wrote one since we last looked. Only
+        """Adopt the leader's latest evaluations, if it wrote them since we last looked. Only
         in a worker that another one leads: the leader's own evaluation is in memory."""
         if self.shared is None or not self._other_leads:
             return
@@ -229,32 +155,39 @@ class Guard:
             return
         self._shared_stamp = stamp
         if shared is not None:
-            # Between two of the leader's evaluations up to an interval passes (half of one
-            # after a failure), plus the time the evaluation itself takes.
-            self.rollout.adopt(shared, fresh=2 * self.config.interval)
+            for rollout in self.migrations:
+                evaluation = shared.get(rollout.name)
+                if evaluation is not None:
+                    # Between two of the leader's evaluations up to an interval passes (half
+                    # of one after a failure), plus the time the evaluation itself takes.
+                    rollout.adopt(evaluation, fresh=2 * self.config.interval)
 
     def _problem(self, message: str) -> None:
         if message != self._shared_problem:  # once, not every interval
             logger.warning("%s", message)
             self._shared_problem = message
 
-    async def record_baseline(self, observation: Observation) -> None:
-        """new's memory when the rollout (re)started is the memory check's baseline. One
-        that cannot be saved is logged and taken again at the next evaluation."""
-        state = self.rollout.state
+    async def record_baseline(self, judge: Judge, observation: Observation) -> None:
+        """``to``'s memory when the migration (re)started is its memory check's baseline.
+        One that cannot be saved is logged and taken again at the next evaluation."""
+        rollout = judge.rollout
+        state = rollout.state
         if (
-            self.memory_enabled
+            judge.memory
             and state.baseline_memory_bytes is None
             and observation.new_memory is not None
             and state.phase != Phase.ROLLED_BACK
         ):
             try:
-                await self.rollout.set_baseline_memory(observation.new_memory)
+                await rollout.set_baseline_memory(observation.new_memory)
             except SaveError as exc:
-                logger.error("the memory baseline was not saved, trying again next time: %s", exc)
-        baseline = self.rollout.state.baseline_memory_bytes
+                logger.error(
+                    "%s: the memory baseline was not saved, trying again next time: %s",
+                    judge.name, exc,
+                )  # fmt: skip
+        baseline = rollout.state.baseline_memory_bytes
         if baseline is not None:
-            self.metrics.baseline_memory.labels("new").set(baseline)
+            self.metrics.baseline_memory.labels(judge.name, judge.target).set(baseline)
 
     async def run(self) -> None:
         while True:
@@ -266,7 +199,7 @@ class Guard:
             # After a failed evaluation, confirm (or clear) it in half an interval: a real
             # fault is rolled back within about 1.5 intervals of being seen, not 2.
             interval = self.config.interval
-            if self.rollout.consecutive_failures:
+            if any(rollout.consecutive_failures for rollout in self.migrations):
                 interval /= 2
             elapsed = time.monotonic() - started
             await asyncio.sleep(max(0.0, interval - elapsed))

@@ -1,4 +1,5 @@
-"""The guard's latest evaluation, shared through a file beside the state file.
+"""The guard's latest evaluation of each migration, shared through a file beside the state
+file.
 
 Only the guard's leader evaluates (``coordination.py``). After every evaluation it writes
 here what it found: each check's verdict, how long they have all passed in a row, the run
@@ -86,14 +87,21 @@ class _Evaluation(BaseModel):
     checks: list[_Verdict]
 
 
+class _Evaluations(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    migrations: dict[str, _Evaluation]
+
+
 class EvaluationFile:
     """``.<state file name>.guard`` beside the state file. Blocking: call it in a thread."""
 
     def __init__(self, state_path: Path) -> None:
         self.path = state_path.parent / f".{state_path.name}.guard"
 
-    def write(self, evaluation: SharedEvaluation) -> None:
-        payload = json.dumps(evaluation.to_json()).encode("utf-8")
+    def write(self, evaluations: dict[str, SharedEvaluation]) -> None:
+        document = {"migrations": {name: e.to_json() for name, e in evaluations.items()}}
+        payload = json.dumps(document).encode("utf-8")
         fd, tmp = tempfile.mkstemp(prefix=f"{self.path.name}.", dir=self.path.parent)
         try:
             with os.fdopen(fd, "wb") as handle:
@@ -110,19 +118,25 @@ class EvaluationFile:
             return None
         return (stat.st_ino, stat.st_size, stat.st_mtime_ns)
 
-    def read_if_changed(self, seen: Stamp | None) -> tuple[Stamp | None, SharedEvaluation | None]:
-        """(stamp, evaluation): the evaluation is None when the file is missing or has the
+    def read_if_changed(
+        self, seen: Stamp | None
+    ) -> tuple[Stamp | None, dict[str, SharedEvaluation] | None]:
+        """(stamp, evaluations by migration): None when the file is missing or has the
         stamp ``seen``; EvaluationFileError (or OSError) when it cannot be used."""
         stamp = self.stamp()
         if stamp is None or stamp == seen:
             return stamp, None
         try:
-            model = _Evaluation.model_validate_json(self.path.read_bytes())
+            model = _Evaluations.model_validate_json(self.path.read_bytes())
         except ValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(str(part) for part in first["loc"]) or "file"
             raise EvaluationFileError(f"{self.path}: {where}: {first['msg']}") from None
-        checks = tuple(Verdict(**verdict.model_dump()) for verdict in model.checks)
-        return stamp, SharedEvaluation(
-            model.at, model.judged, model.healthy_for, model.consecutive_failures, checks
-        )
+        return stamp, {name: _shared(e) for name, e in model.migrations.items()}
+
+
+def _shared(model: _Evaluation) -> SharedEvaluation:
+    checks = tuple(Verdict(**verdict.model_dump()) for verdict in model.checks)
+    return SharedEvaluation(
+        model.at, model.judged, model.healthy_for, model.consecutive_failures, checks
+    )

@@ -1,4 +1,4 @@
-"""The staged rollout: phases, stages, and every transition recorded durably.
+"""One migration's staged rollout: phases, stages, and every transition recorded durably.
 
 Phases: ``progressing`` → ``promoted``, or → ``rolled_back``; ``paused`` stops promotion
 (an operator's pause, or a manual weight); ``manual`` is the phase when no rollout stages
@@ -7,8 +7,9 @@ makes from which phase is ``transitions.py``'s. Listeners apply each transition 
 splitter's weight, metrics, logs, the webhook).
 
 Every transition is saved before anything changes: the new state is written to the state
-file (off the event loop), and only then becomes the rollout's state and reaches the
-listeners. A save that fails (``SaveError``) leaves memory, file and splitter as they were.
+file (off the event loop, through the ``StateBook`` every migration shares), and only then
+becomes the rollout's state and reaches the listeners. A save that fails (``SaveError``)
+leaves memory, file and splitter as they were.
 
 Holds are timed on the monotonic clock, so a wall-clock jump neither shortens nor lengthens
 one; the wall clock only stamps transitions. A wall-clock time read from a file (a
@@ -24,16 +25,19 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from cutover.config import RolloutConfig, Settings
+from cutover.config import RolloutConfig
 from cutover.rollout import stages, transitions
+from cutover.rollout.book import StateBook
 from cutover.rollout.checks import Verdict
 from cutover.rollout.decision import decide
 from cutover.rollout.guard_status import SharedEvaluation
-from cutover.rollout.state import RolloutState, SaveError, Stamp, StateStore, Transition
+from cutover.rollout.state import RolloutState, SaveError, Transition
 from cutover.rollout.transitions import Change
 from cutover.vocabulary import Phase
 
-Listener = Callable[[Transition, RolloutState], None]
+# (migration name, the transition, the state it led to)
+Listener = Callable[[str, Transition, RolloutState], None]
+SyncListener = Callable[[str, RolloutState], None]
 Clock = Callable[[], float]
 
 logger = logging.getLogger("cutover.rollout")
@@ -42,9 +46,10 @@ logger = logging.getLogger("cutover.rollout")
 class Rollout:
     def __init__(
         self,
+        name: str,
         config: RolloutConfig | None,
         state: RolloutState,
-        store: StateStore,
+        book: StateBook,
         *,
         failures_to_rollback: int = 2,
         manual_weight: float = 0.0,
@@ -53,17 +58,17 @@ class Rollout:
     ) -> None:
         """``clock``: wall-clock Unix seconds, for the timestamps saved and shown;
         ``monotonic``: for holds and every other duration."""
+        self.name = name
         self.config = config
         self.manual_weight = manual_weight
         self.state = state
-        self.store = store
+        self.book = book
         self.failures_to_rollback = failures_to_rollback
         self.clock = clock
         self.monotonic = monotonic
         self.listeners: list[Listener] = []
         # Called when another process changed the state (multi-worker): apply, don't announce.
-        self.sync_listeners: list[Callable[[RolloutState], None]] = []
-        self._stamp = store.stamp()
+        self.sync_listeners: list[SyncListener] = []
         self.healthy_since: float | None = None  # monotonic
         self.consecutive_failures = 0
         self.latest: dict[str, Verdict] = {}
@@ -72,41 +77,16 @@ class Rollout:
         # judging_since() on the monotonic clock: (the transition's wall time, converted).
         self._judging: tuple[float, float] | None = None
 
-    @classmethod
-    def restore(
-        cls,
-        settings: Settings,
-        store: StateStore,
-        *,
-        clock: Clock = time.time,
-        monotonic: Clock = time.monotonic,
-    ) -> Rollout:
-        """The saved rollout, or a new one from the config (saved at once); StateError if
-        the file is unusable, SaveError if a new one cannot be written. Blocking: for
-        start-up, before the proxy serves."""
-        saved = store.load()
-        rollout = cls(
-            settings.rollout,
-            saved or transitions.initial_state(settings),
-            store,
-            failures_to_rollback=settings.guard.failures_to_rollback,
-            manual_weight=settings.split.weight,
-            clock=clock,
-            monotonic=monotonic,
-        )
-        if saved is None:
-            transition, new = transitions.start(rollout.state, clock())
-            rollout._commit(transition, new, store.save(new))
-        return rollout
-
     async def sync(self) -> bool:
-        """Adopt the state file if another process saved it since we last did; True if so.
-        Call with the coordination's state lock held."""
-        stamp, saved = await asyncio.to_thread(self._read_if_changed)
-        if stamp == self._stamp:
-            return False
-        self._stamp = stamp
-        if saved is None or saved == self.state:
+        """Adopt this migration's saved state if another process saved it since we last
+        looked; True if so. Call with the coordination's state lock held."""
+        await self.book.refresh()
+        return self.adopt_saved()
+
+    def adopt_saved(self) -> bool:
+        """Take the book's state of this migration if it is not the one held; True if so."""
+        saved = self.book.states.get(self.name)
+        if saved is None or saved is self.state or saved == self.state:
             return False
         moved = (saved.phase, saved.weight) != (self.state.phase, self.state.weight)
         self.state = saved
@@ -115,16 +95,12 @@ class Rollout:
             self.consecutive_failures = 0
             self.pending_rollback = None  # decided against a state that is gone
         for listener in self.sync_listeners:
-            listener(saved)
+            listener(self.name, saved)
         return True
-
-    def _read_if_changed(self) -> tuple[Stamp | None, RolloutState | None]:
-        stamp = self.store.stamp()
-        return stamp, (None if stamp == self._stamp else self.store.load())
 
     async def _save(self, state: RolloutState) -> None:
         """Write ``state`` off the event loop; SaveError if it cannot be written."""
-        self._stamp = await asyncio.to_thread(self.store.save, state)
+        await self.book.save(self.name, state)
 
     # -- reading ---------------------------------------------------------------------
 
@@ -272,23 +248,24 @@ class Rollout:
             await self._save(state)
         except SaveError as exc:
             logger.error(
-                "the %s by %s was not made (phase %s, weight %g%% unchanged): %s",
-                transition.kind, transition.actor, self.state.phase, self.state.weight, exc,
+                "%s: the %s by %s was not made (phase %s, weight %g%% unchanged): %s",
+                self.name, transition.kind, transition.actor, self.state.phase,
+                self.state.weight, exc,
             )  # fmt: skip
             raise
-        self._commit(transition, state, self._stamp)
+        self.commit(transition, state)
         return transition
 
-    def _commit(self, transition: Transition, state: RolloutState, stamp: Stamp | None) -> None:
+    def commit(self, transition: Transition, state: RolloutState) -> None:
+        """Make a saved transition the rollout's, and tell the listeners."""
         self.state = state
-        self._stamp = stamp
         self.healthy_since = None
         self.consecutive_failures = 0
         self.pending_rollback = None
         if transitions.opens_judging(transition):
             self._judging = (transition.at, self.monotonic())
         for listener in self.listeners:
-            listener(transition, self.state)
+            listener(self.name, transition, self.state)
 
 
 def _consume(task: asyncio.Future[Any]) -> None:

@@ -7,8 +7,9 @@ Cutover's own metric names (``cutover_requests_total``,
 ``cutover_request_duration_seconds_bucket``, ``cutover_backend_resident_memory_bytes``)
 over all replicas, and ``guard.prometheus.queries`` replaces any of them.
 
-Every reading is one instant query at the evaluation time, ``$window`` replaced by the
-guard window. An empty result or NaN is no data (None). Anything unusable — an error
+Every reading is one instant query per migration at the evaluation time, ``$window``
+replaced by the guard window, ``$migration`` by the migration's name, ``$to`` and ``$from``
+by its two backends'. An empty result or NaN is no data (None). Anything unusable — an error
 answer, several series, a range result, ±Inf, a timeout — is None too, with the reason in
 ``Observation.errors``: a query that reads nothing must never look like a passing check.
 """
@@ -18,13 +19,13 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import httpx
 
 from cutover.config import GuardConfig
-from cutover.rollout.sources import READINGS, Observation
+from cutover.rollout.sources import READINGS, Observation, Subject
 
 QUERY_PATH = "/api/v1/query"
 _MAX_DETAIL = 200
@@ -114,24 +115,39 @@ class PrometheusSource:
         self.templates: dict[str, str] = {
             reading: getattr(settings.queries, reading) for reading in READINGS
         }
-        self.queries = self.queries_for(self.window)
         self._client = httpx.AsyncClient(
             base_url=settings.url, timeout=settings.timeout, transport=transport, trust_env=False
         )
 
-    def queries_for(self, window: float) -> dict[str, str]:
-        duration = prometheus_duration(window)
+    def queries_for(self, window: float, subject: Subject) -> dict[str, str]:
+        values = {
+            "$window": prometheus_duration(window),
+            "$migration": subject.name,
+            "$from": subject.source,
+            "$to": subject.target,
+        }
+        queries = {}
+        for reading, query in self.templates.items():
+            for variable, value in values.items():
+                query = query.replace(variable, value)
+            queries[reading] = query
+        return queries
+
+    async def observe(self, now: float, subjects: Sequence[Subject]) -> dict[str, Observation]:
+        """Each subject's readings. ``since``: its window shrinks so that it starts no
+        earlier (at least 1 s). Both are monotonic: only ``now - since`` is used; the
+        queries run at ``clock()``."""
+        at = self.clock()
+        found = await asyncio.gather(*(self._observe(now, at, subject) for subject in subjects))
         return {
-            reading: query.replace("$window", duration) for reading, query in self.templates.items()
+            subject.name: observation for subject, observation in zip(subjects, found, strict=True)
         }
 
-    async def observe(self, now: float, since: float | None = None) -> Observation:
-        """``since``: the window shrinks so that it starts no earlier (at least 1 s). Both
-        are monotonic: only ``now - since`` is used; the queries run at ``clock()``."""
-        queries = self.queries
-        if since is not None and now - since < self.window:
-            queries = self.queries_for(max(1.0, now - since))
-        at = self.clock()
+    async def _observe(self, now: float, at: float, subject: Subject) -> Observation:
+        window = self.window
+        if subject.since is not None and now - subject.since < window:
+            window = max(1.0, now - subject.since)
+        queries = self.queries_for(window, subject)
         outcomes = await asyncio.gather(
             *(self._reading(reading, queries[reading], at) for reading in READINGS)
         )

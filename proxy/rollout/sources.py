@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import math
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -52,40 +52,62 @@ class Observation:
     recent: Observation | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Subject:
+    """One migration as a source reads it: its requests to ``target`` and ``source``, and
+    ``since`` (monotonic): readings from before it are not held against ``target``."""
+
+    name: str
+    source: str
+    target: str
+    since: float | None = None
+
+
+Key = tuple[str, str]  # (migration, backend)
+
+
 @dataclass
 class CounterSnapshot:
-    """The proxy's cumulative counters at one instant, per backend."""
+    """The proxy's cumulative counters at one instant, per migration and backend."""
 
-    requests: dict[str, float]
-    errors: dict[str, float]
-    buckets: dict[str, list[float]]  # cumulative counts per upper bound, +Inf last
-    shadow: dict[str, float]  # mirrored requests by ShadowResult
+    requests: dict[Key, float]
+    errors: dict[Key, float]
+    buckets: dict[Key, list[float]]  # cumulative counts per upper bound, +Inf last
+    shadow: dict[Key, float]  # mirrored requests by (migration, ShadowResult)
+
+    def bucket(self, key: Key) -> list[float]:
+        return self.buckets.get(key) or _EMPTY
 
 
 BOUNDS = (*LATENCY_BUCKETS, math.inf)
+_EMPTY = [0.0] * len(BOUNDS)
 # The mirrored requests whose two answers were compared (the others failed or were dropped).
 COMPARED = (ShadowResult.MATCH, ShadowResult.MISMATCH)
 
 
 def read_counters(metrics: Metrics) -> CounterSnapshot:
-    requests: dict[str, float] = {"legacy": 0.0, "new": 0.0}
-    errors: dict[str, float] = {"legacy": 0.0, "new": 0.0}
-    buckets = {name: [0.0] * len(BOUNDS) for name in requests}
-    shadow = dict.fromkeys(ShadowResult, 0.0)
+    requests: dict[Key, float] = {}
+    errors: dict[Key, float] = {}
+    buckets: dict[Key, list[float]] = {}
+    shadow: dict[Key, float] = {}
     index = {bound: i for i, bound in enumerate(BOUNDS)}
     for family in metrics.collect():
         for sample in family.samples:
             name, labels = sample.name, sample.labels
             if name == "cutover_requests_total":
-                backend = labels["backend"]
-                requests[backend] = requests.get(backend, 0.0) + sample.value
+                key = (labels["migration"], labels["backend"])
+                requests[key] = requests.get(key, 0.0) + sample.value
                 if labels["code"] in ("5xx", "error"):
-                    errors[backend] = errors.get(backend, 0.0) + sample.value
+                    errors[key] = errors.get(key, 0.0) + sample.value
             elif name == "cutover_request_duration_seconds_bucket":
-                buckets[labels["backend"]][index[float(labels["le"])]] += sample.value
+                key = (labels["migration"], labels["backend"])
+                counts = buckets.get(key)
+                if counts is None:
+                    counts = buckets[key] = [0.0] * len(BOUNDS)
+                counts[index[float(labels["le"])]] += sample.value
             elif name == "cutover_shadow_requests_total":
-                result = labels["result"]
-                shadow[result] = shadow.get(result, 0.0) + sample.value
+                key = (labels["migration"], labels["result"])
+                shadow[key] = shadow.get(key, 0.0) + sample.value
     return CounterSnapshot(requests, errors, buckets, shadow)
 
 
@@ -104,9 +126,10 @@ class EmbeddedSource:
         self.window = window
         self._snapshots: deque[tuple[float, CounterSnapshot]] = deque()
 
-    async def observe(self, now: float, since: float | None = None) -> Observation:
-        """``since``: counts from before it are not used (the first reading after it is
-        the new base, so the next evaluation has data). ``now`` and ``since`` are monotonic."""
+    async def observe(self, now: float, subjects: Sequence[Subject]) -> dict[str, Observation]:
+        """Each subject's readings over the window. Counts from before a subject's ``since``
+        are not used (the first reading after it is the new base, so the next evaluation
+        has data). ``now`` and ``since`` are monotonic."""
         if self.metrics.multiprocess_dir is None:
             latest = read_counters(self.metrics)
         else:  # every worker's metric files are read: file I/O, off the event loop
@@ -115,12 +138,15 @@ class EmbeddedSource:
         # Keep the newest snapshot at least `window` old as the base; drop older ones.
         while len(self._snapshots) > 1 and self._snapshots[1][0] <= now - self.window:
             self._snapshots.popleft()
-        while since is not None and self._snapshots and self._snapshots[0][0] < since:
-            self._snapshots.popleft()
-        if len(self._snapshots) < 2:
+        return {subject.name: self._observe(subject, latest) for subject in subjects}
+
+    def _observe(self, subject: Subject, latest: CounterSnapshot) -> Observation:
+        since = subject.since
+        usable = [s for at, s in self._snapshots if since is None or at >= since]
+        if len(usable) < 2:
             return Observation()
-        observation = difference(latest, self._snapshots[0][1])
-        observation.recent = difference(latest, self._snapshots[-2][1])
+        observation = difference(latest, usable[0], subject)
+        observation.recent = difference(latest, usable[-2], subject)
         return observation
 
 
@@ -128,15 +154,20 @@ def subtract(latest: list[float], base: list[float]) -> list[float]:
     return [a - b for a, b in zip(latest, base, strict=True)]
 
 
-def difference(latest: CounterSnapshot, base: CounterSnapshot) -> Observation:
+def difference(latest: CounterSnapshot, base: CounterSnapshot, subject: Subject) -> Observation:
+    to, of = (subject.name, subject.target), (subject.name, subject.source)
+    mismatch = (subject.name, ShadowResult.MISMATCH)
+    compared = [(subject.name, result) for result in COMPARED]
     return Observation(
-        new_requests=latest.requests["new"] - base.requests["new"],
-        new_errors=latest.errors["new"] - base.errors["new"],
-        legacy_requests=latest.requests["legacy"] - base.requests["legacy"],
-        new_p95=p95(subtract(latest.buckets["new"], base.buckets["new"])),
-        legacy_p95=p95(subtract(latest.buckets["legacy"], base.buckets["legacy"])),
-        shadow_comparisons=sum(latest.shadow[r] - base.shadow[r] for r in COMPARED),
-        shadow_mismatches=latest.shadow[ShadowResult.MISMATCH] - base.shadow[ShadowResult.MISMATCH],
+        new_requests=latest.requests.get(to, 0.0) - base.requests.get(to, 0.0),
+        new_errors=latest.errors.get(to, 0.0) - base.errors.get(to, 0.0),
+        legacy_requests=latest.requests.get(of, 0.0) - base.requests.get(of, 0.0),
+        new_p95=p95(subtract(latest.bucket(to), base.bucket(to))),
+        legacy_p95=p95(subtract(latest.bucket(of), base.bucket(of))),
+        shadow_comparisons=sum(
+            latest.shadow.get(k, 0.0) - base.shadow.get(k, 0.0) for k in compared
+        ),
+        shadow_mismatches=latest.shadow.get(mismatch, 0.0) - base.shadow.get(mismatch, 0.0),
     )
 
 

@@ -1,12 +1,16 @@
-"""The durable rollout state: one JSON file, validated as a whole on load and replaced
-atomically on every transition."""
+"""The durable rollout state: one JSON file holding every migration's state by name,
+validated as a whole on load and replaced atomically on every transition.
+
+Version 2 is ``{"version": 2, "migrations": {name: state}}``. A version-1 file (one rollout,
+written before migrations had names) is read as the state of the migration ``default``,
+which is what a config without ``migrations`` has; the next save writes version 2."""
 
 from __future__ import annotations
 
 import json
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -15,21 +19,35 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Str
 
 from cutover.vocabulary import Actor, Phase, TransitionKind
 
-STATE_VERSION = 1
+STATE_VERSION = 2
+SINGLE_ROLLOUT_VERSION = 1  # one rollout's state, from before migrations
+DEFAULT_MIGRATION = "default"  # whose state a version-1 file is
 
 Stamp = tuple[int, int, int]
 # Writes ``payload`` as the whole new content of ``path``, or raises OSError.
 Writer = Callable[[Path, bytes], None]
 
 
-def dumps(document: dict[str, Any]) -> str:
-    """The file's text: indented, one transition per line (readable, and fast: the C
+def _dumps_state(document: dict[str, Any], indent: str) -> str:
+    """One migration's state: indented, one transition per line (readable, and fast: the C
     encoder serialises each line, where ``indent`` alone falls back to pure Python)."""
+    fields = [f"{indent}  {json.dumps(k)}: {json.dumps(v)}" for k, v in document.items()
+              if k != "history"]  # fmt: skip
     history = document.get("history", [])
-    head = json.dumps({k: v for k, v in document.items() if k != "history"}, indent=2)
-    lines = ",\n    ".join(json.dumps(item) for item in history)
-    body = f"[\n    {lines}\n  ]" if history else "[]"
-    return f'{head.removesuffix("}").rstrip()},\n  "history": {body}\n}}\n'
+    lines = f",\n{indent}    ".join(json.dumps(item) for item in history)
+    body = f"[\n{indent}    {lines}\n{indent}  ]" if history else "[]"
+    fields.append(f'{indent}  "history": {body}')
+    return "{\n" + ",\n".join(fields) + f"\n{indent}}}"
+
+
+def dumps(states: Mapping[str, RolloutState]) -> str:
+    """The file's text for every migration's state."""
+    entries = [
+        f"    {json.dumps(name)}: {_dumps_state(state.to_json(), '    ')}"
+        for name, state in states.items()
+    ]
+    body = "{\n" + ",\n".join(entries) + "\n  }" if entries else "{}"
+    return f'{{\n  "version": {STATE_VERSION},\n  "migrations": {body}\n}}\n'
 
 
 class StateError(Exception):
@@ -73,27 +91,12 @@ class RolloutState:
     def to_json(self) -> dict[str, Any]:
         # Not dataclasses.asdict: it deep-copies every value, 2.5 ms for 200 transitions.
         return {
-            "version": STATE_VERSION,
             **{name: getattr(self, name) for name in _STATE_FIELDS},
             "history": [dict(vars(transition)) for transition in self.history],
         }
 
     @classmethod
-    def from_json(cls, data: Any) -> RolloutState:
-        """Validate the whole document (strict types: a number written as a string, or a
-        timestamp written as an ISO date, is an error, not converted); StateError lists
-        every problem as ``field.path: reason``."""
-        if not isinstance(data, dict):
-            raise StateError([f"must be a JSON object, got {type(data).__name__}"])
-        if data.get("version") != STATE_VERSION:
-            raise StateError(
-                [f"version: unsupported state version {data.get('version')!r} "
-                 f"(this Cutover reads version {STATE_VERSION})"]
-            )  # fmt: skip
-        try:
-            model = _StateFile.model_validate(data)
-        except ValidationError as exc:
-            raise StateError(_problems(exc)) from None
+    def from_model(cls, model: _MigrationState) -> RolloutState:
         return cls(
             phase=model.phase,
             weight=model.weight,
@@ -149,10 +152,9 @@ class _Transition(_Strict):
     failure: dict[str, Any] | None = None
 
 
-class _StateFile(_Strict):
-    """The file as this version writes it (``RolloutState.to_json``)."""
+class _MigrationState(_Strict):
+    """One migration's state as this version writes it (``RolloutState.to_json``)."""
 
-    version: Literal[1]
     phase: SavedPhase
     weight: Weight
     baseline_memory_bytes: NonNegative | None = None
@@ -160,6 +162,39 @@ class _StateFile(_Strict):
     reason: str | None = None
     failure: dict[str, Any] | None = None
     history: list[_Transition] = []
+
+
+class _SingleRolloutFile(_MigrationState):
+    """A version-1 file: one rollout's state."""
+
+    version: Literal[1]
+
+
+class _StateFile(_Strict):
+    version: Literal[2]
+    migrations: dict[str, _MigrationState]
+
+
+def parse_states(data: Any) -> dict[str, RolloutState]:
+    """Validate the whole document (strict types: a number written as a string, or a
+    timestamp written as an ISO date, is an error, not converted); StateError lists every
+    problem as ``field.path: reason``."""
+    if not isinstance(data, dict):
+        raise StateError([f"must be a JSON object, got {type(data).__name__}"])
+    version = data.get("version")
+    if version not in (SINGLE_ROLLOUT_VERSION, STATE_VERSION):
+        raise StateError(
+            [f"version: unsupported state version {version!r} "
+             f"(this Cutover reads versions {SINGLE_ROLLOUT_VERSION} and {STATE_VERSION})"]
+        )  # fmt: skip
+    try:
+        if version == SINGLE_ROLLOUT_VERSION:
+            single = _SingleRolloutFile.model_validate(data)
+            return {DEFAULT_MIGRATION: RolloutState.from_model(single)}
+        model = _StateFile.model_validate(data)
+    except ValidationError as exc:
+        raise StateError(_problems(exc)) from None
+    return {name: RolloutState.from_model(state) for name, state in model.migrations.items()}
 
 
 _FRIENDLY = {"extra_forbidden": "unknown key", "missing": "required"}
@@ -218,8 +253,9 @@ class StateStore:
             raise StateError([f"cannot read {self.path}: {reason}"], self.path) from None
         return (stat.st_ino, stat.st_size, stat.st_mtime_ns)
 
-    def load(self) -> RolloutState | None:
-        """The saved state, or None when there is none yet; StateError when unusable."""
+    def load(self) -> dict[str, RolloutState] | None:
+        """Every migration's saved state by name, or None when there is no file yet;
+        StateError when it is unusable."""
         try:
             text = self.path.read_text(encoding="utf-8")
         except FileNotFoundError:
@@ -232,15 +268,16 @@ class StateStore:
         except json.JSONDecodeError as exc:
             raise StateError([f"{self.path} is not valid JSON: {exc}"], self.path) from None
         try:
-            return RolloutState.from_json(data)
+            return parse_states(data)
         except StateError as exc:
             raise StateError(exc.problems, self.path) from None
 
-    def save(self, state: RolloutState) -> Stamp | None:
-        """Replace the file with ``state`` (its history trimmed to the limit) and return the
-        new file's stamp; SaveError (the old file intact) when it cannot be written."""
-        del state.history[: -self.history_limit]
-        payload = dumps(state.to_json()).encode("utf-8")
+    def save(self, states: Mapping[str, RolloutState]) -> Stamp | None:
+        """Replace the file with ``states`` (each history trimmed to the limit) and return
+        the new file's stamp; SaveError (the old file intact) when it cannot be written."""
+        for state in states.values():
+            del state.history[: -self.history_limit]
+        payload = dumps(states).encode("utf-8")
         try:
             self.writer(self.path, payload)
         except OSError as exc:

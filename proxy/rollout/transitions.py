@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from cutover.config import RolloutConfig, Settings
+from cutover.config import MigrationConfig, RolloutConfig
 from cutover.rollout import stages
 from cutover.rollout.checks import Verdict
 from cutover.rollout.state import RolloutState, Transition
@@ -22,13 +22,13 @@ class RolloutError(Exception):
     """An operator action that the current phase does not allow."""
 
 
-def initial_state(settings: Settings) -> RolloutState:
-    """Where a rollout with no saved state begins: at the first stage (or the configured
-    weight, if higher), or at the configured weight when no stages are configured."""
-    if settings.rollout is None:
-        return RolloutState(phase=Phase.MANUAL, weight=settings.split.weight)
-    first = settings.rollout.stages[0].weight
-    return RolloutState(phase=Phase.PROGRESSING, weight=max(settings.split.weight, first))
+def initial_state(migration: MigrationConfig) -> RolloutState:
+    """Where a migration with no saved state begins: at the first stage (or its configured
+    weight, if higher), or at its configured weight when no stages are configured."""
+    if migration.rollout is None:
+        return RolloutState(phase=Phase.MANUAL, weight=migration.weight)
+    first = migration.rollout.stages[0].weight
+    return RolloutState(phase=Phase.PROGRESSING, weight=max(migration.weight, first))
 
 
 def transition(
@@ -69,9 +69,8 @@ def transition(
     return made, new
 
 
-def start(state: RolloutState, at: float) -> Change:
+def start(state: RolloutState, at: float, reason: str = "no saved state: starting") -> Change:
     """The first transition of a rollout with no saved state (``initial_state``)."""
-    reason = "no saved state: starting"
     return transition(
         state, at, state.phase, state.weight, reason, Actor.STARTUP, TransitionKind.START
     )

@@ -67,14 +67,14 @@ class Shadower:
     def sampled(self, rule: RouteShadowConfig, method: str) -> bool:
         return rule.enabled and method in rule.methods and self.draw() < rule.sample
 
-    def record(self, route: str, result: ShadowResult) -> None:
+    def record(self, migration: str, route: str, result: ShadowResult) -> None:
         self.totals[result] += 1
-        self.metrics.shadow_requests.labels(route, result).inc()
+        self.metrics.shadow_requests.labels(migration, route, result).inc()
 
     def start(self, mirror: Mirror) -> bool:
         """Launch the mirrored call; False (and counted as dropped) when too many are out."""
         if self.in_flight >= self.config.max_in_flight:
-            self.record(mirror.route, ShadowResult.DROPPED)
+            self.record(mirror.migration, mirror.route, ShadowResult.DROPPED)
             mirror.failed()  # settled: nothing more happens to it
             return False
         self.in_flight += 1
@@ -88,7 +88,7 @@ class Shadower:
         """The mirror's client left early: the comparison is dropped at once (the shadow
         call stopped, its slot free), or counted dropped here if it had not started."""
         if mirror.left() and not mirror.launched:
-            self.record(mirror.route, ShadowResult.DROPPED)
+            self.record(mirror.migration, mirror.route, ShadowResult.DROPPED)
 
     async def _run(self, mirror: Mirror) -> None:
         result = ShadowResult.ERROR
@@ -140,7 +140,7 @@ class Shadower:
                 fetch.cancel()
             elif not fetch.cancelled():
                 fetch.exception()  # retrieved: a failure of an unneeded call says nothing
-        self.record(mirror.route, result)
+        self.record(mirror.migration, mirror.route, result)
         if result is ShadowResult.MISMATCH and self.log is not None:
             self._log(mirror, shadow_status, diffs)
 
