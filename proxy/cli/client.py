@@ -1,19 +1,21 @@
-"""The admin API's HTTP client: one method per admin request, each answering the rollout
-status; every failure is an ``AdminError``, and an address where something other than a
-Cutover admin API answers is a ``NotAdminAPI``."""
+"""The admin API's HTTP client: one method per admin request, each answering a migration
+document (or the list of them); every failure is an ``AdminError``, and an address where
+something other than a Cutover admin API answers is a ``NotAdminAPI``."""
 
 from __future__ import annotations
 
 from types import TracebackType
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import httpx
 
 DEFAULT_ADMIN_URL = "http://127.0.0.1:9180"
 TIMEOUT = 10.0
 
-Status = dict[str, Any]
+Migration = dict[str, Any]  # one migration's document: its name, match, from, to and status
+Migrations = dict[str, Any]  # GET /migrations: {"migrations": [Migration, ...]}
+MIGRATION_KEYS = ("name", "phase")  # what every migration document has
 
 PROBLEM_TYPE_BASE = "urn:cutover:problem:"  # every error the admin API answers has such a type
 # A server failing (uvicorn's bare 500 for a crashed app) or a proxy in front of the admin API
@@ -106,29 +108,49 @@ class AdminClient:
     def close(self) -> None:
         self._http.close()
 
-    def status(self) -> Status:
-        return self._request("GET", "/status")
+    def migrations(self) -> Migrations:
+        response = self._request("GET", "/migrations")
+        document = self._object(response)
+        listed = document.get("migrations")
+        if not isinstance(listed, list) or not all(_is_migration(item) for item in listed):
+            raise self._not_admin(response, "a JSON object that is not a list of migrations")
+        return document
 
-    def pause(self) -> Status:
-        return self._request("POST", "/rollout/pause")
+    def migration(self, name: str) -> Migration:
+        return self._migration("GET", name)
 
-    def resume(self) -> Status:
-        return self._request("POST", "/rollout/resume")
+    def pause(self, name: str) -> Migration:
+        return self._migration("POST", name, "/pause")
 
-    def promote(self) -> Status:
-        return self._request("POST", "/rollout/promote")
+    def resume(self, name: str) -> Migration:
+        return self._migration("POST", name, "/resume")
 
-    def restart(self) -> Status:
-        return self._request("POST", "/rollout/restart")
+    def promote(self, name: str) -> Migration:
+        return self._migration("POST", name, "/promote")
 
-    def rollback(self, reason: str | None = None) -> Status:
+    def restart(self, name: str) -> Migration:
+        return self._migration("POST", name, "/restart")
+
+    def rollback(self, name: str, reason: str | None = None) -> Migration:
         body = {"reason": reason} if reason else None
-        return self._request("POST", "/rollout/rollback", body)
+        return self._migration("POST", name, "/rollback", body)
 
-    def set_weight(self, weight: float) -> Status:
-        return self._request("PUT", "/split", {"weight": weight})
+    def set_weight(self, name: str, weight: float) -> Migration:
+        return self._migration("PUT", name, "/weight", {"weight": weight})
 
-    def _request(self, method: str, path: str, body: dict[str, Any] | None = None) -> Status:
+    def _migration(
+        self, method: str, name: str, action: str = "", body: dict[str, Any] | None = None
+    ) -> Migration:
+        # safe="": a "/" or "?" in the name stays inside the one path segment.
+        response = self._request(method, f"/migrations/{quote(name, safe='')}{action}", body)
+        document = self._object(response)
+        if not _is_migration(document):
+            raise self._not_admin(response, "a JSON object that is not a migration")
+        return document
+
+    def _request(
+        self, method: str, path: str, body: dict[str, Any] | None = None
+    ) -> httpx.Response:
         try:
             response = self._http.request(method, path, json=body)
         except httpx.TimeoutException as exc:
@@ -149,7 +171,7 @@ class AdminClient:
             )
         if response.is_error:
             raise self._error_from(response)
-        return self._status(response)
+        return response
 
     def _not_admin(self, response: httpx.Response, what: str) -> NotAdminAPI:
         request = response.request
@@ -159,7 +181,7 @@ class AdminClient:
             response.status_code,
         )
 
-    def _status(self, response: httpx.Response) -> Status:
+    def _object(self, response: httpx.Response) -> dict[str, Any]:
         try:
             data = response.json()
         except ValueError:
@@ -167,8 +189,6 @@ class AdminClient:
         if not isinstance(data, dict):
             content_type = response.headers.get("content-type", "no content type")
             raise self._not_admin(response, f"something other than a JSON object ({content_type})")
-        if "phase" not in data:
-            raise self._not_admin(response, "a JSON object that is not a rollout status")
         return data
 
     def _error_from(self, response: httpx.Response) -> AdminError:
@@ -191,6 +211,10 @@ class AdminClient:
             )
         detail = problem.get("detail") or problem.get("title")
         return AdminRefused(str(detail) if detail else f"{status} {response.reason_phrase}", status)
+
+
+def _is_migration(document: object) -> bool:
+    return isinstance(document, dict) and all(key in document for key in MIGRATION_KEYS)
 
 
 def _cutover_problem(response: httpx.Response) -> dict[str, Any] | None:

@@ -14,19 +14,30 @@ from cutover.cli.client import (
     DEFAULT_ADMIN_URL,
     AdminClient,
     AdminError,
+    Migration,
     NotAdminAPI,
-    Status,
     token_problem,
     url_problem,
 )
-from cutover.cli.render import format_action, format_json, format_status
+from cutover.cli.render import (
+    format_action,
+    format_json,
+    format_migration,
+    format_status,
+    number,
+)
 
 EXIT_FAILED = 1  # the admin API refused or failed the request, or could not be reached
-EXIT_USAGE = 2  # a malformed --admin-url or --token, or an address that is not an admin API
+# A malformed --admin-url, --token or NAME, an address that is not an admin API, or no NAME
+# while several migrations are configured.
+EXIT_USAGE = 2
+
+Document = dict[str, Any]
+Action = Callable[[AdminClient, str], Migration]
 
 
 class UsageError(Exception):
-    """A malformed admin URL or token, from an option or the environment."""
+    """A malformed admin URL or token, from an option or the environment, or a missing NAME."""
 
 
 def _option(value: str | None, option: str, variable: str) -> tuple[str, str]:
@@ -48,48 +59,82 @@ def _client(args: argparse.Namespace) -> AdminClient:
 
 def _run(
     args: argparse.Namespace,
-    call: Callable[[AdminClient], Status],
-    render: Callable[[Status], str],
+    call: Callable[[AdminClient], Document],
+    render: Callable[[Document], str],
 ) -> int:
     try:
         with _client(args) as client:
-            status = call(client)
+            document = call(client)
     except UsageError as exc:
         print(f"cutover: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except AdminError as exc:
         print(f"cutover: {exc}", file=sys.stderr)
         return EXIT_USAGE if isinstance(exc, NotAdminAPI) else EXIT_FAILED
-    print(render(status))
+    print(render(document))
     return 0
 
 
+def only_migration(client: AdminClient, example: Callable[[str], str]) -> str:
+    """The name of the one migration configured; ``example`` shows the command with a name."""
+    names = [str(migration["name"]) for migration in client.migrations()["migrations"]]
+    if len(names) == 1:
+        return names[0]
+    if not names:
+        raise UsageError("the admin API lists no migrations")
+    raise UsageError(
+        f"several migrations are configured ({', '.join(names)}): name one, "
+        f"e.g. {example(names[0])}"
+    )
+
+
+def _act(args: argparse.Namespace, action: Action, example: Callable[[str], str]) -> int:
+    def call(client: AdminClient) -> Migration:
+        name = args.name if args.name is not None else only_migration(client, example)
+        return action(client, name)
+
+    return _run(args, call, format_action)
+
+
 def cmd_status(args: argparse.Namespace) -> int:
-    return _run(args, AdminClient.status, format_json if args.json else format_status)
+    if args.name is None:
+        return _run(args, AdminClient.migrations, format_json if args.json else format_status)
+    return _run(
+        args,
+        lambda client: client.migration(args.name),
+        format_json if args.json else format_migration,
+    )
 
 
-def cmd_pause(args: argparse.Namespace) -> int:
-    return _run(args, AdminClient.pause, format_action)
+def _simple_action(command: str, action: Action) -> Callable[[argparse.Namespace], int]:
+    def handler(args: argparse.Namespace) -> int:
+        return _act(args, action, lambda name: f"cutover {command} {name}")
 
-
-def cmd_resume(args: argparse.Namespace) -> int:
-    return _run(args, AdminClient.resume, format_action)
-
-
-def cmd_promote(args: argparse.Namespace) -> int:
-    return _run(args, AdminClient.promote, format_action)
-
-
-def cmd_restart(args: argparse.Namespace) -> int:
-    return _run(args, AdminClient.restart, format_action)
+    return handler
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
-    return _run(args, lambda client: client.rollback(args.reason), format_action)
+    return _act(
+        args,
+        lambda client, name: client.rollback(name, args.reason),
+        lambda name: f"cutover rollback {name}",
+    )
 
 
 def cmd_set_weight(args: argparse.Namespace) -> int:
-    return _run(args, lambda client: client.set_weight(args.weight), format_action)
+    return _act(
+        args,
+        lambda client, name: client.set_weight(name, args.weight),
+        lambda name: f"cutover set-weight {name} {number(args.weight)}",
+    )
+
+
+def migration_name(text: str) -> str:
+    # The name travels as one path segment: a "/" or a dot segment would address another
+    # resource, and the router's bare 404 would read as "not an admin API".
+    if not text or "/" in text or text in (".", ".."):
+        raise argparse.ArgumentTypeError(f"NAME must be a migration's name, got {text!r}")
+    return text
 
 
 def weight_arg(text: str) -> float:
@@ -118,32 +163,49 @@ def _connection_options() -> argparse.ArgumentParser:
 def add_admin_commands(subparsers: Any) -> None:
     """Register the admin subcommands on the ``cutover`` argparse subparsers."""
     parents = [_connection_options()]
+    name_help = "the migration (default: the only one configured)"
 
-    status = subparsers.add_parser("status", parents=parents, help="show the rollout status")
+    status = subparsers.add_parser(
+        "status", parents=parents, help="show the migrations, or one migration in detail"
+    )
     status.add_argument(
-        "--json", action="store_true", help="print the raw JSON status (default: a summary)"
+        "name", metavar="NAME", nargs="?", type=migration_name,
+        help="show this migration in detail (default: a line per migration)",
+    )  # fmt: skip
+    status.add_argument(
+        "--json", action="store_true", help="print the raw JSON document (default: a summary)"
     )
     status.set_defaults(func=cmd_status)
 
     actions = [
-        ("pause", "pause the rollout at its current weight", cmd_pause),
-        ("resume", "resume a paused rollout", cmd_resume),
-        ("promote", "promote the rollout now", cmd_promote),
-        ("restart", "restart the rollout", cmd_restart),
+        ("pause", "pause a migration's rollout at its current weight", AdminClient.pause),
+        ("resume", "resume a paused rollout", AdminClient.resume),
+        ("promote", "promote a migration's rollout now", AdminClient.promote),
+        ("restart", "restart a migration's rollout", AdminClient.restart),
     ]
-    for name, help_text, handler in actions:
-        subparsers.add_parser(name, parents=parents, help=help_text).set_defaults(func=handler)
+    for command, help_text, action in actions:
+        parser = subparsers.add_parser(command, parents=parents, help=help_text)
+        parser.add_argument("name", metavar="NAME", nargs="?", type=migration_name, help=name_help)
+        parser.set_defaults(func=_simple_action(command, action))
 
     rollback = subparsers.add_parser(
-        "rollback", parents=parents, help="send all traffic back to legacy"
+        "rollback",
+        parents=parents,
+        help="send all of a migration's traffic back to its from backend",
     )
+    rollback.add_argument("name", metavar="NAME", nargs="?", type=migration_name, help=name_help)
     rollback.add_argument(
         "--reason", metavar="TEXT", help="why, recorded in the history (default: none given)"
     )
     rollback.set_defaults(func=cmd_rollback)
 
     set_weight = subparsers.add_parser(
-        "set-weight", parents=parents, help="set the share of traffic sent to new by hand"
+        "set-weight",
+        parents=parents,
+        help="set the share of a migration's traffic sent to its to backend",
     )
+    # With one positional it is N: argparse gives an optional positional before a required
+    # one only what is left over.
+    set_weight.add_argument("name", metavar="NAME", nargs="?", type=migration_name, help=name_help)
     set_weight.add_argument("weight", metavar="N", type=weight_arg, help="percent, 0 to 100")
     set_weight.set_defaults(func=cmd_set_weight)

@@ -1,5 +1,5 @@
-"""What the admin commands print: pure functions from the admin API's rollout status document
-to text. Fields the document lacks print as ``?`` or ``-``."""
+"""What the admin commands print: pure functions from the admin API's migration documents to
+text. Fields a document lacks print as ``?`` or ``-``."""
 
 from __future__ import annotations
 
@@ -9,42 +9,122 @@ from typing import TYPE_CHECKING, Any
 from cutover.vocabulary import Actor, CheckResult
 
 if TYPE_CHECKING:
-    from cutover.cli.client import Status
+    from cutover.cli.client import Migration, Migrations
 
 HISTORY_SHOWN = 5
 # The columns of a check's result and of a transition's actor fit the longest word.
 RESULT_WIDTH = max(len(result) for result in CheckResult)
 ACTOR_WIDTH = max(len(actor) for actor in Actor)
+# Which check's verdict the table shows: the worst, in this order; ties go to the first listed.
+SEVERITY = (CheckResult.FAIL, CheckResult.ERROR, CheckResult.NODATA, CheckResult.PASS)
+TABLE_HEADER = ("NAME", "PHASE", "WEIGHT", "STAGE", "NEXT", "WORST CHECK")
 
 
-def format_status(status: Status) -> str:
-    lines = [
-        f"phase     {status.get('phase', '?')}",
-        f"weight    {number(status.get('weight'))}% to new",
-        f"stage     {stage_line(status)}",
-        f"reason    {status.get('reason') or '-'}",
+def format_status(document: Migrations) -> str:
+    """``cutover status``: a line per migration; with exactly one, its detail below."""
+    migrations = document.get("migrations") or []
+    table = format_table(migrations)
+    if len(migrations) != 1:
+        return table
+    return f"{table}\n\n{format_detail(migrations[0])}"
+
+
+def format_table(migrations: list[Migration]) -> str:
+    if not migrations:
+        return "no migrations configured"
+    rows = [TABLE_HEADER, *(table_row(migration) for migration in migrations)]
+    # Every column but the last is padded to its widest cell; the last is left ragged.
+    widths = [max(len(row[column]) for row in rows) for column in range(len(TABLE_HEADER))]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    )
+
+
+def table_row(migration: Migration) -> tuple[str, ...]:
+    stages = migration.get("stages") or []
+    index = migration.get("stage")
+    if not stages:
+        stage = "-"
+    elif isinstance(index, int) and 0 <= index < len(stages):
+        stage = f"{index + 1}/{len(stages)}"
+    else:
+        stage = f"-/{len(stages)}"
+    next_in = migration.get("next_promotion_in")
+    return (
+        str(migration.get("name", "?")),
+        str(migration.get("phase", "?")),
+        f"{number(migration.get('weight'))}%",
+        stage,
+        "-" if next_in is None else duration(next_in),
+        worst_check(migration.get("checks") or {}),
+    )
+
+
+def worst_check(checks: dict[str, dict[str, Any]]) -> str:
+    """The worst verdict as ``result check value vs threshold``, ``-`` without checks."""
+    if not checks:
+        return "-"
+
+    def severity(item: tuple[str, dict[str, Any]]) -> int:
+        result = item[1].get("result")
+        return SEVERITY.index(result) if result in SEVERITY else len(SEVERITY)
+
+    name, check = min(checks.items(), key=severity)
+    return (
+        f"{check.get('result', '?')} {name} {number(check.get('value'))} "
+        f"vs {number(check.get('threshold'))}"
+    )
+
+
+def format_migration(migration: Migration) -> str:
+    """``cutover status NAME``: which requests and backends, then the detail."""
+    heading = [
+        f"migration {migration.get('name', '?')}",
+        f"match     {match_line(migration.get('match') or {})}",
+        f"backends  {migration.get('from', '?')} -> {migration.get('to', '?')}",
     ]
-    failure = status.get("failure")
+    return "\n".join([*heading, format_detail(migration)])
+
+
+def match_line(match: dict[str, Any]) -> str:
+    methods = match.get("methods")
+    which = ", ".join(methods) if methods else "all methods"
+    return f"{match.get('prefix', '?')} ({which})"
+
+
+def format_detail(migration: Migration) -> str:
+    to = migration.get("to", "?")
+    lines = [
+        f"phase     {migration.get('phase', '?')}",
+        f"weight    {number(migration.get('weight'))}% to {to}",
+        f"stage     {stage_line(migration)}",
+        f"reason    {migration.get('reason') or '-'}",
+    ]
+    failure = migration.get("failure")
     if failure:
         lines.append(f"failure   {failure_line(failure)}")
-    lines.append(f"next      {next_line(status)}")
-    breaker = status.get("breaker")
+    lines.append(f"next      {next_line(migration)}")
+    breaker = migration.get("breaker")
     if breaker:
-        lines.append(f"breaker   {breaker.get('state', '?')} (new)")
-    lines += check_lines(status.get("checks") or {})
-    lines += history_lines(status.get("history") or [])
+        lines.append(f"breaker   {breaker.get('state', '?')} ({to})")
+    lines += check_lines(migration.get("checks") or {})
+    lines += history_lines(migration.get("history") or [])
     return "\n".join(lines)
 
 
-def format_action(status: Status) -> str:
-    """The status after an action: the phase, the weight and why."""
-    line = f"{status.get('phase', '?')}, weight {number(status.get('weight'))}% to new"
-    reason = status.get("reason")
+def format_action(migration: Migration) -> str:
+    """A migration after an action: its name, phase, weight and why."""
+    line = (
+        f"{migration.get('name', '?')}: {migration.get('phase', '?')}, "
+        f"{number(migration.get('weight'))}% to {migration.get('to', '?')}"
+    )
+    reason = migration.get("reason")
     return f"{line}\nreason: {reason}" if reason else line
 
 
-def format_json(status: Status) -> str:
-    return json.dumps(status, indent=2)
+def format_json(document: dict[str, Any]) -> str:
+    return json.dumps(document, indent=2)
 
 
 def number(value: Any) -> str:
@@ -71,9 +151,9 @@ def duration(seconds: float) -> str:
     return " ".join(parts)
 
 
-def stage_line(status: Status) -> str:
-    stages = status.get("stages") or []
-    index = status.get("stage")
+def stage_line(migration: Migration) -> str:
+    stages = migration.get("stages") or []
+    index = migration.get("stage")
     if not stages:
         return "none (no rollout configured)"
     if index is None or not 0 <= index < len(stages):
@@ -93,12 +173,12 @@ def failure_line(failure: dict[str, Any]) -> str:
     return f"{line} ({detail})" if detail else line
 
 
-def next_line(status: Status) -> str:
-    next_in = status.get("next_promotion_in")
+def next_line(migration: Migration) -> str:
+    next_in = migration.get("next_promotion_in")
     line = (
         "no automatic promotion pending" if next_in is None else f"promotion in {duration(next_in)}"
     )
-    healthy_for = status.get("healthy_for")
+    healthy_for = migration.get("healthy_for")
     if healthy_for is not None:
         line += f" (checks passing for {duration(healthy_for)})"
     return line

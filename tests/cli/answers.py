@@ -1,4 +1,5 @@
-"""What the admin API answers, for the CLI's tests: a rollout status document, a problem."""
+"""What the admin API answers, for the CLI's tests: migration documents, the list of them (one
+migration, or several), a problem."""
 
 from __future__ import annotations
 
@@ -6,7 +7,11 @@ from typing import Any
 
 import httpx
 
-STATUS: dict[str, Any] = {
+MIGRATION: dict[str, Any] = {
+    "name": "trade-engine",
+    "match": {"prefix": "/api/v1/backtests/", "methods": ["POST"]},
+    "from": "legacy",
+    "to": "engine-v2",  # not "new": what the CLI prints must come from the document
     "phase": "progressing",
     "weight": 50.0,
     "stage": 1,
@@ -41,7 +46,29 @@ STATUS: dict[str, Any] = {
         }
         for i in range(7)
     ],
+    "breaker": None,
 }
+
+# A second migration, quiet: a manual weight, no rollout, no checks yet.
+STRATEGIES: dict[str, Any] = {
+    **MIGRATION,
+    "name": "strategies",
+    "match": {"prefix": "/api/v1/strategies", "methods": None},
+    "to": "new",
+    "phase": "manual",
+    "weight": 0.0,
+    "stage": None,
+    "stages": [],
+    "reason": None,
+    "failure": None,
+    "healthy_for": None,
+    "next_promotion_in": None,
+    "checks": {},
+    "history": [],
+}
+
+ONE = {"migrations": [MIGRATION]}
+SEVERAL = {"migrations": [MIGRATION, STRATEGIES]}
 
 
 def problem(status: int, detail: str) -> httpx.Response:

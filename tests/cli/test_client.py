@@ -18,7 +18,7 @@ from cutover.cli.client import (
     token_problem,
     url_problem,
 )
-from tests.cli.answers import STATUS, problem
+from tests.cli.answers import MIGRATION, SEVERAL, problem
 
 ADMIN_URL = "http://admin.test"
 TOKEN = "s3cret"
@@ -35,7 +35,11 @@ def client_answering(response: httpx.Response | Exception) -> AdminClient:
     [
         (httpx.ReadTimeout("slow"), "did not answer in time", None),
         (problem(422, "weight must be between 0 and 100"), "weight must be between", 422),
-        (httpx.Response(500, text="oops"), "answered 500 Internal Server Error to PUT /split", 500),
+        (
+            httpx.Response(500, text="oops"),
+            "answered 500 Internal Server Error to PUT /migrations/trade-engine/weight",
+            500,
+        ),
         (httpx.Response(200, text="<html>"), "something other than a JSON object", 200),
         (httpx.Response(200, json=[1, 2]), "something other than a JSON object", 200),
     ],
@@ -44,7 +48,7 @@ def test_client_errors(
     response: httpx.Response | Exception, message: str, status: int | None
 ) -> None:
     with client_answering(response) as client, pytest.raises(AdminError) as error:
-        client.set_weight(50)
+        client.set_weight("trade-engine", 50)
 
     assert message in str(error.value)
     assert error.value.status == status
@@ -52,37 +56,72 @@ def test_client_errors(
 
 def test_client_without_token_sends_no_authorization() -> None:
     router = respx.MockRouter(base_url=ADMIN_URL, assert_all_called=False)
-    route = router.get("/status").respond(json=STATUS)
+    route = router.get("/migrations").respond(json=SEVERAL)
 
     with AdminClient(ADMIN_URL, None, transport=httpx.MockTransport(router.handler)) as client:
-        assert client.status() == STATUS
+        assert client.migrations() == SEVERAL
 
     assert "authorization" not in route.calls.last.request.headers
 
 
+NAME = "trade-engine"
+
+
 @pytest.mark.parametrize(
-    ("method", "call", "path", "body"),
+    ("method", "call", "path", "body", "answer"),
     [
-        ("GET", AdminClient.status, "/status", None),
-        ("POST", AdminClient.pause, "/rollout/pause", None),
-        ("POST", AdminClient.resume, "/rollout/resume", None),
-        ("POST", AdminClient.promote, "/rollout/promote", None),
-        ("POST", AdminClient.restart, "/rollout/restart", None),
-        ("POST", AdminClient.rollback, "/rollout/rollback", None),
-        ("POST", lambda client: client.rollback("why"), "/rollout/rollback", {"reason": "why"}),
-        ("PUT", lambda client: client.set_weight(25.0), "/split", {"weight": 25.0}),
+        ("GET", AdminClient.migrations, "/migrations", None, SEVERAL),
+        ("GET", lambda c: c.migration(NAME), f"/migrations/{NAME}", None, MIGRATION),
+        ("POST", lambda c: c.pause(NAME), f"/migrations/{NAME}/pause", None, MIGRATION),
+        ("POST", lambda c: c.resume(NAME), f"/migrations/{NAME}/resume", None, MIGRATION),
+        ("POST", lambda c: c.promote(NAME), f"/migrations/{NAME}/promote", None, MIGRATION),
+        ("POST", lambda c: c.restart(NAME), f"/migrations/{NAME}/restart", None, MIGRATION),
+        ("POST", lambda c: c.rollback(NAME), f"/migrations/{NAME}/rollback", None, MIGRATION),
+        (
+            "POST",
+            lambda c: c.rollback(NAME, "why"),
+            f"/migrations/{NAME}/rollback",
+            {"reason": "why"},
+            MIGRATION,
+        ),
+        (
+            "PUT",
+            lambda c: c.set_weight(NAME, 25.0),
+            f"/migrations/{NAME}/weight",
+            {"weight": 25.0},
+            MIGRATION,
+        ),
     ],
 )
-def test_each_request(method: str, call, path: str, body: dict | None) -> None:
+def test_each_request(method: str, call, path: str, body: dict | None, answer: dict) -> None:
     router = respx.MockRouter(base_url=ADMIN_URL, assert_all_called=False)
-    route = router.route(method=method, path=path).respond(json=STATUS)
+    route = router.route(method=method, path=path).respond(json=answer)
 
     with AdminClient(ADMIN_URL, TOKEN, transport=httpx.MockTransport(router.handler)) as client:
-        assert call(client) == STATUS
+        assert call(client) == answer
 
     request = route.calls.last.request
     assert request.headers["authorization"] == f"Bearer {TOKEN}"
     assert (json.loads(request.content) if request.content else None) == body
+
+
+@pytest.mark.parametrize(
+    ("name", "raw_path"),
+    [
+        ("a/b", b"/migrations/a%2Fb/pause"),
+        ("x?y#z", b"/migrations/x%3Fy%23z/pause"),
+        ("50% off", b"/migrations/50%25%20off/pause"),
+    ],
+)
+def test_the_name_is_one_quoted_path_segment(name: str, raw_path: bytes) -> None:
+    router = respx.MockRouter(base_url=ADMIN_URL, assert_all_called=False)
+    route = router.route().respond(json=MIGRATION)
+
+    with AdminClient(ADMIN_URL, TOKEN, transport=httpx.MockTransport(router.handler)) as client:
+        client.pause(name)
+
+    request = route.calls.last.request
+    assert (request.url.raw_path, request.url.query) == (raw_path, b"")
 
 
 @pytest.mark.parametrize(
@@ -97,16 +136,63 @@ def test_each_request(method: str, call, path: str, body: dict | None) -> None:
         (httpx.Response(404, text="Not Found"), NotAdminAPI),
         (httpx.Response(501, text="Unsupported method"), NotAdminAPI),
         (httpx.Response(200, json={"status": "ok"}), NotAdminAPI),
-        (httpx.Response(200, json=STATUS, headers={"x-cutover-backend": "legacy"}), NotAdminAPI),
+        (httpx.Response(200, json=SEVERAL, headers={"x-cutover-backend": "legacy"}), NotAdminAPI),
     ],
 )
 def test_each_failure_is_a_specific_admin_error(
     response: httpx.Response | Exception, error: type[AdminError]
 ) -> None:
     with client_answering(response) as client, pytest.raises(AdminError) as raised:
-        client.status()
+        client.migrations()
 
     assert type(raised.value) is error
+
+
+def test_an_unknown_migration_is_refused_with_the_servers_detail() -> None:
+    answer = problem(404, "no migration named 'nope' (configured: trade-engine, strategies)")
+    with client_answering(answer) as client, pytest.raises(AdminRefused) as raised:
+        client.migration("nope")
+
+    assert str(raised.value) == "no migration named 'nope' (configured: trade-engine, strategies)"
+    assert raised.value.status == 404
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        {"status": "ok"},
+        {"migrations": {"trade-engine": MIGRATION}},  # not a list
+        {"migrations": [MIGRATION, {"phase": "manual"}]},  # one without a name
+        {"migrations": [{"name": "x"}]},  # one without a phase
+        {"migrations": ["trade-engine"]},
+    ],
+)
+def test_a_list_that_is_not_of_migrations_is_not_an_admin_api(answer: object) -> None:
+    with (
+        client_answering(httpx.Response(200, json=answer)) as client,
+        pytest.raises(NotAdminAPI) as raised,
+    ):
+        client.migrations()
+
+    assert str(raised.value) == (
+        f"{ADMIN_URL} is not a Cutover admin API: it answered GET /migrations with a JSON "
+        "object that is not a list of migrations"
+    )
+
+
+@pytest.mark.parametrize(
+    "answer", [{"phase": "progressing", "weight": 10}, {"name": "trade-engine"}, SEVERAL]
+)
+def test_a_document_that_is_not_a_migration_is_not_an_admin_api(answer: dict) -> None:
+    with (
+        client_answering(httpx.Response(200, json=answer)) as client,
+        pytest.raises(NotAdminAPI) as raised,
+    ):
+        client.promote("trade-engine")
+
+    assert str(raised.value).endswith(
+        "answered POST /migrations/trade-engine/promote with a JSON object that is not a migration"
+    )
 
 
 def test_a_problem_without_detail_shows_its_title() -> None:
@@ -115,7 +201,7 @@ def test_a_problem_without_detail_shows_its_title() -> None:
         client_answering(httpx.Response(409, json=body)) as client,
         pytest.raises(AdminRefused) as raised,
     ):
-        client.pause()
+        client.pause("trade-engine")
 
     assert (str(raised.value), raised.value.status) == ("Conflict", 409)
 
@@ -123,11 +209,11 @@ def test_a_problem_without_detail_shows_its_title() -> None:
 def test_the_proxy_listener_is_named() -> None:
     answer = httpx.Response(404, json={}, headers={"x-cutover-backend": "new"})
     with client_answering(answer) as client, pytest.raises(NotAdminAPI) as raised:
-        client.promote()
+        client.promote("trade-engine")
 
     assert str(raised.value).startswith(
-        f"{ADMIN_URL} is Cutover's proxy listener, not its admin API (POST /rollout/promote "
-        "went to the new backend)"
+        f"{ADMIN_URL} is Cutover's proxy listener, not its admin API (POST "
+        "/migrations/trade-engine/promote went to the new backend)"
     )
     assert raised.value.status == 404
 

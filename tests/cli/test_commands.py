@@ -1,5 +1,6 @@
 """The admin subcommands (cutover.cli.commands) against a mocked admin API: what each sends,
-prints and exits with. The edge cases of their options are in test_main.py."""
+prints and exits with, with one migration configured and with several. The edge cases of their
+options are in test_main.py."""
 
 from __future__ import annotations
 
@@ -11,12 +12,13 @@ import httpx
 import pytest
 import respx
 
-from cutover.cli.commands import add_admin_commands
-from cutover.cli.render import format_status
-from tests.cli.answers import STATUS, problem
+from cutover.cli.commands import EXIT_FAILED, EXIT_USAGE, add_admin_commands
+from cutover.cli.render import format_migration, format_status
+from tests.cli.answers import MIGRATION, ONE, SEVERAL, STRATEGIES, problem
 
 ADMIN_URL = "http://admin.test"
 TOKEN = "s3cret"
+ACTIONS = ["pause", "resume", "promote", "restart", "rollback"]
 
 
 def run(*argv: str) -> int:
@@ -34,79 +36,220 @@ def admin(monkeypatch: pytest.MonkeyPatch) -> Iterator[respx.MockRouter]:
         yield router
 
 
-def test_status_prints_the_summary(
-    admin: respx.MockRouter, capsys: pytest.CaptureFixture[str]
+# --------------------------------------------------------------------------- status
+
+
+@pytest.mark.parametrize("document", [ONE, SEVERAL])
+def test_status_prints_the_table(
+    admin: respx.MockRouter, capsys: pytest.CaptureFixture[str], document: dict
 ) -> None:
-    admin.get("/status").respond(json=STATUS)
+    admin.get("/migrations").respond(json=document)
 
     assert run("status") == 0
 
-    assert capsys.readouterr().out == format_status(STATUS) + "\n"
+    assert capsys.readouterr().out == format_status(document) + "\n"
 
 
-def test_status_json(admin: respx.MockRouter, capsys: pytest.CaptureFixture[str]) -> None:
-    admin.get("/status").respond(json=STATUS)
+def test_status_of_several_is_a_line_each_without_detail(
+    admin: respx.MockRouter, capsys: pytest.CaptureFixture[str]
+) -> None:
+    admin.get("/migrations").respond(json=SEVERAL)
 
-    assert run("status", "--json") == 0
+    assert run("status") == 0
 
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines] == ["NAME", "trade-engine", "strategies"]
+
+
+def test_status_of_one_migration(
+    admin: respx.MockRouter, capsys: pytest.CaptureFixture[str]
+) -> None:
+    route = admin.get("/migrations/strategies").respond(json=STRATEGIES)
+
+    assert run("status", "strategies") == 0
+
+    assert route.calls.last.request.headers["authorization"] == f"Bearer {TOKEN}"
     out = capsys.readouterr().out
-    assert json.loads(out) == STATUS
-    assert out.startswith('{\n  "phase"')
+    assert out == format_migration(STRATEGIES) + "\n"
+    assert out.startswith("migration strategies\n")
 
 
-@pytest.mark.parametrize("action", ["pause", "resume", "promote", "restart", "rollback"])
-def test_actions_post_with_token(
+@pytest.mark.parametrize(
+    ("argv", "path", "document"),
+    [
+        (["status"], "/migrations", SEVERAL),
+        (["status", "strategies"], "/migrations/strategies", STRATEGIES),
+    ],
+)
+def test_status_json(
+    admin: respx.MockRouter,
+    capsys: pytest.CaptureFixture[str],
+    argv: list[str],
+    path: str,
+    document: dict,
+) -> None:
+    admin.get(path).respond(json=document)
+
+    assert run(*argv, "--json") == 0
+
+    assert json.loads(capsys.readouterr().out) == document
+
+
+def test_status_of_an_unknown_migration_shows_the_servers_detail(
+    admin: respx.MockRouter, capsys: pytest.CaptureFixture[str]
+) -> None:
+    admin.get("/migrations/nope").mock(return_value=problem(404, "no migration named 'nope'"))
+
+    assert run("status", "nope") == EXIT_FAILED
+
+    captured = capsys.readouterr()
+    assert (captured.out, captured.err) == ("", "cutover: no migration named 'nope'\n")
+
+
+# --------------------------------------------------------------------------- actions
+
+
+@pytest.mark.parametrize("action", ACTIONS)
+def test_an_action_on_a_named_migration(
     admin: respx.MockRouter, capsys: pytest.CaptureFixture[str], action: str
 ) -> None:
-    after = {**STATUS, "phase": "paused", "weight": 25.0, "reason": f"{action} by operator"}
-    route = admin.post(f"/rollout/{action}").respond(json=after)
+    listed = admin.get("/migrations").respond(json=SEVERAL)
+    after = {**STRATEGIES, "phase": "paused", "weight": 25.0, "reason": f"{action} by operator"}
+    route = admin.post(f"/migrations/strategies/{action}").respond(json=after)
+
+    assert run(action, "strategies") == 0
+
+    assert route.call_count == 1
+    assert not listed.called  # a name needs no look-up
+    assert route.calls.last.request.headers["authorization"] == f"Bearer {TOKEN}"
+    assert capsys.readouterr().out == (
+        f"strategies: paused, 25% to new\nreason: {action} by operator\n"
+    )
+
+
+@pytest.mark.parametrize("action", ACTIONS)
+def test_an_action_without_a_name_acts_on_the_only_migration(
+    admin: respx.MockRouter, capsys: pytest.CaptureFixture[str], action: str
+) -> None:
+    admin.get("/migrations").respond(json=ONE)
+    route = admin.post(f"/migrations/trade-engine/{action}").respond(json=MIGRATION)
 
     assert run(action) == 0
 
     assert route.call_count == 1
-    assert route.calls.last.request.headers["authorization"] == f"Bearer {TOKEN}"
-    assert capsys.readouterr().out == f"paused, weight 25% to new\nreason: {action} by operator\n"
+    assert capsys.readouterr().out.startswith("trade-engine: progressing, 50% to engine-v2\n")
+
+
+@pytest.mark.parametrize(
+    ("argv", "example"),
+    [
+        (["pause"], "cutover pause trade-engine"),
+        (["restart"], "cutover restart trade-engine"),
+        (["rollback", "--reason", "pager"], "cutover rollback trade-engine"),
+        (["set-weight", "30"], "cutover set-weight trade-engine 30"),
+    ],
+)
+def test_no_name_with_several_migrations_names_them_and_exits_2(
+    admin: respx.MockRouter, capsys: pytest.CaptureFixture[str], argv: list[str], example: str
+) -> None:
+    admin.get("/migrations").respond(json=SEVERAL)
+    acted = admin.route(path__startswith="/migrations/").respond(json=MIGRATION)
+
+    assert run(*argv) == EXIT_USAGE
+
+    assert not acted.called
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == (
+        "cutover: several migrations are configured (trade-engine, strategies): name one, "
+        f"e.g. {example}\n"
+    )
+
+
+def test_no_name_and_no_migrations_exits_2(
+    admin: respx.MockRouter, capsys: pytest.CaptureFixture[str]
+) -> None:
+    admin.get("/migrations").respond(json={"migrations": []})
+
+    assert run("promote") == EXIT_USAGE
+
+    assert capsys.readouterr().err == "cutover: the admin API lists no migrations\n"
+
+
+def test_an_action_on_an_unknown_migration_shows_the_servers_detail(
+    admin: respx.MockRouter, capsys: pytest.CaptureFixture[str]
+) -> None:
+    admin.post("/migrations/nope/pause").mock(return_value=problem(404, "no migration 'nope'"))
+
+    assert run("pause", "nope") == EXIT_FAILED
+
+    assert capsys.readouterr().err == "cutover: no migration 'nope'\n"
 
 
 def test_rollback_sends_reason(admin: respx.MockRouter) -> None:
-    route = admin.post("/rollout/rollback").respond(json=STATUS)
+    route = admin.post("/migrations/trade-engine/rollback").respond(json=MIGRATION)
 
-    assert run("rollback", "--reason", "pager went off") == 0
+    assert run("rollback", "trade-engine", "--reason", "pager went off") == 0
 
     assert json.loads(route.calls.last.request.content) == {"reason": "pager went off"}
 
 
-def test_set_weight(admin: respx.MockRouter, capsys: pytest.CaptureFixture[str]) -> None:
-    route = admin.put("/split").respond(json={**STATUS, "phase": "manual", "weight": 25.0})
+@pytest.mark.parametrize(
+    ("argv", "listing"), [(["strategies", "25"], SEVERAL), (["25"], {"migrations": [STRATEGIES]})]
+)
+def test_set_weight_with_and_without_a_name(
+    admin: respx.MockRouter,
+    capsys: pytest.CaptureFixture[str],
+    argv: list[str],
+    listing: dict,
+) -> None:
+    admin.get("/migrations").respond(json=listing)
+    after = {**STRATEGIES, "weight": 25.0}
+    route = admin.put("/migrations/strategies/weight").respond(json=after)
 
-    assert run("set-weight", "25") == 0
+    assert run("set-weight", *argv) == 0
 
     request = route.calls.last.request
     assert json.loads(request.content) == {"weight": 25.0}
     assert request.headers["authorization"] == f"Bearer {TOKEN}"
-    assert capsys.readouterr().out.startswith("manual, weight 25% to new\n")
+    assert capsys.readouterr().out == "strategies: manual, 25% to new\n"
 
 
-@pytest.mark.parametrize("weight", ["150", "-1", "lots", "nan"])
+@pytest.mark.parametrize("argv", [["150"], ["-1"], ["lots"], ["nan"], ["strategies", "150"]])
 def test_set_weight_rejects_bad_weight_before_any_request(
-    admin: respx.MockRouter, capsys: pytest.CaptureFixture[str], weight: str
+    admin: respx.MockRouter, capsys: pytest.CaptureFixture[str], argv: list[str]
 ) -> None:
-    route = admin.put("/split").respond(json=STATUS)
+    route = admin.route().respond(json=SEVERAL)
 
     with pytest.raises(SystemExit) as exit_info:
-        run("set-weight", "--", weight)
+        run("set-weight", "--", *argv)
 
     assert exit_info.value.code == 2
     assert "weight must be a number from 0 to 100" in capsys.readouterr().err
     assert not route.called
 
 
-def test_url_and_token_options_override_env(
-    admin: respx.MockRouter, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize("name", ["a/b", "..", "."])
+def test_a_name_that_is_not_one_path_segment_is_refused_before_any_request(
+    admin: respx.MockRouter, capsys: pytest.CaptureFixture[str], name: str
 ) -> None:
-    route = admin.route(host="other.test", path="/rollout/pause").respond(json=STATUS)
+    route = admin.route().respond(json=SEVERAL)
 
-    assert run("pause", "--admin-url", "http://other.test", "--token", "t2") == 0
+    with pytest.raises(SystemExit) as exit_info:
+        run("pause", name)
+
+    assert exit_info.value.code == 2
+    assert f"NAME must be a migration's name, got {name!r}" in capsys.readouterr().err
+    assert not route.called
+
+
+# --------------------------------------------------------------------------- connection
+
+
+def test_url_and_token_options_override_env(admin: respx.MockRouter) -> None:
+    route = admin.route(host="other.test", path="/migrations/x/pause").respond(json=MIGRATION)
+
+    assert run("pause", "x", "--admin-url", "http://other.test", "--token", "t2") == 0
 
     assert route.calls.last.request.headers["authorization"] == "Bearer t2"
 
@@ -114,9 +257,9 @@ def test_url_and_token_options_override_env(
 def test_unauthorized_hints_at_token(
     admin: respx.MockRouter, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    admin.get("/status").mock(return_value=problem(401, "bad token"))
+    admin.get("/migrations").mock(return_value=problem(401, "bad token"))
 
-    assert run("status") == 1
+    assert run("status") == EXIT_FAILED
 
     captured = capsys.readouterr()
     assert captured.out == ""
@@ -125,18 +268,30 @@ def test_unauthorized_hints_at_token(
     )
 
 
-def test_conflict_shows_detail(admin: respx.MockRouter, capsys: pytest.CaptureFixture[str]) -> None:
-    admin.post("/rollout/resume").mock(return_value=problem(409, "the rollout is not paused"))
+def test_the_name_look_up_fails_like_any_request(
+    admin: respx.MockRouter, capsys: pytest.CaptureFixture[str]
+) -> None:
+    admin.get("/migrations").mock(return_value=problem(401, "bad token"))
 
-    assert run("resume") == 1
+    assert run("pause") == EXIT_FAILED
+
+    assert "refused the token" in capsys.readouterr().err
+
+
+def test_conflict_shows_detail(admin: respx.MockRouter, capsys: pytest.CaptureFixture[str]) -> None:
+    admin.post("/migrations/strategies/resume").mock(
+        return_value=problem(409, "the rollout is not paused")
+    )
+
+    assert run("resume", "strategies") == EXIT_FAILED
 
     assert capsys.readouterr().err == "cutover: the rollout is not paused\n"
 
 
 def test_connection_refused(admin: respx.MockRouter, capsys: pytest.CaptureFixture[str]) -> None:
-    admin.get("/status").mock(side_effect=httpx.ConnectError("connection refused"))
+    admin.get("/migrations").mock(side_effect=httpx.ConnectError("connection refused"))
 
-    assert run("status") == 1
+    assert run("status") == EXIT_FAILED
 
     err = capsys.readouterr().err
     assert err.startswith(f"cutover: cannot reach the admin API at {ADMIN_URL}: ")
@@ -146,10 +301,10 @@ def test_connection_refused(admin: respx.MockRouter, capsys: pytest.CaptureFixtu
 def test_an_address_that_is_not_an_admin_api_exits_2(
     admin: respx.MockRouter, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    admin.get("/status").respond(404, text="Not Found")
+    admin.get("/migrations").respond(404, text="Not Found")
 
-    assert run("status") == 2
+    assert run("status") == EXIT_USAGE
 
     assert capsys.readouterr().err.startswith(
-        f"cutover: {ADMIN_URL} is not a Cutover admin API: it answered GET /status with 404 "
+        f"cutover: {ADMIN_URL} is not a Cutover admin API: it answered GET /migrations with 404 "
     )

@@ -240,7 +240,7 @@ def test_a_malformed_admin_url_from_the_environment_names_the_variable(
 
 @contextmanager
 def plain_http_server() -> Iterator[str]:
-    """The standard library's file server: 404 for /status, 501 for POST."""
+    """The standard library's file server: 404 for GET /migrations, 501 for POST."""
 
     class Quiet(http.server.SimpleHTTPRequestHandler):
         def log_message(self, *args: Any) -> None:
@@ -251,28 +251,32 @@ def plain_http_server() -> Iterator[str]:
 
 
 @pytest.mark.parametrize(
-    ("command", "request_line", "status"),
-    [("status", "GET /status", 404), ("pause", "POST /rollout/pause", 501)],
+    ("argv", "request_line", "status"),
+    [
+        (["status"], "GET /migrations", 404),
+        (["pause"], "GET /migrations", 404),  # looking for the only migration
+        (["pause", "default"], "POST /migrations/default/pause", 501),
+    ],
 )
 def test_an_admin_command_pointed_at_another_server(
-    command: str, request_line: str, status: int, capsys: pytest.CaptureFixture[str]
+    argv: list[str], request_line: str, status: int, capsys: pytest.CaptureFixture[str]
 ) -> None:
     with plain_http_server() as url:
-        assert main([command, "--admin-url", url]) == 2
+        assert main([*argv, "--admin-url", url]) == 2
     assert one_line(capsys).startswith(
         f"cutover: {url} is not a Cutover admin API: it answered {request_line} with {status} "
     )
 
 
 def test_an_admin_command_pointed_at_a_json_api(capsys: pytest.CaptureFixture[str]) -> None:
-    async def status(request: Any) -> JSONResponse:
+    async def listing(request: Any) -> JSONResponse:
         return JSONResponse({"status": "ok"})
 
-    with serve(Starlette(routes=[Route("/status", status)])) as url:
+    with serve(Starlette(routes=[Route("/migrations", listing)])) as url:
         assert main(["status", "--admin-url", url]) == 2
     assert one_line(capsys) == (
-        f"cutover: {url} is not a Cutover admin API: it answered GET /status with a JSON "
-        "object that is not a rollout status"
+        f"cutover: {url} is not a Cutover admin API: it answered GET /migrations with a JSON "
+        "object that is not a list of migrations"
     )
 
 
@@ -290,17 +294,17 @@ def test_an_admin_command_pointed_at_the_proxy_listener(
                 "legacy": {"url": backend_url},
                 "new": {"url": f"http://127.0.0.1:{free_port()}"},
             },
-            routes=[{"prefix": "/rollout/", "backend": "new"}],
+            routes=[{"prefix": "/migrations/default", "backend": "new"}],
         )
         with serve_config(uvicorn_config(settings, log_level="critical")) as proxy_url:
             assert main(["status", "--admin-url", proxy_url]) == 2
             assert one_line(capsys) == (
                 f"cutover: {proxy_url} is Cutover's proxy listener, not its admin API (GET "
-                "/status went to the legacy backend): use the config's admin.host and "
+                "/migrations went to the legacy backend): use the config's admin.host and "
                 "admin.port (default http://127.0.0.1:9180)"
             )
-            assert main(["promote", "--admin-url", proxy_url]) == 2
-            assert "(POST /rollout/promote went to the new backend)" in one_line(capsys)
+            assert main(["promote", "default", "--admin-url", proxy_url]) == 2
+            assert "(POST /migrations/default/promote went to the new backend)" in one_line(capsys)
 
 
 # --------------------------------------------------------------------------- --version, --help

@@ -1,4 +1,4 @@
-"""What the admin commands print (cutover.cli.render), from status documents alone."""
+"""What the admin commands print (cutover.cli.render), from migration documents alone."""
 
 from __future__ import annotations
 
@@ -7,16 +7,21 @@ import pytest
 from cutover.cli.render import (
     duration,
     format_action,
+    format_detail,
     format_json,
+    format_migration,
     format_status,
+    format_table,
     history_lines,
+    match_line,
     number,
     stage_line,
+    worst_check,
 )
-from tests.cli.answers import STATUS
+from tests.cli.answers import MIGRATION, ONE, SEVERAL, STRATEGIES
 
 QUIET = {
-    **STATUS,
+    **MIGRATION,
     "phase": "manual",
     "stage": None,
     "stages": [],
@@ -28,10 +33,88 @@ QUIET = {
 }
 
 
-def test_status_summary() -> None:
-    out = format_status(STATUS)
+# --------------------------------------------------------------------------- the table
+
+
+def test_a_line_per_migration_in_aligned_columns() -> None:
+    assert format_status(SEVERAL).splitlines() == [
+        "NAME          PHASE        WEIGHT  STAGE  NEXT    WORST CHECK",
+        "trade-engine  progressing  50%     2/3    3m 20s  fail latency 0.91 vs 0.5",
+        "strategies    manual       0%      -      -       -",
+    ]
+
+
+def test_one_migration_is_followed_by_its_detail() -> None:
+    out = format_status(ONE)
+    table, detail = out.split("\n\n")
+    assert table == format_table([MIGRATION])
+    assert detail == format_detail(MIGRATION)
+
+
+def test_no_migrations() -> None:
+    assert format_status({"migrations": []}) == "no migrations configured"
+
+
+def test_stage_column_without_a_current_stage() -> None:
+    lines = format_table([{**MIGRATION, "stage": None}])
+    assert lines.splitlines()[1].split()[3] == "-/3"
+
+
+@pytest.mark.parametrize(
+    ("results", "shown"),
+    [
+        (["pass", "nodata", "error", "fail"], "fail d"),
+        (["pass", "error", "nodata", "error"], "error b"),
+        (["pass", "nodata", "pass", "pass"], "nodata b"),
+        (["pass", "pass", "pass", "pass"], "pass a"),  # a tie: the first listed
+        (["pass", "surprise", "pass", "pass"], "pass a"),  # an unknown result is not worse
+    ],
+)
+def test_the_worst_verdict_is_shown(results: list[str], shown: str) -> None:
+    checks = {
+        name: {"result": result, "value": 2.0, "threshold": 1.5}
+        for name, result in zip("abcd", results, strict=True)
+    }
+    assert worst_check(checks) == f"{shown} 2 vs 1.5"
+
+
+def test_no_checks_is_a_dash() -> None:
+    assert worst_check({}) == "-"
+    assert worst_check({"memory": {"result": "nodata", "value": None}}) == "nodata memory - vs -"
+
+
+# --------------------------------------------------------------------------- one migration
+
+
+def test_migration_detail_is_headed_by_name_match_and_backends() -> None:
+    lines = format_migration(MIGRATION).splitlines()
+    assert lines[:5] == [
+        "migration trade-engine",
+        "match     /api/v1/backtests/ (POST)",
+        "backends  legacy -> engine-v2",
+        "phase     progressing",
+        "weight    50% to engine-v2",
+    ]
+    assert format_migration(MIGRATION).endswith(format_detail(MIGRATION))
+
+
+@pytest.mark.parametrize(
+    ("match", "text"),
+    [
+        ({"prefix": "/api/v1/strategies", "methods": None}, "/api/v1/strategies (all methods)"),
+        ({"prefix": "/", "methods": []}, "/ (all methods)"),
+        ({"prefix": "/x", "methods": ["GET", "POST"]}, "/x (GET, POST)"),
+        ({}, "? (all methods)"),
+    ],
+)
+def test_match_line(match: dict, text: str) -> None:
+    assert match_line(match) == text
+
+
+def test_detail() -> None:
+    out = format_detail(MIGRATION)
     assert "phase     progressing" in out
-    assert "weight    50% to new" in out
+    assert "weight    50% to engine-v2" in out
     assert "stage     2/3 (50%), hold 10m" in out
     assert "reason    stage 1 healthy for 5m" in out
     assert "failure   latency 0.91 vs threshold 0.5 (p95 910ms over 500ms)" in out
@@ -42,10 +125,11 @@ def test_status_summary() -> None:
     assert "history (last 5 of 7)" in out
     assert "2026-11-21T23:51:00Z" not in out
     assert "2026-11-21T23:56:00Z  guard     progressing 6% -> progressing 7%  step 6" in out
+    assert "new" not in out  # the backend is the document's "to"
 
 
-def test_status_without_rollout() -> None:
-    out = format_status(QUIET)
+def test_detail_without_rollout() -> None:
+    out = format_detail(QUIET)
     assert "stage     none (no rollout configured)" in out
     assert "reason    -" in out
     assert "failure" not in out
@@ -53,35 +137,49 @@ def test_status_without_rollout() -> None:
     assert "history   none" in out
 
 
-def test_status_lines_in_order() -> None:
-    out = format_status({**QUIET, "checks": {}, "breaker": {"state": "open"}})
+def test_detail_lines_in_order() -> None:
+    out = format_detail({**QUIET, "checks": {}, "breaker": {"state": "open"}})
     assert out.splitlines() == [
         "phase     manual",
-        "weight    50% to new",
+        "weight    50% to engine-v2",
         "stage     none (no rollout configured)",
         "reason    -",
         "next      no automatic promotion pending",
-        "breaker   open (new)",
+        "breaker   open (engine-v2)",
         "checks    none",
         "history   none",
     ]
 
 
 def test_a_document_missing_fields_still_renders() -> None:
-    out = format_status({})
-    assert out.splitlines()[:2] == ["phase     ?", "weight    -% to new"]
-    assert format_action({}) == "?, weight -% to new"
+    assert format_migration({}).splitlines()[:5] == [
+        "migration ?",
+        "match     ? (all methods)",
+        "backends  ? -> ?",
+        "phase     ?",
+        "weight    -% to ?",
+    ]
+    assert format_action({}) == "?: ?, -% to ?"
+    assert format_table([{}]).splitlines()[1].split() == ["?", "?", "-%", "-", "-", "-"]
+
+
+# --------------------------------------------------------------------------- actions, JSON
 
 
 def test_action() -> None:
-    assert format_action({"phase": "paused", "weight": 25.0}) == "paused, weight 25% to new"
-    assert format_action({"phase": "rolled_back", "weight": 0, "reason": "pager"}) == (
-        "rolled_back, weight 0% to new\nreason: pager"
+    assert format_action({**STRATEGIES, "phase": "paused", "weight": 25.0}) == (
+        "strategies: paused, 25% to new"
+    )
+    assert format_action({**MIGRATION, "phase": "rolled_back", "weight": 0, "reason": "pager"}) == (
+        "trade-engine: rolled_back, 0% to engine-v2\nreason: pager"
     )
 
 
 def test_json_is_indented() -> None:
     assert format_json({"phase": "manual"}) == '{\n  "phase": "manual"\n}'
+
+
+# --------------------------------------------------------------------------- pieces
 
 
 @pytest.mark.parametrize(
@@ -108,6 +206,6 @@ def test_stage_out_of_range() -> None:
 
 
 def test_history_shows_the_last_five() -> None:
-    entries = STATUS["history"]
+    entries = MIGRATION["history"]
     assert history_lines(entries[:5])[0] == "history"
     assert len(history_lines(entries)) == 6
