@@ -18,11 +18,16 @@ $(STAMP): pyproject.toml
 # (a SIGHUP from a closed terminal reaches both, as the whole process group gets it).
 DEMO_ARGS ?=
 
+# Both run config/migrations.yaml: two migrations ramping on their own schedules; demo-rollback
+# faults trade-engine's endpoint only, which rolls back while strategies goes on to promoted.
+# DEMO_CONFIG=config/cutover.yaml runs the single-migration config instead.
+DEMO_CONFIG ?= config/migrations.yaml
+
 demo: $(STAMP)
-	$(BIN)/cutover demo --config config/cutover.yaml $(DEMO_ARGS)
+	$(BIN)/cutover demo --config $(DEMO_CONFIG) $(DEMO_ARGS)
 
 demo-rollback: $(STAMP)
-	$(BIN)/cutover demo --config config/cutover.yaml --fault error-rate $(DEMO_ARGS)
+	$(BIN)/cutover demo --config $(DEMO_CONFIG) --fault error-rate $(DEMO_ARGS)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

@@ -81,19 +81,29 @@ class BacktestService:
             registry=self.registry,
         ).set_function(lambda: faults.leaked_bytes)
 
-    async def execute(self, request: Request) -> Response:
+    async def inject(self, request: Request) -> Response | None:
+        """The configured faults, when they apply to this request's path: the extra latency
+        and the leak, then the injected error's answer (None: serve the request)."""
         faults = self.faults
+        if not faults.config.applies_to(request.url.path):
+            return None
         if faults.config.extra_latency_ms:
             await asyncio.sleep(faults.config.extra_latency_ms / 1000)
         faults.leak()
-        if faults.should_fail():
+        if not faults.should_fail():
+            return None
+        return problem(
+            500,
+            "The request failed because of an injected fault.",
+            type_=INJECTED_FAULT_PROBLEM,
+            title="Injected fault",
+        )
+
+    async def execute(self, request: Request) -> Response:
+        injected = await self.inject(request)
+        if injected is not None:
             self.requests.labels("injected_error").inc()
-            return problem(
-                500,
-                "The request failed because of an injected fault.",
-                type_=INJECTED_FAULT_PROBLEM,
-                title="Injected fault",
-            )
+            return injected
         backtest_id = request.path_params["id"]
         try:
             if len(backtest_id) > MAX_BACKTEST_ID_LENGTH:
@@ -113,10 +123,15 @@ class BacktestService:
         )
         self.duration.labels(spec.strategy).observe(time.perf_counter() - started)
         self.requests.labels("ok").inc()
-        result = faults.skewed(asdict(metrics))
+        result = asdict(metrics)
+        if self.faults.config.applies_to(request.url.path):
+            result = self.faults.skewed(result)
         return JSONResponse({"backtest_id": backtest_id, **result, "engine": engine.ENGINE_NAME})
 
     async def strategies(self, request: Request) -> Response:
+        injected = await self.inject(request)
+        if injected is not None:
+            return injected
         return JSONResponse({"strategies": [spec.as_dict() for spec in STRATEGIES.values()]})
 
     async def healthz(self, request: Request) -> Response:

@@ -1,13 +1,16 @@
 """``cutover demo``: both demo backends, the proxy and a stream of traffic in one terminal,
-showing the rollout ramp 10 → 50 → 100 on a short hold (and, with ``--fault``, the guard
-rolling it back).
+showing each migration ramp (trade-engine 10 → 50 → 100, strategies 25 → 100 with
+config/migrations.yaml) on short holds; with ``--fault``, the guard rolling back the one
+migration whose endpoint the fault is confined to, while the others go on to promoted. It
+ends once every migration is settled.
 
 The three children run in sessions of their own (a Ctrl-C in the terminal reaches only the
 demo), so the demo stops them itself: on Ctrl-C, SIGTERM or SIGHUP it stops the traffic,
 then each child, then removes its temporary directory. Only SIGKILL leaves them behind.
 
 This module starts, watches and stops the processes; the addresses are driver_ports', the
-stop signals driver_signals' and the traffic and its display driver_traffic's.
+proxy's copy of the config driver_config's, the stop signals driver_signals', the traffic
+driver_traffic's and the reading of GET /migrations driver_migrations'.
 """
 
 from __future__ import annotations
@@ -29,27 +32,27 @@ import httpx
 
 from cutover.cli.client import token_problem
 from cutover.config import Settings
+from cutover_demo.new_backend.driver_config import (
+    DEMO_GUARD,
+    DemoConfigError,
+    holds_line,
+    without_carried,
+    write_demo_config,
+)
 from cutover_demo.new_backend.driver_ports import (
     CONFIG_PORTS,
+    Addresses,
     Ports,
     address_overrides,
-    apply_ports,
+    demo_addresses,
     host_port,
     local_url,
     port_is_free,
 )
 from cutover_demo.new_backend.driver_signals import DemoStopped, StopSignals
-from cutover_demo.new_backend.driver_traffic import Traffic, drive
+from cutover_demo.new_backend.driver_traffic import STRATEGIES_PATH, FaultPlan, Traffic, drive
 
 READY_DEADLINE = 30.0
-# A quick guard and hold so the ramp is visible in a minute, applied to the proxy child
-# through CUTOVER_* environment overrides; the config file keeps its production values.
-DEMO_OVERRIDES = {
-    "CUTOVER_ROLLOUT__HOLD": "8",
-    "CUTOVER_GUARD__INTERVAL": "1",
-    "CUTOVER_GUARD__WINDOW": "8",
-    "CUTOVER_GUARD__MIN_REQUESTS": "20",
-}
 
 
 class DemoError(Exception):
@@ -108,14 +111,17 @@ def run_demo(
     fault: str | None = None,
     ports: Ports = CONFIG_PORTS,
 ) -> int:
-    settings = apply_ports(settings, ports)
-    listen = (settings.listen.host, settings.listen.port)
-    admin = (settings.admin.host, settings.admin.port)
+    try:
+        addresses = demo_addresses(settings, ports)
+    except KeyError as exc:
+        print(f"demo: the config has no backend named {exc}: the demo runs its legacy and "
+              "new backends as the backends named legacy and new", file=sys.stderr)  # fmt: skip
+        return 1
     for name, (host, port), option in [
-        ("legacy backend", host_port(settings.backends.legacy.url), "--legacy-port"),
-        ("new backend", host_port(settings.backends.new.url), "--new-port"),
-        ("proxy", listen, "--proxy-port"),
-        ("admin API", admin, "--admin-port"),
+        ("legacy backend", host_port(addresses.legacy_url), "--legacy-port"),
+        ("new backend", host_port(addresses.new_url), "--new-port"),
+        ("proxy", addresses.listen, "--proxy-port"),
+        ("admin API", addresses.admin, "--admin-port"),
     ]:
         if not port_is_free(host, port):
             print(f"demo: port {host}:{port} for the {name} is in use; stop what holds it "
@@ -130,13 +136,13 @@ def run_demo(
     admin_token = given or secrets.token_urlsafe(16)
     with StopSignals() as stop:
         return _run(
-            settings, config_path, stop, admin_token=admin_token, token_made=given is None,
+            addresses, config_path, stop, admin_token=admin_token, token_made=given is None,
             duration=duration, rate=rate, fault=fault,
         )  # fmt: skip
 
 
 def _run(
-    settings: Settings,
+    addresses: Addresses,
     config_path: str,
     stop: StopSignals,
     *,
@@ -147,11 +153,11 @@ def _run(
     fault: str | None,
 ) -> int:
     python = sys.executable
-    legacy_host, legacy_port = host_port(settings.backends.legacy.url)
-    new_host, new_port = host_port(settings.backends.new.url)
+    legacy_host, legacy_port = host_port(addresses.legacy_url)
+    new_host, new_port = host_port(addresses.new_url)
     new_token = secrets.token_urlsafe(16)
-    proxy_url = local_url(settings.listen.host, settings.listen.port)
-    admin_url = local_url(settings.admin.host, settings.admin.port)
+    proxy_url = local_url(*addresses.listen)
+    admin_url = local_url(*addresses.admin)
     with tempfile.TemporaryDirectory(prefix="cutover-demo-") as scratch:
         env = {
             **os.environ,
@@ -159,56 +165,61 @@ def _run(
             "NEW_BACKEND_ADMIN_TOKEN": new_token,
         }
         proxy_env = {
-            **env,
-            **DEMO_OVERRIDES,
-            **address_overrides(settings),
+            **without_carried(env),
+            **DEMO_GUARD,
+            **address_overrides(addresses),
             "CUTOVER_STATE__PATH": str(Path(scratch) / "state.json"),
         }
         try:
+            demo_path, demo_config = write_demo_config(config_path, addresses, Path(scratch))
             with (
                 child([python, "-m", "cutover_demo.legacy_backend", "--host", legacy_host,
                        "--port", str(legacy_port)], env) as legacy,
                 child([python, "-m", "cutover_demo.new_backend", "--host", new_host,
                        "--port", str(new_port)], env) as new,
-                child([python, "-m", "cutover", "run", "--config", config_path,
+                child([python, "-m", "cutover", "run", "--config", str(demo_path),
                        "--log-level", "warning"], proxy_env) as proxy,
             ):  # fmt: skip
                 try:
                     wait_until_ready(
-                        "legacy backend", f"{settings.backends.legacy.url}/healthz", legacy, stop
+                        "legacy backend", f"{addresses.legacy_url}/healthz", legacy, stop
                     )
-                    wait_until_ready(
-                        "new backend", f"{settings.backends.new.url}/healthz", new, stop
-                    )
+                    wait_until_ready("new backend", f"{addresses.new_url}/healthz", new, stop)
                     wait_until_ready("proxy", f"{admin_url}/readyz", proxy, stop)
                 except DemoStopped as exc:
                     print(f"demo: {exc} while starting: stopping", flush=True)
                     return 0
                 print(
                     f"demo: proxy {proxy_url}  admin {admin_url}  legacy "
-                    f"{settings.backends.legacy.url}  new {settings.backends.new.url}"
+                    f"{addresses.legacy_url}  new {addresses.new_url}"
                 )
-                print_admin_access(admin_url, admin_token, token_made)
-                print("demo: the rollout holds each stage for 8 s of passing checks; "
-                      + (f"a {fault} fault goes into new at 50 %; " if fault else "")
-                      + "Ctrl-C stops everything", flush=True)  # fmt: skip
+                names = [m.get("name", "?") for m in demo_config.get("migrations") or []]
+                print_admin_access(admin_url, admin_token, token_made, names)
+                print(holds_line(demo_config))
+                print(f"demo: traffic: POST /api/v1/backtests/{{id}}/execute and GET "
+                      f"{STRATEGIES_PATH} in turn, sticky by X-User-Id; a line per migration "
+                      "when it moves; it ends once every migration is promoted or rolled "
+                      "back; Ctrl-C stops everything", flush=True)  # fmt: skip
                 traffic = Traffic(proxy_url, admin_url, admin_token)
-                total = asyncio.run(
-                    drive(traffic, rate=rate, duration=duration, fault=fault,
-                          new_url=settings.backends.new.url, new_token=new_token, stop=stop)
-                )  # fmt: skip
+                plan = FaultPlan(fault, addresses.new_url, new_token) if fault else None
+                done = asyncio.run(
+                    drive(traffic, rate=rate, duration=duration, fault=plan, stop=stop)
+                )
+                total = dict(traffic.total)
                 if stop.received is not None:
-                    print(f"\ndemo: {stop.received}: stopping; served {dict(total)}", flush=True)
+                    print(f"\ndemo: {stop.received}: stopping; served {total}", flush=True)
                 else:
-                    print(f"demo: done; served {dict(total)}", flush=True)
-        except DemoError as exc:
+                    ended = "every migration settled" if done else "time is up"
+                    print(f"demo: done ({ended}); served {total}", flush=True)
+        except (DemoError, DemoConfigError) as exc:
             print(f"demo: {exc}", file=sys.stderr)
             return 1
     return 0
 
 
-def print_admin_access(admin_url: str, token: str, made: bool) -> None:
-    """How to point the cutover commands of another terminal at this demo."""
+def print_admin_access(admin_url: str, token: str, made: bool, migrations: list[str]) -> None:
+    """How to point the cutover commands of another terminal at this demo (and, with
+    several ``migrations``, how to look at one of them)."""
     if made:
         print(f"demo: admin API token (made for this demo): {token}")
     else:
@@ -218,3 +229,5 @@ def print_admin_access(admin_url: str, token: str, made: bool) -> None:
     if made:
         print(f"    export CUTOVER_ADMIN_TOKEN={shlex.quote(token)}")
     print(f"    {cutover_script()} status", flush=True)
+    if len(migrations) > 1:
+        print(f"    {cutover_script()} status {migrations[0]}", flush=True)

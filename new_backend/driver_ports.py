@@ -1,14 +1,17 @@
 """The ``cutover demo`` driver's addresses: the four listeners, moved to the ports given on
-the command line and handed to the proxy child as CUTOVER_* variables."""
+the command line; the proxy child gets its listeners' ports as CUTOVER_* variables."""
 
 from __future__ import annotations
 
 import socket
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
-from cutover.config import Settings
+if TYPE_CHECKING:
+    from cutover.config import Settings
+    from cutover.config.backends import BackendConfig
 
 
 @dataclass(frozen=True)
@@ -49,36 +52,52 @@ def with_port(url: str, port: int) -> str:
     return urlunsplit(parts._replace(netloc=f"{host}:{port}"))
 
 
-def apply_ports(settings: Settings, ports: Ports) -> Settings:
-    """``settings`` with the demo's four listeners moved to ``ports`` (the new backend's
+@dataclass(frozen=True)
+class Addresses:
+    """Where the demo's four listeners are: the config's, moved to the given ports."""
+
+    legacy_url: str
+    new_url: str
+    new_metrics_url: str | None
+    listen: tuple[str, int]
+    admin: tuple[str, int]
+
+
+def backend(settings: Settings, name: str) -> BackendConfig:
+    """The config's backend ``name``; KeyError when there is none."""
+    backends: Any = settings.backends
+    if isinstance(backends, Mapping):
+        return backends[name]
+    # The config before issue 12: exactly legacy and new, as attributes.
+    if name not in type(backends).model_fields:
+        raise KeyError(name)
+    return getattr(backends, name)
+
+
+def demo_addresses(settings: Settings, ports: Ports) -> Addresses:
+    """The demo's addresses: the config's, each moved to the port given (the new backend's
     metrics_url too, when it is served by the new backend itself)."""
-    backends = settings.backends
-    legacy, new = backends.legacy, backends.new
+    legacy, new = backend(settings, "legacy"), backend(settings, "new")
+    legacy_url, new_url, metrics_url = legacy.url, new.url, new.metrics_url
     if ports.legacy is not None:
-        legacy = legacy.model_copy(update={"url": with_port(legacy.url, ports.legacy)})
+        legacy_url = with_port(legacy_url, ports.legacy)
     if ports.new is not None:
-        update = {"url": with_port(new.url, ports.new)}
-        if new.metrics_url and urlsplit(new.metrics_url).netloc == urlsplit(new.url).netloc:
-            update["metrics_url"] = with_port(new.metrics_url, ports.new)
-        new = new.model_copy(update=update)
-    sections: dict[str, Any] = {
-        "backends": backends.model_copy(update={"legacy": legacy, "new": new})
-    }
-    if ports.proxy is not None:
-        sections["listen"] = settings.listen.model_copy(update={"port": ports.proxy})
-    if ports.admin is not None:
-        sections["admin"] = settings.admin.model_copy(update={"port": ports.admin})
-    return settings.model_copy(update=sections)
+        if metrics_url and urlsplit(metrics_url).netloc == urlsplit(new_url).netloc:
+            metrics_url = with_port(metrics_url, ports.new)
+        new_url = with_port(new_url, ports.new)
+    return Addresses(
+        legacy_url=legacy_url,
+        new_url=new_url,
+        new_metrics_url=metrics_url,
+        listen=(settings.listen.host, settings.listen.port if ports.proxy is None else ports.proxy),
+        admin=(settings.admin.host, settings.admin.port if ports.admin is None else ports.admin),
+    )
 
 
-def address_overrides(settings: Settings) -> dict[str, str]:
-    """CUTOVER_* variables that give the proxy child the demo's addresses."""
-    overrides = {
-        "CUTOVER_LISTEN__PORT": str(settings.listen.port),
-        "CUTOVER_ADMIN__PORT": str(settings.admin.port),
-        "CUTOVER_BACKENDS__LEGACY__URL": settings.backends.legacy.url,
-        "CUTOVER_BACKENDS__NEW__URL": settings.backends.new.url,
+def address_overrides(addresses: Addresses) -> dict[str, str]:
+    """CUTOVER_* variables that give the proxy child the demo's listener ports (the backends'
+    addresses go into the demo's copy of the config: see driver_config)."""
+    return {
+        "CUTOVER_LISTEN__PORT": str(addresses.listen[1]),
+        "CUTOVER_ADMIN__PORT": str(addresses.admin[1]),
     }
-    if settings.backends.new.metrics_url:
-        overrides["CUTOVER_BACKENDS__NEW__METRICS_URL"] = settings.backends.new.metrics_url
-    return overrides

@@ -1,7 +1,7 @@
 import random
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, ValidationError, field_validator
 
 from cutover_demo.new_backend.schemas import FieldError, RequestError
 
@@ -26,6 +26,22 @@ class FaultConfig(BaseModel):
     extra_latency_ms: int = Field(default=0, ge=0, le=60_000)
     leak_kb_per_request: int = Field(default=0, ge=0, le=64 * 1024)
     skew: dict[ResultField, SkewFactor] = Field(default_factory=dict)
+    # Only requests under this path (on segment boundaries, as the gateway matches a
+    # migration's prefix) are faulted; None: every request.
+    path_prefix: str | None = Field(default=None, max_length=1024)
+
+    @field_validator("path_prefix")
+    @classmethod
+    def _absolute(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith("/"):
+            raise ValueError("must start with '/'")
+        return value
+
+    def applies_to(self, path: str) -> bool:
+        prefix = self.path_prefix
+        if prefix is None:
+            return True
+        return path == prefix or path.startswith(prefix if prefix.endswith("/") else prefix + "/")
 
 
 def parse_fault_config(body: bytes) -> FaultConfig:

@@ -18,6 +18,7 @@ from cutover_demo.legacy_backend.app import create_app as create_legacy_app
 from cutover_demo.new_backend import engine as new_engine
 from cutover_demo.new_backend.app import ADMIN_TOKEN_ENV
 from cutover_demo.new_backend.app import create_app as create_new_app
+from cutover_demo.new_backend.faults import FaultConfig
 from cutover_demo.new_backend.schemas import RequestError as LegacyRequestError
 from cutover_demo.new_backend.schemas import RequestError as NewRequestError
 from cutover_demo.new_backend.schemas import count_business_days
@@ -42,6 +43,7 @@ RESULT_FIELDS = (*FLOAT_FIELDS, "total_trades")
 TOKEN = "s3cret-admin-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 EXECUTE = "/api/v1/backtests/bt-1/execute"
+STRATEGIES_PATH = "/api/v1/strategies"
 
 
 def close(a: float, b: float) -> bool:
@@ -364,6 +366,7 @@ def test_faults_off_by_default(new_client: TestClient) -> None:
         "extra_latency_ms": 0,
         "leak_kb_per_request": 0,
         "skew": {},
+        "path_prefix": None,
         "leaked_buffers": 0,
         "leaked_bytes": 0,
     }
@@ -382,6 +385,9 @@ def test_faults_off_by_default(new_client: TestClient) -> None:
         {"skew": {"engine": 0.1}},
         {"skew": {"sharpe_ratio": -2}},
         {"chaos": True},
+        {"path_prefix": "api/v1"},
+        {"path_prefix": ""},
+        {"path_prefix": 1},
         [],
     ],
 )
@@ -401,6 +407,66 @@ def test_error_rate_one_fails_every_execute(new_client: TestClient) -> None:
         assert response.headers["content-type"] == "application/problem+json"
         assert response.json()["status"] == 500
     assert new_client.get("/healthz").status_code == 200
+
+
+def test_error_rate_one_fails_every_strategies_request(new_client: TestClient) -> None:
+    new_client.put("/admin/faults", headers=AUTH, json={"error_rate": 1})
+    response = new_client.get(STRATEGIES_PATH)
+    assert response.status_code == 500
+    assert response.json()["type"] == "urn:cutover:problem:injected-fault"
+
+
+@pytest.mark.parametrize(
+    ("prefix", "faulted", "spared"),
+    [
+        ("/api/v1/backtests/", EXECUTE, STRATEGIES_PATH),
+        ("/api/v1/strategies", STRATEGIES_PATH, EXECUTE),
+        ("/api/v1", EXECUTE, "/healthz"),
+    ],
+)
+def test_a_path_prefix_confines_the_fault_to_the_requests_under_it(
+    new_client: TestClient, prefix: str, faulted: str, spared: str
+) -> None:
+    fault = {"error_rate": 1, "leak_kb_per_request": 1, "path_prefix": prefix}
+    state = new_client.put("/admin/faults", headers=AUTH, json=fault).json()
+    assert state["path_prefix"] == prefix
+    for path, code in [(faulted, 500), (spared, 200), (faulted, 500)]:
+        if path == EXECUTE:
+            response = new_client.post(path, json={"strategy": "momentum"})
+        else:
+            response = new_client.get(path)
+        assert response.status_code == code, path
+    assert new_client.app.state.service.faults.leaked_buffers == 2  # the spared one leaked none
+
+
+def test_a_skew_under_another_prefix_leaves_results_alone(
+    legacy_client: TestClient, new_client: TestClient
+) -> None:
+    body = {"strategy": "sma_crossover", "symbol": "MSFT"}
+    fault = {"skew": {"sharpe_ratio": 0.5}, "path_prefix": "/api/v1/strategies"}
+    new_client.put("/admin/faults", headers=AUTH, json=fault)
+    assert_agree(
+        new_client.post(EXECUTE, json=body).json(), legacy_client.post(EXECUTE, json=body).json()
+    )
+
+
+@pytest.mark.parametrize(
+    ("prefix", "path", "applies"),
+    [
+        ("/api/v1", "/api/v1", True),
+        ("/api/v1", "/api/v1/x", True),
+        ("/api/v1", "/api/v10", False),
+        ("/api/v1", "/api", False),
+        ("/api/v1/backtests/", "/api/v1/backtests/bt-1/execute", True),
+        ("/api/v1/backtests/", "/api/v1/backtests", False),  # as the gateway matches it
+        ("/", "/anything", True),
+        (None, "/anything", True),
+    ],
+)
+def test_a_path_prefix_matches_on_segment_boundaries(
+    prefix: str | None, path: str, applies: bool
+) -> None:
+    assert FaultConfig(path_prefix=prefix).applies_to(path) is applies
 
 
 def test_partial_error_rate_fails_some_requests(new_client: TestClient) -> None:

@@ -9,9 +9,11 @@ import pytest
 from cutover.config import Settings
 from cutover_demo.new_backend.driver_ports import (
     CONFIG_PORTS,
+    Addresses,
     Ports,
     address_overrides,
-    apply_ports,
+    backend,
+    demo_addresses,
     host_port,
     local_url,
     port_is_free,
@@ -30,27 +32,42 @@ def demo_settings(metrics_url: str | None = "http://127.0.0.1:8002/metrics") -> 
 
 
 def test_every_port_moved() -> None:
-    settings = apply_ports(demo_settings(), Ports(legacy=1, new=2, proxy=3, admin=4))
-    assert address_overrides(settings) == {
+    addresses = demo_addresses(demo_settings(), Ports(legacy=1, new=2, proxy=3, admin=4))
+    assert addresses == Addresses(
+        legacy_url="http://127.0.0.1:1",
+        new_url="http://127.0.0.1:2",
+        new_metrics_url="http://127.0.0.1:2/metrics",
+        listen=("127.0.0.1", 3),
+        admin=("127.0.0.1", 4),
+    )
+    assert address_overrides(addresses) == {
         "CUTOVER_LISTEN__PORT": "3",
         "CUTOVER_ADMIN__PORT": "4",
-        "CUTOVER_BACKENDS__LEGACY__URL": "http://127.0.0.1:1",
-        "CUTOVER_BACKENDS__NEW__URL": "http://127.0.0.1:2",
-        "CUTOVER_BACKENDS__NEW__METRICS_URL": "http://127.0.0.1:2/metrics",
     }
 
 
 def test_no_port_given_keeps_the_config() -> None:
     settings = demo_settings()
-    assert apply_ports(settings, CONFIG_PORTS) == settings
+    assert demo_addresses(settings, CONFIG_PORTS) == Addresses(
+        legacy_url="http://127.0.0.1:8001",
+        new_url="http://127.0.0.1:8002",
+        new_metrics_url="http://127.0.0.1:8002/metrics",
+        listen=(settings.listen.host, settings.listen.port),
+        admin=(settings.admin.host, settings.admin.port),
+    )
 
 
 def test_a_metrics_url_served_elsewhere_keeps_its_port() -> None:
-    settings = apply_ports(demo_settings("http://metrics.test:9100/m"), Ports(new=2))
-    assert settings.backends.new.metrics_url == "http://metrics.test:9100/m"
-    assert "CUTOVER_BACKENDS__NEW__METRICS_URL" in address_overrides(settings)
-    bare = apply_ports(demo_settings(None), Ports(new=2))
-    assert "CUTOVER_BACKENDS__NEW__METRICS_URL" not in address_overrides(bare)
+    addresses = demo_addresses(demo_settings("http://metrics.test:9100/m"), Ports(new=2))
+    assert addresses.new_metrics_url == "http://metrics.test:9100/m"
+    assert demo_addresses(demo_settings(None), Ports(new=2)).new_metrics_url is None
+
+
+def test_a_backend_by_name() -> None:
+    settings = demo_settings()
+    assert backend(settings, "new").url == "http://127.0.0.1:8002"
+    with pytest.raises(KeyError):
+        backend(settings, "canary")
 
 
 @pytest.mark.parametrize(
