@@ -5,6 +5,10 @@ rules, proven against promtool and a real Prometheus that scrapes a running Cuto
   ``config/alerts.yml`` goes through ``promtool check rules``; ``config/prometheus.yml``
   through ``promtool check config``; the alerts through ``promtool test rules`` cases.
 - Every metric name those expressions use is exported by a running proxy or backend.
+- Per migration (issue 12): the dashboard has a ``migration`` variable and a row repeated on
+  it; every query on a metric with the migration label filters on ``$migration``, and no
+  aggregation in a panel or a rule drops the label; the promtool cases run two migrations and
+  expect each alert for the migration at fault only.
 - The end-to-end test runs Prometheus (Debian's ``prometheus`` package) as a child process on
   a free port with its own storage in tmp, scraping a proxy whose guard reads Prometheus
   (``guard.source: prometheus``) and both backends every second, while traffic flows. It
@@ -75,29 +79,50 @@ NO_SERIES_IN_E2E = {
 GUARD_WINDOW = 5  # seconds, the stack's guard.window
 
 REQUIRED_PANELS = {
-    "Weight to new": "stat",
-    "Weight to new over time": "timeseries",
-    "Rollout phase": "stat",
-    "Rollout phase over time": "state-timeline",
+    "Weight by migration": "timeseries",
+    "Phase by migration": "state-timeline",
+    "Request rate by migration": "timeseries",
+    "Weight": "stat",
+    "Phase": "stat",
     "Request rate by backend": "timeseries",
     "Error rate by backend": "timeseries",
     "Latency p50 / p95 / p99 by backend": "timeseries",
-    "p95 ratio new / legacy": "timeseries",
-    "Backend resident memory": "timeseries",
+    "p95 ratio to the faster backend": "timeseries",
     "Guard check results": "timeseries",
+    "Rollbacks and promotions": "timeseries",
+    "Backend resident memory": "timeseries",
+    "Shadow mismatch rate": "timeseries",
+    "Circuit breaker by backend": "state-timeline",
     "Config reloads refused": "stat",
     "Scrape targets": "stat",
-    "Shadow mismatch rate": "timeseries",
 }
+# The panels under the row repeated per migration (the rest are about every migration, or
+# about backends and the proxy).
+MIGRATION_ROW_PANELS = (
+    "Weight", "Phase", "Request rate by backend", "Error rate by backend",
+    "Latency p50 / p95 / p99 by backend", "p95 ratio to the faster backend", "Guard check results",
+    "Rollbacks and promotions", "Backend resident memory", "Shadow mismatch rate",
+)  # fmt: skip
 ALERT_NAMES = (
-    "CutoverNewErrorRateHigh",
+    "CutoverErrorRateHigh",
     "CutoverLatencyRatioHigh",
     "CutoverMemoryRatioHigh",
     "CutoverRolledBack",
+    "CutoverMigrationStalled",
     "CutoverGuardSourceErrors",
+    "CutoverBreakerOpen",
     "CutoverProxyDown",
     "CutoverConfigReloadFailed",
 )
+# The sample names whose series carry the migration label (issue 12): every query on them
+# filters by the dashboard's $migration, and no aggregation of them drops the label.
+MIGRATION_METRICS = frozenset({
+    "cutover_requests_total", "cutover_request_duration_seconds_bucket",
+    "cutover_request_duration_seconds_sum", "cutover_request_duration_seconds_count",
+    "cutover_split_weight", "cutover_rollout_phase", "cutover_rollbacks_total",
+    "cutover_promotions_total", "cutover_guard_checks_total",
+    "cutover_guard_baseline_memory_bytes", "cutover_shadow_requests_total",
+})  # fmt: skip
 
 
 # --------------------------------------------------------------------------- binaries
@@ -174,12 +199,14 @@ def constants(dashboard: dict[str, Any]) -> dict[str, str]:
 
 
 def substitute(expr: str, dashboard: dict[str, Any], *, rate_interval: str, range_: str) -> str:
-    """The expression as Grafana sends it: variables replaced (route "All" is ``.*``)."""
+    """The expression as Grafana sends it: variables replaced (route "All" is ``.*``; so is
+    migration here, where Grafana sends every migration's name)."""
     values = {
         "__rate_interval": rate_interval,
         "__interval": rate_interval,
         "__range": range_,
         "route": ".*",
+        "migration": ".*",
         **constants(dashboard),
     }
     expanded = re.sub(
@@ -279,11 +306,21 @@ def test_dashboard_is_a_provisionable_grafana_dashboard() -> None:
     variables = {variable["name"]: variable for variable in dashboard["templating"]["list"]}
     datasource = variables["datasource"]
     assert (datasource["type"], datasource["query"]) == ("datasource", "prometheus")
+    migration = variables["migration"]
+    assert migration["type"] == "query" and migration["multi"] and migration["includeAll"]
+    assert migration["definition"] == "label_values(cutover_split_weight, migration)"
+    # All is every configured migration's name, never a regex that would also take in the
+    # requests outside every migration (migration="none").
+    assert "allValue" not in migration, migration
     route = variables["route"]
     assert route["type"] == "query" and route["includeAll"] and route["allValue"] == ".*"
-    assert route["definition"] == "label_values(cutover_split_weight, route)"
-    assert route["query"]["query"] == route["definition"]
-    assert route["datasource"] == {"type": "prometheus", "uid": "${datasource}"}
+    chained = 'label_values(cutover_requests_total{migration=~"$migration"}, route)'
+    assert route["definition"] == chained
+    names = [variable["name"] for variable in dashboard["templating"]["list"]]
+    assert names.index("migration") < names.index("route"), "route's query uses $migration"
+    for variable in (migration, route):
+        assert variable["query"]["query"] == variable["definition"]
+        assert variable["datasource"] == {"type": "prometheus", "uid": "${datasource}"}
 
     panels = all_panels(dashboard)
     ids = [panel["id"] for panel in panels]
@@ -311,6 +348,99 @@ def test_dashboard_is_a_provisionable_grafana_dashboard() -> None:
         assert annotations[name]["enable"] is True
 
 
+def test_dashboard_repeats_a_row_of_panels_per_migration() -> None:
+    """One row per selected migration: the row repeats on $migration and holds the panels of
+    one migration; nothing but the rows' own panels follows it until the next row."""
+    panels = load_dashboard()["panels"]
+    rows = [i for i, panel in enumerate(panels) if panel["type"] == "row"]
+    repeated = [i for i in rows if panels[i].get("repeat")]
+    assert len(repeated) == 1, [panels[i]["title"] for i in rows]
+    (start,) = repeated
+    row = panels[start]
+    assert row["repeat"] == "migration" and "$migration" in row["title"], row
+    assert not row["collapsed"] and row["panels"] == [], "the repeated panels follow the row"
+    end = min((i for i in rows if i > start), default=len(panels))
+    assert [panel["title"] for panel in panels[start + 1 : end]] == list(MIGRATION_ROW_PANELS)
+    top = panels[start]["gridPos"]["y"] + 1
+    bottom = panels[end]["gridPos"]["y"] if end < len(panels) else None
+    for panel in panels[start + 1 : end]:
+        grid = panel["gridPos"]
+        assert grid["y"] >= top and (bottom is None or grid["y"] + grid["h"] <= bottom), panel
+
+
+_SELECTOR = re.compile(r"(?<![\w:])(?P<name>[A-Za-z_:][A-Za-z0-9_:]*)\s*(?P<matchers>\{[^{}]*\})?")
+_AGGREGATION = re.compile(
+    r"\b(?P<op>sum|min|max|avg|count|group|stddev|stdvar|topk|bottomk|quantile|count_values)"
+    r"\s*(?:(?P<how>by|without)\s*\((?P<labels>[^()]*)\))?\s*\("
+)
+
+
+def balanced(text: str, open_at: int) -> str:
+    """The text inside the parenthesis that opens at ``open_at``."""
+    depth = 0
+    for i in range(open_at, len(text)):
+        depth += {"(": 1, ")": -1}.get(text[i], 0)
+        if depth == 0:
+            return text[open_at + 1 : i]
+    raise AssertionError(f"unbalanced parentheses in {text!r}")
+
+
+def migration_label_problems(expr: str) -> list[str]:
+    """Where an expression aggregates a metric that has the migration label away: an
+    aggregation over one without ``by (..., migration, ...)``."""
+    problems = []
+    for match in _AGGREGATION.finditer(expr):
+        argument = balanced(expr, match.end() - 1)
+        tail = expr[match.end() - 1 + len(argument) + 2 :]
+        trailing = re.match(r"\s*(by|without)\b", tail)
+        assert not trailing, f"put the grouping first, `{match['op']} by (...) (...)`: {expr}"
+        if not metric_names(_STRING.sub('""', argument)) & MIGRATION_METRICS:
+            continue
+        labels = {label.strip() for label in (match["labels"] or "").split(",")}
+        if match["how"] != "by" or "migration" not in labels:
+            problems.append(f"{match.group(0)} ... drops migration")
+    return problems
+
+
+def test_migration_label_checker() -> None:
+    kept = "sum by (migration, backend) (rate(cutover_requests_total[1m]))"
+    assert migration_label_problems(kept) == []
+    assert (
+        migration_label_problems("max by (backend) (cutover_backend_resident_memory_bytes)") == []
+    )
+    assert migration_label_problems("sum(rate(cutover_requests_total[1m]))")
+    assert migration_label_problems("sum by (backend) (rate(cutover_requests_total[1m]))")
+    assert migration_label_problems("max without (migration) (cutover_split_weight)")
+    inner = "histogram_quantile(0.95, sum by (le) (cutover_request_duration_seconds_bucket))"
+    assert migration_label_problems(f"min by (migration) ({inner})")  # the inner sum drops it
+
+
+def test_every_dashboard_query_on_a_migration_metric_is_per_migration() -> None:
+    """Each selector of a metric with the migration label filters on $migration, and no
+    aggregation drops the label: a query shows the selected migrations, each on its own."""
+    dashboard = load_dashboard()
+    checked = 0
+    for query in dashboard_queries(dashboard):
+        # Strings blanked to the same length: names are found outside them, matchers read
+        # from the original at the same place.
+        blank = _STRING.sub(lambda m: '"' + " " * (len(m.group()) - 2) + '"', query.expr)
+        for selector in _SELECTOR.finditer(blank):
+            if selector["name"] not in MIGRATION_METRICS:
+                continue
+            start, end = selector.span("matchers")
+            matchers = query.expr[start:end] if start >= 0 else ""
+            filtered = re.search(r'migration=~"\$migration(\|none)?"', matchers)
+            assert filtered, (query.where, matchers)
+            checked += 1
+        expr = substitute(query.expr, dashboard, rate_interval="1m", range_="1h")
+        assert not migration_label_problems(expr), (query.where, migration_label_problems(expr))
+    assert checked >= 25, checked
+    row_panels = [q for q in dashboard_queries(dashboard) if q.panel in MIGRATION_ROW_PANELS]
+    for query in row_panels:
+        names = metric_names(substitute(query.expr, dashboard, rate_interval="1m", range_="1h"))
+        assert not names or names & MIGRATION_METRICS, f"{query.where} is not about a migration"
+
+
 def panel_exprs(dashboard: dict[str, Any], title: str) -> list[str]:
     return [q.expr for q in dashboard_queries(dashboard) if q.panel == title]
 
@@ -333,7 +463,7 @@ def test_dashboard_draws_the_guards_thresholds() -> None:
         assert float(values[name]) == example["guard"][name], name
 
     assert "vector($max_error_rate)" in panel_exprs(dashboard, "Error rate by backend")
-    assert "vector($max_latency_ratio)" in panel_exprs(dashboard, "p95 ratio new / legacy")
+    assert "vector($max_latency_ratio)" in panel_exprs(dashboard, "p95 ratio to the faster backend")
     assert "vector($max_mismatch_rate)" in panel_exprs(dashboard, "Shadow mismatch rate")
     memory = panel_exprs(dashboard, "Backend resident memory")
     assert any(
@@ -341,9 +471,11 @@ def test_dashboard_draws_the_guards_thresholds() -> None:
     ), memory
     latency = " ".join(panel_exprs(dashboard, "Latency p50 / p95 / p99 by backend"))
     for quantile in ("0.5", "0.95", "0.99"):
-        assert f"histogram_quantile({quantile}, sum by (backend, le)" in latency
+        assert f"histogram_quantile({quantile}, sum by (migration, backend, le)" in latency
+    (ratio, _) = panel_exprs(dashboard, "p95 ratio to the faster backend")
+    assert "/ on (migration) group_left () min by (migration) (histogram_quantile(0.95," in ratio
     (checks,) = panel_exprs(dashboard, "Guard check results")
-    assert "sum by (check, result)" in checks
+    assert "sum by (migration, check, result)" in checks
 
 
 def test_every_dashboard_query_passes_promtool(tmp_path: Path) -> None:
@@ -405,7 +537,7 @@ def test_alert_rules_mirror_the_guard_and_have_runbooks() -> None:
     guard = cutover_config.GuardConfig()
     window = f"[{cutover_config.GuardConfig().window / 60:g}m]"
     error, latency = (
-        rules["CutoverNewErrorRateHigh"]["expr"],
+        rules["CutoverErrorRateHigh"]["expr"],
         rules["CutoverLatencyRatioHigh"]["expr"],
     )
     assert f") > {guard.max_error_rate:g}\n" in error, error
@@ -414,6 +546,33 @@ def test_alert_rules_mirror_the_guard_and_have_runbooks() -> None:
     for expr in (error, latency):
         assert f">= {guard.min_requests}" in expr, expr
         assert set(re.findall(r"\[[^\]]+\]", expr)) == {window}, expr
+
+
+# The rules on metrics without a migration label: the breaker is per backend, the other two
+# about the proxy as a whole.
+NOT_PER_MIGRATION = {"CutoverBreakerOpen", "CutoverProxyDown", "CutoverConfigReloadFailed"}
+
+
+def test_every_alert_on_a_migration_metric_keeps_the_migration_label() -> None:
+    """No aggregation in a rule drops migration, requests outside every migration are left
+    out, and the summary and description name the migration. (promtool test rules below
+    checks the labels each alert really carries.)"""
+    rules = {rule["alert"]: rule for rule in alert_rules()}
+    for name, rule in rules.items():
+        used = metric_names(rule["expr"])
+        assert bool(used & MIGRATION_METRICS) == (name not in NOT_PER_MIGRATION), (name, used)
+        if name in NOT_PER_MIGRATION:
+            continue
+        problems = migration_label_problems(rule["expr"])
+        assert not problems, (name, problems)
+        for key in ("summary", "description"):
+            assert "{{ $labels.migration }}" in rule["annotations"][key], (name, key)
+        if "cutover_requests_total" in used:
+            selectors = rule["expr"].count("cutover_request")
+            assert rule["expr"].count('migration!="none"') == selectors, name
+    breaker = rules["CutoverBreakerOpen"]
+    assert "by (job, instance, backend)" in breaker["expr"]
+    assert "{{ $labels.backend }}" in breaker["annotations"]["summary"]
 
 
 def strip_annotations(rules_text: str) -> str:
@@ -429,10 +588,13 @@ def series(name: str, values: str, **labels: str) -> dict[str, str]:
     return {"series": f"{name}{{{selector}}}", "values": values}
 
 
-def requests(code: str, values: str, backend: str = "new") -> dict[str, str]:
+def requests(
+    code: str, values: str, backend: str = "new", migration: str = "trade-engine"
+) -> dict[str, str]:
     return series(
         "cutover_requests_total",
         values,
+        migration=migration,
         backend=backend,
         code=code,
         route="default",
@@ -441,11 +603,14 @@ def requests(code: str, values: str, backend: str = "new") -> dict[str, str]:
     )
 
 
-def buckets(backend: str, counts: dict[str, str]) -> list[dict[str, str]]:
+def buckets(
+    backend: str, counts: dict[str, str], migration: str = "trade-engine"
+) -> list[dict[str, str]]:
     return [
         series(
             "cutover_request_duration_seconds_bucket",
             values,
+            migration=migration,
             backend=backend,
             route="default",
             le=le,
@@ -454,6 +619,18 @@ def buckets(backend: str, counts: dict[str, str]) -> list[dict[str, str]]:
         )
         for le, values in counts.items()
     ]
+
+
+def checks(check: str, result: str, values: str, migration: str) -> dict[str, str]:
+    return series(
+        "cutover_guard_checks_total",
+        values,
+        migration=migration,
+        check=check,
+        result=result,
+        job="cutover",
+        instance="a",
+    )
 
 
 def expect(alertname: str, at: str, *alerts: dict[str, str]) -> dict[str, Any]:
@@ -466,76 +643,157 @@ def expect(alertname: str, at: str, *alerts: dict[str, str]) -> dict[str, Any]:
 
 def test_alert_rules_fire_on_each_fault_and_not_on_a_healthy_system(tmp_path: Path) -> None:
     """promtool test rules on the production rules (for: and windows as shipped, only the
-    annotations left out): each alert fires on its fault, at its threshold, and not before."""
+    annotations left out): each alert fires on its fault, at its threshold, and not before,
+    for the migration at fault only (two migrations, trade-engine and strategies, both from
+    legacy to new)."""
     instance = {"job": "cutover", "instance": "a"}
     fast = "0+60x40"  # 4 requests/s, sampled every 15 s for 10 minutes
     healthy_latency = {"0.1": fast, "0.5": fast, "+Inf": fast}
+    slow_latency = {"0.1": "0x40", "0.5": fast, "+Inf": fast}  # 0.1-0.5 s
+    trade, strategies = {"migration": "trade-engine"}, {"migration": "strategies"}
     healthy_series = [
-        requests("2xx", fast),
-        requests("2xx", fast, backend="legacy"),
-        *buckets("new", healthy_latency),
-        *buckets("legacy", healthy_latency),
         series("cutover_backend_resident_memory_bytes", "100x40", backend="new", **instance),
-        series("cutover_guard_baseline_memory_bytes", "100x40", backend="new", **instance),
-        series("cutover_rollout_phase", "0x40", phase="rolled_back", **instance),
-        series("cutover_guard_checks_total", "0+4x40", check="memory", result="pass", **instance),
+        series("cutover_breaker_state", "1x40", backend="new", state="closed", **instance),
+        series("cutover_breaker_state", "0x40", backend="new", state="open", **instance),
         series("up", "1x40", **instance),
         series("cutover_config_reload_failures_total", "0x40", **instance),
     ]
-    critical = {"severity": "critical"}
+    for migration in ("trade-engine", "strategies"):
+        healthy_series += [
+            requests("2xx", fast, migration=migration),
+            requests("2xx", fast, backend="legacy", migration=migration),
+            *buckets("new", healthy_latency, migration),
+            *buckets("legacy", healthy_latency, migration),
+            series(
+                "cutover_guard_baseline_memory_bytes",
+                "100x40",
+                backend="new",
+                migration=migration,
+                **instance,
+            ),
+            series(
+                "cutover_rollout_phase",
+                "0x40",
+                phase="rolled_back",
+                migration=migration,
+                **instance,
+            ),
+            series(
+                "cutover_rollout_phase", "0x40", phase="paused", migration=migration, **instance
+            ),
+            checks("memory", "pass", "0+4x40", migration),
+        ]
+    # Requests outside every migration (a route pinned to new) fail and are slow: no guard
+    # judges them, and no alert.
+    healthy_series += [
+        requests("5xx", fast, migration="none"),
+        *buckets("new", slow_latency, "none"),
+        requests("2xx", fast, backend="legacy", migration="none"),
+        *buckets("legacy", healthy_latency, "none"),
+    ]
+    critical, warning = {"severity": "critical"}, {"severity": "warning"}
     tests = [
         {  # healthy: no alert at all
             "interval": "15s",
             "input_series": healthy_series,
             "alert_rule_test": [expect(name, "8m") for name in ALERT_NAMES],
         },
-        {  # 10 % errors: fires after its 1m "for"; 2 % does not
+        {  # 10 % errors on trade-engine's new: fires after its 1m "for", for trade-engine only;
+            # strategies at 2 % and a failing legacy below min_requests do not
             "interval": "15s",
-            "input_series": [requests("2xx", "0+54x40"), requests("5xx", "0+6x40")],
+            "input_series": [
+                requests("2xx", "0+54x40"),
+                requests("5xx", "0+6x40"),
+                requests("2xx", "0+58.8x40", migration="strategies"),
+                requests("5xx", "0+1.2x40", migration="strategies"),
+                requests("2xx", "0+0.9x40", backend="legacy"),
+                requests("5xx", "0+0.1x40", backend="legacy"),
+            ],
             "alert_rule_test": [
-                expect("CutoverNewErrorRateHigh", "1m"),
-                expect("CutoverNewErrorRateHigh", "3m", critical),
+                expect("CutoverErrorRateHigh", "1m"),
+                expect("CutoverErrorRateHigh", "3m", {**trade, "backend": "new", **critical}),
             ],
         },
-        {
+        {  # from (legacy) failing 10 % of strategies' requests: clients see it too
             "interval": "15s",
-            "input_series": [requests("2xx", "0+58.8x40"), requests("5xx", "0+1.2x40")],
-            "alert_rule_test": [expect("CutoverNewErrorRateHigh", "5m")],
+            "input_series": [
+                requests("2xx", "0+54x40", backend="legacy", migration="strategies"),
+                requests("5xx", "0+6x40", backend="legacy", migration="strategies"),
+                requests("2xx", fast, migration="strategies"),
+            ],
+            "alert_rule_test": [
+                expect(
+                    "CutoverErrorRateHigh", "3m", {**strategies, "backend": "legacy", **critical}
+                ),
+            ],
         },
-        {  # 10 % errors of 4 requests a minute: below min_requests, no data, no alert
-            "interval": "15s",
-            "input_series": [requests("2xx", "0+0.9x40"), requests("5xx", "0+0.1x40")],
-            "alert_rule_test": [expect("CutoverNewErrorRateHigh", "5m")],
-        },
-        {  # new's requests take 0.1-0.5 s, legacy's under 0.1 s: p95 ratio about 5
+        {  # trade-engine's new takes 0.1-0.5 s, legacy under 0.1 s: p95 ratio about 5, and
+            # the guard's latency check fails. strategies' legacy is as slow against a faster
+            # new: its guard passes, nothing to say.
             "interval": "15s",
             "input_series": [
                 requests("2xx", fast),
+                requests("2xx", fast, backend="legacy"),
                 *buckets("legacy", healthy_latency),
-                *buckets("new", {"0.1": "0x40", "0.5": fast, "+Inf": fast}),
+                *buckets("new", slow_latency),
+                checks("latency", "fail", "0+4x40", "trade-engine"),
+                requests("2xx", fast, migration="strategies"),
+                requests("2xx", fast, backend="legacy", migration="strategies"),
+                *buckets("legacy", slow_latency, "strategies"),
+                *buckets("new", healthy_latency, "strategies"),
+                checks("latency", "pass", "0+4x40", "strategies"),
             ],
-            "alert_rule_test": [expect("CutoverLatencyRatioHigh", "3m", critical)],
+            "alert_rule_test": [
+                expect("CutoverLatencyRatioHigh", "3m", {**trade, "backend": "new", **critical}),
+            ],
         },
-        {  # memory at 1.5 x the baseline is the limit (passes); above it fires
+        {  # the guard cannot read latency (error) while new is slow: the alert is the backstop
+            "interval": "15s",
+            "input_series": [
+                requests("2xx", fast),
+                requests("2xx", fast, backend="legacy"),
+                *buckets("legacy", healthy_latency),
+                *buckets("new", slow_latency),
+                checks("latency", "error", "0+4x40", "trade-engine"),
+            ],
+            "alert_rule_test": [
+                expect("CutoverLatencyRatioHigh", "1m"),
+                expect("CutoverLatencyRatioHigh", "3m", {**trade, "backend": "new", **critical}),
+            ],
+        },
+        {  # slow, but too few requests to judge (12 a minute, min_requests is 50)
+            "interval": "15s",
+            "input_series": [
+                requests("2xx", "0+3x40"),
+                *buckets("legacy", healthy_latency),
+                *buckets("new", {"0.1": "0x40", "0.5": "0+3x40", "+Inf": "0+3x40"}),
+            ],
+            "alert_rule_test": [expect("CutoverLatencyRatioHigh", "5m")],
+        },
+        {  # two migrations move to new, with different baselines: at 151, trade-engine's
+            # (100) is exceeded, strategies' (140) is not; 1.5 x the baseline is the limit
             "interval": "15s",
             "input_series": [
                 series(
-                    "cutover_backend_resident_memory_bytes",
-                    "150x40",
-                    backend="new",
-                    job="cutover",
-                    instance="a",
+                    "cutover_backend_resident_memory_bytes", "151x40", backend="new", **instance
                 ),
                 series(
                     "cutover_guard_baseline_memory_bytes",
                     "100x40",
                     backend="new",
-                    job="cutover",
-                    instance="a",
+                    **trade,
+                    **instance,
+                ),
+                series(
+                    "cutover_guard_baseline_memory_bytes",
+                    "140x40",
+                    backend="new",
+                    **strategies,
+                    **instance,
                 ),
                 series(
                     "cutover_backend_resident_memory_bytes",
-                    "151x40",
+                    "150x40",
                     backend="new",
                     job="cutover",
                     instance="b",
@@ -544,6 +802,7 @@ def test_alert_rules_fire_on_each_fault_and_not_on_a_healthy_system(tmp_path: Pa
                     "cutover_guard_baseline_memory_bytes",
                     "100x40",
                     backend="new",
+                    **trade,
                     job="cutover",
                     instance="b",
                 ),
@@ -552,45 +811,98 @@ def test_alert_rules_fire_on_each_fault_and_not_on_a_healthy_system(tmp_path: Pa
                 expect(
                     "CutoverMemoryRatioHigh",
                     "3m",
-                    {"backend": "new", "job": "cutover", "instance": "b", **critical},
+                    {**trade, "backend": "new", **instance, **critical},
                 ),
             ],
         },
-        {  # a rollback at 45 s pages at once; the other replica stays quiet
+        {  # trade-engine rolled back at 45 s pages at once; strategies, and trade-engine on
+            # the other replica, stay quiet
             "interval": "15s",
             "input_series": [
-                series("cutover_rollout_phase", "0 0 0 1x37", phase="rolled_back", **instance),
+                series(
+                    "cutover_rollout_phase", "0 0 0 1x37", phase="rolled_back", **trade, **instance
+                ),
+                series(
+                    "cutover_rollout_phase", "0x40", phase="rolled_back", **strategies, **instance
+                ),
                 series(
                     "cutover_rollout_phase",
                     "0x40",
                     phase="rolled_back",
+                    **trade,
                     job="cutover",
                     instance="b",
                 ),
             ],
             "alert_rule_test": [
                 expect("CutoverRolledBack", "30s"),
-                expect("CutoverRolledBack", "45s", {**instance, "severity": "warning"}),
+                expect("CutoverRolledBack", "45s", {**trade, **instance, **warning}),
             ],
         },
-        {  # a guard check erroring on every evaluation: warns after 5 minutes
-            "interval": "15s",
+        {  # paused for a day, and rolled back for a day: each warns once 24 h have passed
+            "interval": "5m",
             "input_series": [
+                series("cutover_rollout_phase", "1x330", phase="paused", **trade, **instance),
                 series(
-                    "cutover_guard_checks_total",
-                    "1+3x40",
-                    check="memory",
-                    result="error",
+                    "cutover_rollout_phase",
+                    "0x23 1x306",
+                    phase="rolled_back",
+                    **strategies,
                     **instance,
                 ),
+            ],
+            "alert_rule_test": [
+                expect("CutoverMigrationStalled", "23h"),
+                expect(
+                    "CutoverMigrationStalled",
+                    "25h",
+                    {**trade, "phase": "paused", **instance, **warning},
+                ),
+                expect(
+                    "CutoverMigrationStalled",
+                    "27h",
+                    {**trade, "phase": "paused", **instance, **warning},
+                    {**strategies, "phase": "rolled_back", **instance, **warning},
+                ),
+            ],
+        },
+        {  # a guard check of strategies erroring on every evaluation: warns after 5 minutes
+            "interval": "15s",
+            "input_series": [
+                checks("memory", "error", "1+3x40", "strategies"),
+                checks("memory", "pass", "1+3x40", "trade-engine"),
             ],
             "alert_rule_test": [
                 expect("CutoverGuardSourceErrors", "4m"),
                 expect(
                     "CutoverGuardSourceErrors",
                     "6m",
-                    {**instance, "check": "memory", "severity": "warning"},
+                    {**strategies, **instance, "check": "memory", **warning},
                 ),
+            ],
+        },
+        {  # new's breaker: open with a half_open probe every minute warns after 2 minutes;
+            # legacy's opened once and closed again does not
+            "interval": "15s",
+            "input_series": [
+                series(
+                    "cutover_breaker_state",
+                    "0 0 0 0 1 1 1 0 1 1 1 0 1 1 1 0 1 1 1 0 1x20",
+                    backend="new",
+                    state="open",
+                    **instance,
+                ),
+                series(
+                    "cutover_breaker_state",
+                    "0 0 0 0 1 0x35",
+                    backend="legacy",
+                    state="open",
+                    **instance,
+                ),
+            ],
+            "alert_rule_test": [
+                expect("CutoverBreakerOpen", "2m"),
+                expect("CutoverBreakerOpen", "4m", {"backend": "new", **instance, **warning}),
             ],
         },
         {  # the proxy stops answering scrapes at 1m: pages a minute later
@@ -613,7 +925,7 @@ def test_alert_rules_fire_on_each_fault_and_not_on_a_healthy_system(tmp_path: Pa
             ],
             "alert_rule_test": [
                 expect("CutoverConfigReloadFailed", "45s"),
-                expect("CutoverConfigReloadFailed", "1m15s", {**instance, "severity": "warning"}),
+                expect("CutoverConfigReloadFailed", "1m15s", {**instance, **warning}),
             ],
         },
     ]
@@ -753,9 +1065,10 @@ class PrometheusServer(Process):
     def active_alerts(self) -> dict[str, str]:
         return {a["labels"]["alertname"]: a["state"] for a in self.api("alerts")["alerts"]}
 
-    def fired_since(self, alertname: str, since: float) -> bool:
+    def fired_since(self, alertname: str, since: float, **labels: str) -> bool:
         seconds = max(1, math.ceil(time.time() - since))
-        selector = f'ALERTS{{alertname="{alertname}",alertstate="firing"}}'
+        matchers = "".join(f',{key}="{value}"' for key, value in labels.items())
+        selector = f'ALERTS{{alertname="{alertname}",alertstate="firing"{matchers}}}'
         return bool(self.query(f"max_over_time({selector}[{seconds}s])"))
 
     def close(self) -> None:
@@ -958,11 +1271,14 @@ def wait_status(stack: Stack, what: str, predicate: Any) -> dict[str, Any]:
         raise AssertionError(f"{exc}\nlast status: {stack.proxy.status()!r}") from None
 
 
-def wait_fired(stack: Stack, prometheus: PrometheusServer, alertname: str, since: float) -> None:
-    """``alertname`` was firing at some evaluation after ``since`` (unix time)."""
+def wait_fired(
+    stack: Stack, prometheus: PrometheusServer, alertname: str, since: float, **labels: str
+) -> None:
+    """``alertname`` (with ``labels``) was firing at some evaluation after ``since`` (unix
+    time)."""
     try:
         wait_until(
-            lambda: prometheus.fired_since(alertname, since),
+            lambda: prometheus.fired_since(alertname, since, **labels),
             DEADLINE,
             f"alert {alertname} to fire",
             *stack.processes,
@@ -1046,18 +1362,22 @@ def test_prometheus_sees_every_fault_and_every_panel_has_data(stack: Stack) -> N
     injected = time.time()
     stack.faults.set(error_rate=0.5)
     rollback_by(stack, "error_rate", guard.max_error_rate)
-    for alertname in ("CutoverNewErrorRateHigh", "CutoverRolledBack"):
+    for alertname in ("CutoverErrorRateHigh", "CutoverRolledBack"):
         wait_fired(stack, prometheus, alertname, injected)
 
-    # 2. new answers 300 ms late.
+    # 2. new answers 300 ms late while the guard cannot read latency (its new_p95 query is
+    # broken): the latency alert, quiet while the guard's check passes, is the backstop.
+    # With the query back, the guard sees the fault through PromQL and rolls back.
     restart_rollout(stack, prometheus)
-    wait_status(
-        stack, "latency passing again", lambda s: s["checks"]["latency"]["result"] == "pass"
-    )
+    blind = json.loads(json.dumps(stack.config))
+    blind["guard"]["prometheus"]["queries"] = {"new_p95": "histogram_quantile(0.95,"}
+    stack.write_config(blind)
+    wait_status(stack, "latency in error", lambda s: s["checks"]["latency"]["result"] == "error")
     injected = time.time()
     stack.faults.set(extra_latency_ms=300)
-    rollback_by(stack, "latency", guard.max_latency_ratio)
     wait_fired(stack, prometheus, "CutoverLatencyRatioHigh", injected)
+    stack.write_config(stack.config)
+    rollback_by(stack, "latency", guard.max_latency_ratio)
 
     # 3. new leaks 2 MiB a request (after `restart` took a new baseline).
     restart_rollout(stack, prometheus)
@@ -1076,7 +1396,7 @@ def test_prometheus_sees_every_fault_and_every_panel_has_data(stack: Stack) -> N
     broken["guard"]["prometheus"]["queries"] = {"new_memory": "max(cutover_backend_resident"}
     injected = time.time()
     stack.write_config(broken)
-    wait_fired(stack, prometheus, "CutoverGuardSourceErrors", injected)
+    wait_fired(stack, prometheus, "CutoverGuardSourceErrors", injected, check="memory")
     assert proxy.metric("cutover_guard_checks_total", check="memory", result="error") > 0
 
     # 5. The proxy dies.
