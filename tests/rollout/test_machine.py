@@ -9,6 +9,7 @@ import pytest
 from cutover.rollout.checks import Verdict
 from cutover.rollout.control import rollout_status
 from cutover.rollout.machine import Rollout
+from cutover.rollout.registry import Migrations
 from cutover.rollout.state import SaveError, StateStore, Writer, write_atomically
 from cutover.rollout.transitions import RolloutError
 from cutover.vocabulary import CheckResult
@@ -49,7 +50,8 @@ def make(
     sections.setdefault("state", {"path": str(tmp_path / "state.json")})
     settings = make_settings(**sections)
     store = StateStore(settings.state.path, writer=writer)
-    return Rollout.restore(settings, store, clock=clock, monotonic=monotonic or clock)
+    migrations = Migrations.restore(settings, store, clock=clock, monotonic=monotonic or clock)
+    return migrations.get("default")
 
 
 def reload(tmp_path: Path, clock: Clock, **sections) -> Rollout:
@@ -70,7 +72,7 @@ async def test_fresh_start_is_progressing_at_the_first_stage(tmp_path, clock) ->
     rollout = make(tmp_path, clock, split={"weight": 0})
     assert (rollout.phase, rollout.weight, rollout.stage()) == ("progressing", 10, 0)
     assert rollout.state.history[0].actor == "startup"
-    assert StateStore(tmp_path / "state.json").load() == rollout.state
+    assert StateStore(tmp_path / "state.json").load() == {"default": rollout.state}
 
 
 async def test_without_stages_the_weight_is_manual(tmp_path, clock) -> None:
@@ -243,7 +245,7 @@ async def test_every_transition_is_saved_and_restored(tmp_path, clock) -> None:
 async def test_listeners_see_every_transition(tmp_path, clock) -> None:
     rollout = make(tmp_path, clock)
     seen = []
-    rollout.listeners.append(lambda t, s: seen.append((t.kind, s.weight)))
+    rollout.listeners.append(lambda _, t, s: seen.append((t.kind, s.weight)))
     await rollout.promote()
     await rollout.rollback()
     assert seen == [("promote", 50), ("rollback", 0)]
@@ -336,7 +338,7 @@ async def test_an_action_that_cannot_be_saved_changes_nothing(
     disk = Disk()
     rollout = make(tmp_path, clock, writer=disk)
     seen = []
-    rollout.listeners.append(lambda t, s: seen.append(t.kind))
+    rollout.listeners.append(lambda _, t, s: seen.append(t.kind))
     path = tmp_path / "state.json"
     before, saved = rollout_status(rollout), path.read_bytes()
     disk.full = True
@@ -349,7 +351,7 @@ async def test_an_action_that_cannot_be_saved_changes_nothing(
     disk.full = False
     await getattr(rollout, action)(*args)
     assert seen == [action]
-    assert StateStore(path).load() == rollout.state
+    assert StateStore(path).load() == {"default": rollout.state}
 
 
 async def test_a_guard_rollback_that_cannot_be_saved_is_tried_again(
@@ -367,7 +369,7 @@ async def test_a_guard_rollback_that_cannot_be_saved_is_tried_again(
     transition = await rollout.evaluate(PASS)
     assert transition is not None and transition.kind == "rollback"
     assert rollout.state.failure["check"] == "error_rate"
-    assert StateStore(tmp_path / "state.json").load() == rollout.state
+    assert StateStore(tmp_path / "state.json").load() == {"default": rollout.state}
     assert await rollout.evaluate(PASS) is None
 
 
@@ -455,9 +457,9 @@ async def test_a_save_under_way_is_applied_even_if_its_caller_is_cancelled(tmp_p
         write_atomically(path, payload)
 
     rollout = make(tmp_path, clock)
-    rollout.store.writer = slow_disk
+    rollout.book.store.writer = slow_disk
     seen = []
-    rollout.listeners.append(lambda t, s: seen.append(t.kind))
+    rollout.listeners.append(lambda _, t, s: seen.append(t.kind))
     pausing = asyncio.ensure_future(rollout.pause())
     while not writing.is_set():
         await asyncio.sleep(0.001)
@@ -471,4 +473,4 @@ async def test_a_save_under_way_is_applied_even_if_its_caller_is_cancelled(tmp_p
         await asyncio.sleep(0.01)
     assert seen == ["pause"]
     assert rollout.phase == "paused"
-    assert StateStore(tmp_path / "state.json").load() == rollout.state
+    assert StateStore(tmp_path / "state.json").load() == {"default": rollout.state}
