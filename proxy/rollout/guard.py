@@ -113,10 +113,11 @@ class Guard:
         async with self._locked():
             await self.migrations.sync()
             for judge in judges:
-                observation = observations.get(judge.name) or Observation()
+                observation = observations.setdefault(judge.name, Observation())
                 self._with_memory(judge, observation, memory)
-                await self.record_baseline(judge, observation)
-                verdicts = judge.judge(observation)
+            await self.record_baselines(judges, observations)
+            for judge in judges:
+                verdicts = judge.judge(observations[judge.name])
                 await judge.rollout.evaluate(
                     verdicts, errors_fail=judge.config.rollback_on_source_error
                 )
@@ -167,27 +168,30 @@ class Guard:
             logger.warning("%s", message)
             self._shared_problem = message
 
-    async def record_baseline(self, judge: Judge, observation: Observation) -> None:
-        """``to``'s memory when the migration (re)started is its memory check's baseline.
-        One that cannot be saved is logged and taken again at the next evaluation."""
-        rollout = judge.rollout
-        state = rollout.state
-        if (
-            judge.memory
-            and state.baseline_memory_bytes is None
-            and observation.new_memory is not None
-            and state.phase != Phase.ROLLED_BACK
-        ):
-            try:
-                await rollout.set_baseline_memory(observation.new_memory)
-            except SaveError as exc:
-                logger.error(
-                    "%s: the memory baseline was not saved, trying again next time: %s",
-                    judge.name, exc,
-                )  # fmt: skip
-        baseline = rollout.state.baseline_memory_bytes
-        if baseline is not None:
-            self.metrics.baseline_memory.labels(judge.name, judge.target).set(baseline)
+    async def record_baselines(self, judges: list[Judge], observations: dict) -> None:
+        """``to``'s memory when a migration (re)started is its memory check's baseline; every
+        baseline missing is saved in one write. One that cannot be saved is logged and taken
+        again at the next evaluation."""
+        missing = {}
+        for judge in judges:
+            state = judge.rollout.state
+            observation = observations.get(judge.name)
+            if (
+                judge.memory
+                and observation is not None
+                and state.baseline_memory_bytes is None
+                and observation.new_memory is not None
+                and state.phase != Phase.ROLLED_BACK
+            ):
+                missing[judge.name] = observation.new_memory
+        try:
+            await self.migrations.set_baselines(missing)
+        except SaveError as exc:
+            logger.error("the memory baselines were not saved, trying again next time: %s", exc)
+        for judge in judges:
+            baseline = judge.rollout.state.baseline_memory_bytes
+            if baseline is not None:
+                self.metrics.baseline_memory.labels(judge.name, judge.target).set(baseline)
 
     async def run(self) -> None:
         while True:

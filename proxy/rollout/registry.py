@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 
 from cutover.config import MigrationConfig, Settings
 from cutover.rollout import transitions
@@ -102,6 +103,21 @@ class Migrations:
         if rollout is None:
             raise UnknownMigration(name, self.names)
         return rollout
+
+    async def set_baselines(self, values: dict[str, float]) -> None:
+        """Save each named migration's memory baseline, all in one write; SaveError (nothing
+        changed) if it cannot be saved."""
+        states = {
+            name: replace(rollout.state, baseline_memory_bytes=values[name],
+                          history=list(rollout.state.history))
+            for name, rollout in self.rollouts.items()
+            if name in values
+        }  # fmt: skip
+        if not states:
+            return
+        await self.book.save_many(states)
+        for name, state in states.items():
+            self.rollouts[name].state = state
 
     # -- keeping in step -----------------------------------------------------------------
 
