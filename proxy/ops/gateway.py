@@ -76,8 +76,10 @@ class Gateway:
 
     def _show_migrations(self) -> None:
         """Every migration's weight into the splitter, its phase and weight into the gauges."""
+        self.metrics.migration_info.clear()  # a reload may have removed or changed some
+        for config in self.settings.migration_list:
+            self.metrics.add_migration(config.name, config.source, config.target)
         for rollout in self.migrations:
-            self.metrics.add_migration(rollout.name)
             self.fanout.on_sync(rollout.name, rollout.state)
 
     def _describe(self, name: str) -> dict[str, Any]:

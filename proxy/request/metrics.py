@@ -62,6 +62,12 @@ class Metrics:
             ["migration"],
             registry=r, multiprocess_mode="mostrecent",
         )  # fmt: skip
+        self.migration_info = Gauge(
+            "cutover_migration_info",
+            "1 for each configured migration, labelled with its from and to backends (join on "
+            "migration to compare a migration's two backends).",
+            ["migration", "from", "to"], registry=r, multiprocess_mode="mostrecent",
+        )  # fmt: skip
         self.rollout_phase = Gauge(
             "cutover_rollout_phase", "1 for a migration's current phase, 0 for the others.",
             ["migration", "phase"], registry=r, multiprocess_mode="mostrecent",
@@ -144,9 +150,10 @@ class Metrics:
         MultiProcessCollector(registry, path=self.multiprocess_dir)
         return generate_latest(registry)
 
-    def add_migration(self, migration: str) -> None:
+    def add_migration(self, migration: str, source: str, target: str) -> None:
         """Every rollback reason and the promotion count exist from the start, so "a rollback
         happened" is a change from 0."""
+        self.migration_info.labels(migration, source, target).set(1)
         for reason in ROLLBACK_REASONS:
             self.rollbacks.labels(migration, reason)
         self.promotions.labels(migration)
