@@ -41,7 +41,8 @@ def test_idempotent_requests_fall_back_to_legacy(upstreams, proxy, failure) -> N
     # The failure still counts against new.
     counted = sum(
         registry(client).get_sample_value(
-            "cutover_requests_total", {"backend": "new", "route": "default", "code": code}
+            "cutover_requests_total",
+            {"migration": "default", "backend": "new", "route": "default", "code": code},
         )
         or 0
         for code in ("error", "5xx")
@@ -109,7 +110,7 @@ def test_an_open_breaker_leaves_a_pinned_route_on_new(upstreams, proxy) -> None:
         fallback={"enabled": False},
     )  # fmt: skip
     assert client.get("/x").status_code == 502  # opens the breaker
-    assert client.app.breaker.state == "open"
+    assert client.app.breakers["new"].state == "open"
     assert client.get("/x").text == "legacy"  # the weighted default route is diverted
     assert client.get("/opted/1").text == "legacy"  # so is a pinned route that opts in
     assert client.get("/reports/1").status_code == 502  # the pin holds
@@ -151,8 +152,9 @@ def test_the_breaker_sends_new_traffic_to_legacy_while_open(upstreams, proxy) ->
     assert statuses == [502, 502, 502] + [200] * 7  # open after 3; the rest go to legacy
     assert new.call_count == 3
     reg = registry(client)
-    assert reg.get_sample_value("cutover_breaker_state", {"state": "open"}) == 1
-    assert reg.get_sample_value("cutover_breaker_transitions_total", {"state": "open"}) == 1
+    opened = {"backend": "new", "state": "open"}
+    assert reg.get_sample_value("cutover_breaker_state", opened) == 1
+    assert reg.get_sample_value("cutover_breaker_transitions_total", opened) == 1
 
 
 def test_the_breaker_closes_after_successful_probes(upstreams, proxy) -> None:
@@ -161,7 +163,7 @@ def test_the_breaker_closes_after_successful_probes(upstreams, proxy) -> None:
     upstreams.get(url__startswith=LEGACY_URL).respond(200, text="legacy")
     client = proxy(split={"weight": 100}, breaker={"failures": 2, "cooldown": 0.05, "probes": 2})
     assert [client.get("/x").text for _ in range(2)] == ["legacy", "legacy"]  # fell back
-    breaker = client.app.breaker
+    breaker = client.app.breakers["new"]
     assert breaker.state == "open"
     client.portal.call(asyncio.sleep, 0.06)
     assert [client.get("/x").text for _ in range(3)] == ["new", "new", "new"]
