@@ -36,7 +36,10 @@ def unknown_setting(name: str) -> str | None:
     Matched without regard to case, as the settings source matches."""
     keys = name[len(ENV_PREFIX) :].lower().split("__")
     model: type[BaseModel] = Settings
+    entry = -1  # the depth of a mapping's key (``backends``' names): any key names an entry
     for depth, key in enumerate(keys):
+        if depth == entry:
+            continue
         fields = model.model_fields
         if key not in fields:
             where = ".".join(keys[:depth]) or "the config"
@@ -49,10 +52,14 @@ def unknown_setting(name: str) -> str | None:
         if depth == len(keys) - 1:
             return None
         annotation = fields[key].annotation
+        if get_origin(annotation) is dict:
+            if depth + 1 == len(keys) - 1:
+                return None  # one entry, as JSON
+            entry, annotation = depth + 1, get_args(annotation)[1]
         section = _section(annotation)
         if section is None:
             path = ".".join(keys[: depth + 1])
-            if get_origin(annotation) is list:
+            if list in (get_origin(annotation), *map(get_origin, get_args(annotation))):
                 whole = ENV_PREFIX + "__".join(keys[: depth + 1]).upper()
                 return f"names no setting ({path} is a list: set {whole} to all of it, as JSON)"
             return f"names no setting ({path} is a value, not a section)"

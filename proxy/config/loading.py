@@ -31,7 +31,8 @@ def validation_problems(exc: ValidationError) -> list[str]:
     """Each of pydantic's errors as ``path.to.field: reason``."""
     problems = []
     for error in exc.errors():
-        loc = ".".join(str(part) for part in error["loc"]) or "config"
+        # A mapping's key is reported as the entry's name plus "[key]": the name says it all.
+        loc = ".".join(str(part) for part in error["loc"] if part != "[key]") or "config"
         message = _FRIENDLY.get(error["type"], error["msg"])
         message = message.removeprefix("Value error, ")
         problems.append(f"{loc}: {message}")

@@ -50,7 +50,7 @@ BODILESS = frozenset({204, 304})
 # Bodies up to this size (by Content-Length) are read whole before sending: one write
 # upstream is cheaper than a streamed payload, and they can be replayed.
 SMALL_BODY = 64 * 1024
-FALLBACK_HEADER = (b"x-cutover-fallback", b"new-failed")
+FALLBACK_HEADER = b"x-cutover-fallback"  # "<to>-failed": new-failed for a migration to new
 
 
 class Forwarder:
@@ -88,8 +88,8 @@ class Forwarder:
             and decision.backend == migration.source
         ):
             extra = extra + migration.deprecation
-        if decision.fallback:
-            extra = [*extra, FALLBACK_HEADER]
+        if decision.fallback and migration is not None:  # only a migration's to falls back
+            extra = [*extra, (FALLBACK_HEADER, migration.target.encode("ascii") + b"-failed")]
         if decision.set_cookie is not None:
             extra = [*extra, (b"set-cookie", decision.set_cookie)]
         return extra

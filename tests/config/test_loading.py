@@ -75,11 +75,35 @@ def test_environment_overrides_the_file(tmp_path: Path, monkeypatch: pytest.Monk
     settings = load_settings(path)
     assert settings.split.weight == 25.5
     assert settings.split.sticky == "client_ip"  # untouched keys keep the file's value
-    assert settings.backends.new.url == "http://c:9"
+    assert settings.backends["new"].url == "http://c:9"
+    assert settings.backends["legacy"].url == "http://a"  # the other backends keep theirs
     monkeypatch.setenv("CUTOVER_SPLIT__WEIGHT", "250")
     with pytest.raises(ConfigError) as info:
         load_settings(path)
     assert info.value.problems == ["split.weight: must be between 0 and 100"]
+
+
+def test_the_environment_overrides_any_named_backend_of_a_config_with_migrations(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "backends:\n"
+        "  legacy: {url: 'http://a'}\n"
+        "  v3: {url: 'http://b', metrics_url: 'http://b/metrics'}\n"
+        "migrations:\n"
+        "  - {name: engine, match: {prefix: /api}, from: legacy, to: v3}\n"
+    )
+    monkeypatch.setenv("CUTOVER_BACKENDS__V3__URL", "http://c:9/")
+    monkeypatch.setenv("CUTOVER_BACKENDS__LEGACY__METRICS_URL", "http://a/metrics")
+    settings = load_settings(path)
+    v3, legacy = settings.backends["v3"], settings.backends["legacy"]
+    assert (v3.url, v3.metrics_url) == ("http://c:9", "http://b/metrics")
+    assert (legacy.url, legacy.metrics_url) == ("http://a", "http://a/metrics")
+    monkeypatch.setenv("CUTOVER_BACKENDS__V3__URL", "ftp://c")
+    with pytest.raises(ConfigError) as info:
+        load_settings(path)
+    assert info.value.problems == ["backends.v3.url: must be an http:// or https:// URL"]
 
 
 def test_unreadable_and_malformed_files(tmp_path: Path) -> None:
@@ -173,6 +197,18 @@ def test_an_unknown_variable_is_reported_without_validating(
     assert found == [
         "CUTOVER_SPLIT__WEIGT: names no setting (split has no 'weigt'); "
         "did you mean CUTOVER_SPLIT__WEIGHT?"
+    ]
+
+
+def test_a_misspelt_backend_variable_is_reported_with_a_guess(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # In lower case (matched without regard to case): the scan of the project's CUTOVER_
+    # names (tests/cli) knows the upper-case misspellings only.
+    monkeypatch.setenv("cutover_backends__new__urll", "http://c:9")
+    assert problems({"backends": BACKENDS}) == [
+        "cutover_backends__new__urll: names no setting (backends.new has no 'urll'); "
+        "did you mean CUTOVER_BACKENDS__NEW__URL?"
     ]
 
 

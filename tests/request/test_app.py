@@ -12,6 +12,7 @@ import respx
 
 from cutover.request.app import refuse, run_lifespan
 from tests.conftest import LEGACY_URL, NEW_URL
+from tests.request import V3_URL, two_migrations
 
 DEPRECATION = {
     "deprecated_at": "2026-12-01T00:00:00Z",
@@ -317,3 +318,68 @@ def test_a_failed_startup_is_reported_and_ends_the_lifespan() -> None:
     ran, sent = lifespan("startup", fail=True)
     assert ran == ["startup"]
     assert sent == [{"type": "lifespan.startup.failed", "message": "no port"}]
+
+
+# Two migrations over three backends (tests.request.two_migrations): engine legacy -> new,
+# strategies new -> v3.
+
+ENGINE_PATH, STRATEGIES_PATH = "/api/v1/backtests/7", "/api/v1/strategies/3"
+DEPRECATION_HEADERS = {"deprecation", "sunset", "link", "x-api-deprecation", "x-api-sunset"}
+
+
+def three(upstreams: respx.MockRouter) -> None:
+    for name, url in (("legacy", LEGACY_URL), ("new", NEW_URL), ("v3", V3_URL)):
+        upstreams.route(url__startswith=url).respond(200, text=name)
+
+
+def test_each_migrations_answers_from_its_from_carry_its_own_deprecation(upstreams, proxy) -> None:
+    three(upstreams)
+    client = proxy(**two_migrations(engine=0, strategies=0))
+    engine = client.get(ENGINE_PATH)
+    assert engine.text == "legacy"
+    assert engine.headers["deprecation"] == "@1796083200"  # 2026-12-01
+    assert engine.headers["sunset"] == "Tue, 01 Jun 2027 00:00:00 GMT"
+    assert engine.headers.get_list("link") == [
+        '<https://example.com/engine>; rel="deprecation"',
+        '<https://example.com/engine>; rel="sunset"',
+    ]
+    strategies = client.get(STRATEGIES_PATH)
+    assert strategies.text == "new"  # strategies' from
+    assert strategies.headers["deprecation"] == "@1798761600"  # 2027-01-01
+    assert strategies.headers.get_list("link") == [
+        '<https://example.com/strategies>; rel="deprecation"'
+    ]
+    assert "sunset" not in strategies.headers  # engine's sunset is engine's only
+    # new is engine's to: its answers there carry nothing; legacy is not strategies' from.
+    for path, backend in [(ENGINE_PATH, "new"), (STRATEGIES_PATH, "v3"),
+                          (STRATEGIES_PATH, "legacy"), ("/health", "legacy")]:  # fmt: skip
+        response = client.get(path, headers={"X-Cutover-Backend": backend})
+        assert response.text == backend
+        assert not DEPRECATION_HEADERS & set(response.headers), (path, backend)
+    # Outside every migration (default_backend): no migration deprecates it.
+    outside = client.get("/health")
+    assert outside.text == "legacy" and "deprecation" not in outside.headers
+
+
+def test_requests_are_counted_by_migration(upstreams, proxy) -> None:
+    three(upstreams)
+    client = proxy(
+        **two_migrations(engine=100, strategies=0),
+        routes=[{"prefix": "/api/v1/backtests/pinned", "backend": "legacy"}],
+    )
+    for path in (ENGINE_PATH, ENGINE_PATH, STRATEGIES_PATH, "/health",
+                 "/api/v1/backtests/pinned/1"):  # fmt: skip
+        assert client.get(path).status_code == 200
+    registry = client.app.metrics.registry
+
+    def counted(migration: str, backend: str, route: str = "default") -> float | None:
+        labels = {"migration": migration, "backend": backend, "route": route, "code": "2xx"}
+        return registry.get_sample_value("cutover_requests_total", labels)
+
+    assert counted("engine", "new") == 2
+    assert counted("strategies", "new") == 1
+    assert counted("none", "legacy") == 1  # /health: under no migration
+    assert counted("none", "legacy", "/api/v1/backtests/pinned") == 1  # a pin: not the rollout's
+    assert counted("engine", "legacy") is None
+    duration = {"migration": "strategies", "backend": "new", "route": "default"}
+    assert registry.get_sample_value("cutover_request_duration_seconds_count", duration) == 1

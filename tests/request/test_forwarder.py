@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 
 import httpx
 import pytest
 
 from tests.conftest import LEGACY_URL, NEW_URL
+from tests.request import V3_URL, two_migrations
 
 
 def registry(client):
@@ -41,7 +43,8 @@ def test_idempotent_requests_fall_back_to_legacy(upstreams, proxy, failure) -> N
     # The failure still counts against new.
     counted = sum(
         registry(client).get_sample_value(
-            "cutover_requests_total", {"backend": "new", "route": "default", "code": code}
+            "cutover_requests_total",
+            {"migration": "default", "backend": "new", "route": "default", "code": code},
         )
         or 0
         for code in ("error", "5xx")
@@ -109,7 +112,7 @@ def test_an_open_breaker_leaves_a_pinned_route_on_new(upstreams, proxy) -> None:
         fallback={"enabled": False},
     )  # fmt: skip
     assert client.get("/x").status_code == 502  # opens the breaker
-    assert client.app.breaker.state == "open"
+    assert client.app.breakers["new"].state == "open"
     assert client.get("/x").text == "legacy"  # the weighted default route is diverted
     assert client.get("/opted/1").text == "legacy"  # so is a pinned route that opts in
     assert client.get("/reports/1").status_code == 502  # the pin holds
@@ -151,8 +154,9 @@ def test_the_breaker_sends_new_traffic_to_legacy_while_open(upstreams, proxy) ->
     assert statuses == [502, 502, 502] + [200] * 7  # open after 3; the rest go to legacy
     assert new.call_count == 3
     reg = registry(client)
-    assert reg.get_sample_value("cutover_breaker_state", {"state": "open"}) == 1
-    assert reg.get_sample_value("cutover_breaker_transitions_total", {"state": "open"}) == 1
+    opened = {"backend": "new", "state": "open"}
+    assert reg.get_sample_value("cutover_breaker_state", opened) == 1
+    assert reg.get_sample_value("cutover_breaker_transitions_total", opened) == 1
 
 
 def test_the_breaker_closes_after_successful_probes(upstreams, proxy) -> None:
@@ -161,7 +165,7 @@ def test_the_breaker_closes_after_successful_probes(upstreams, proxy) -> None:
     upstreams.get(url__startswith=LEGACY_URL).respond(200, text="legacy")
     client = proxy(split={"weight": 100}, breaker={"failures": 2, "cooldown": 0.05, "probes": 2})
     assert [client.get("/x").text for _ in range(2)] == ["legacy", "legacy"]  # fell back
-    breaker = client.app.breaker
+    breaker = client.app.breakers["new"]
     assert breaker.state == "open"
     client.portal.call(asyncio.sleep, 0.06)
     assert [client.get("/x").text for _ in range(3)] == ["new", "new", "new"]
@@ -237,3 +241,108 @@ def test_total_timeout_gives_504(upstreams, proxy) -> None:
     response = proxy(timeouts={"total": 0.1}).get("/x")
     assert response.status_code == 504
     assert "timeout" in response.json()["type"]
+
+
+# Two migrations over three backends (tests.request.two_migrations): engine legacy -> new,
+# strategies new -> v3. Each falls back to, and is diverted by its breaker to, its own from.
+
+ENGINE_PATH, STRATEGIES_PATH = "/api/v1/backtests/7", "/api/v1/strategies/3"
+
+
+def test_each_migration_falls_back_to_its_own_from(upstreams, proxy) -> None:
+    upstreams.get(url__startswith=NEW_URL + "/api/v1/backtests").mock(
+        side_effect=httpx.ConnectError("refused")
+    )
+    new = upstreams.get(url__startswith=NEW_URL).respond(200, text="new")
+    upstreams.get(url__startswith=V3_URL).respond(503)
+    legacy = upstreams.get(url__startswith=LEGACY_URL).respond(200, text="legacy")
+    client = proxy(**two_migrations(engine=100, strategies=100), breaker={"enabled": False})
+    engine = client.get(ENGINE_PATH)
+    assert (engine.text, engine.headers["x-cutover-backend"]) == ("legacy", "legacy")
+    assert engine.headers["x-cutover-fallback"] == "new-failed"
+    strategies = client.get(STRATEGIES_PATH)
+    assert (strategies.text, strategies.headers["x-cutover-backend"]) == ("new", "new")
+    assert strategies.headers["x-cutover-fallback"] == "v3-failed"
+    assert (legacy.call_count, new.call_count) == (1, 1)  # neither went to the other's from
+    # A fallback answer comes from the migration's from: it carries that migration's
+    # deprecation, not the other's.
+    assert strategies.headers["deprecation"] == "@1798761600"
+    assert engine.headers["deprecation"] == "@1796083200"
+    failed = {"migration": "strategies", "backend": "v3", "route": "default", "code": "5xx"}
+    assert registry(client).get_sample_value("cutover_requests_total", failed) == 1
+
+
+def test_a_breaker_per_backend_diverts_only_the_migration_moving_to_it(upstreams, proxy) -> None:
+    upstreams.get(url__startswith=NEW_URL + "/api/v1/backtests").mock(
+        side_effect=httpx.ConnectError("down")
+    )
+    new = upstreams.get(url__startswith=NEW_URL).respond(200, text="new")
+    v3 = upstreams.get(url__startswith=V3_URL).respond(200, text="v3")
+    upstreams.get(url__startswith=LEGACY_URL).respond(200, text="legacy")
+    client = proxy(
+        **two_migrations(engine=100, strategies=0),
+        breaker={"failures": 2, "cooldown": 60}, fallback={"enabled": False},
+    )  # fmt: skip
+    breakers = client.app.breakers
+    assert set(breakers) == {"new", "v3"}  # in front of each migration's to
+    assert [client.get(ENGINE_PATH).status_code for _ in range(2)] == [502, 502]
+    assert (breakers["new"].state, breakers["v3"].state) == ("open", "closed")
+    diverted = client.get(ENGINE_PATH)
+    assert (diverted.text, diverted.headers["x-cutover-backend"]) == ("legacy", "legacy")
+    # new is strategies' from: the open breaker in front of new as engine's to does not
+    # divert strategies' requests away from it.
+    assert [client.get(STRATEGIES_PATH).text for _ in range(3)] == ["new"] * 3
+    assert (new.call_count, v3.call_count) == (3, 0)
+    reg = registry(client)
+    for backend, state in (("new", "open"), ("v3", "closed")):
+        labels = {"backend": backend, "state": state}
+        assert reg.get_sample_value("cutover_breaker_state", labels) == 1, backend
+    transitions = {"backend": "v3", "state": "open"}
+    assert reg.get_sample_value("cutover_breaker_transitions_total", transitions) is None
+
+
+def test_an_open_breaker_on_v3_sends_strategies_to_new(upstreams, proxy) -> None:
+    v3 = upstreams.get(url__startswith=V3_URL).mock(side_effect=httpx.ConnectError("down"))
+    upstreams.get(url__startswith=NEW_URL).respond(200, text="new")
+    upstreams.get(url__startswith=LEGACY_URL).respond(200, text="legacy")
+    client = proxy(
+        **two_migrations(engine=100, strategies=100),
+        breaker={"failures": 1, "cooldown": 60}, fallback={"enabled": False},
+    )  # fmt: skip
+    assert client.get(STRATEGIES_PATH).status_code == 502  # opens v3's breaker
+    assert [client.get(STRATEGIES_PATH).text for _ in range(3)] == ["new"] * 3
+    assert client.get(ENGINE_PATH).text == "new"  # engine's to is new: its breaker is closed
+    assert v3.call_count == 1
+    assert client.app.breakers["new"].state == "closed"
+
+
+def test_the_mirror_goes_to_the_migrations_other_backend(upstreams, proxy, tmp_path) -> None:
+    served = {
+        name: upstreams.get(url__startswith=url).respond(200, json={"ok": True})
+        for name, url in (("legacy", LEGACY_URL), ("new", NEW_URL), ("v3", V3_URL))
+    }
+    client = proxy(
+        **two_migrations(engine=0, strategies=0, engine_shadow={"sample": 1.0},
+                         strategies_shadow={"sample": 1.0}),
+        shadow={"log_path": str(tmp_path / "shadow.jsonl")},
+    )  # fmt: skip
+    assert client.get(ENGINE_PATH).headers["x-cutover-backend"] == "legacy"
+    assert client.get(STRATEGIES_PATH).headers["x-cutover-backend"] == "new"
+    reg = registry(client)
+
+    def matched(migration: str) -> float:
+        labels = {"migration": migration, "route": "default", "result": "match"}
+        return reg.get_sample_value("cutover_shadow_requests_total", labels) or 0
+
+    deadline = time.monotonic() + 5
+    while (matched("engine"), matched("strategies")) != (1, 1):
+        assert time.monotonic() < deadline, "the mirrored requests were never compared"
+        client.portal.call(asyncio.sleep, 0.01)
+    # engine's request (served by legacy) was mirrored to new, strategies' (served by new)
+    # to v3: each to its own migration's other backend, no more.
+    calls = {name: sorted(c.request.url.path for c in r.calls) for name, r in served.items()}
+    assert calls == {
+        "legacy": [ENGINE_PATH],
+        "new": sorted([ENGINE_PATH, STRATEGIES_PATH]),
+        "v3": [STRATEGIES_PATH],
+    }

@@ -11,7 +11,7 @@ import pytest
 
 from cutover.request.metrics import Metrics
 from cutover.request.mirror import DualRun, Mirror, mirror_for
-from cutover.request.splitter import Decision
+from cutover.request.splitter import Decision, MigrationRule
 from cutover.shadow.mirror import Shadower
 from cutover.vocabulary import ShadowResult
 from tests.conftest import make_settings
@@ -21,12 +21,14 @@ SETTINGS = make_settings(
     shadow={"max_body": 10, "max_response_body": 8},
 )
 RULE = SETTINGS.routes[0].shadow
-BASE_URLS = {"legacy": "http://legacy.test", "new": "http://new.test"}
+BASE_URLS = {"legacy": "http://legacy.test", "new": "http://new.test", "v3": "http://v3.test"}
+DEFAULT = MigrationRule.from_config(SETTINGS.migration_list[0])
 SCOPE = {"method": "GET", "path": "/api/x", "raw_path": b"/api/x", "query_string": b"q=1"}
 
 
 def mirror(cap: int = 8) -> Mirror:
     return Mirror(
+        migration="default",
         route="/api/",
         rule=RULE,
         method="GET",
@@ -99,8 +101,8 @@ class FakeDualRun:
     def sampled(self, rule, method: str) -> bool:
         return self.draw
 
-    def record(self, route: str, result: ShadowResult) -> None:
-        self.recorded.append((route, result))
+    def record(self, migration: str, route: str, result: ShadowResult) -> None:
+        self.recorded.append((migration, route, result))
 
     def start(self, mirror: Mirror) -> bool:
         return True
@@ -112,8 +114,9 @@ class FakeDualRun:
         pass
 
 
-def decision(backend: str = "legacy") -> Decision:
-    return Decision(backend, "/api/", "weight", True, shadow=RULE)  # type: ignore[arg-type]
+def decision(backend: str = "legacy", migration: MigrationRule | None = DEFAULT) -> Decision:
+    label = "none" if migration is None else migration.name
+    return Decision(backend, "/api/", "weight", migration, label, True, shadow=RULE)
 
 
 @pytest.mark.parametrize(("primary", "shadow"), [("legacy", "new"), ("new", "legacy")])
@@ -127,6 +130,7 @@ def test_a_sampled_request_is_mirrored_to_the_other_backend(primary: str, shadow
     assert (m.primary_backend, m.shadow_backend) == (primary, shadow)
     assert m.shadow_url == f"http://{shadow}.test/api/x?q=1"
     assert (m.route, m.method, m.path, m.query) == ("/api/", "GET", "/api/x", "q=1")
+    assert m.migration == "default"
     assert m.headers == [(b"accept", b"*/*")] and m.body is None
 
 
@@ -146,7 +150,35 @@ def test_a_body_too_big_or_unknown_to_replay_is_counted_dropped(length: int | No
         return mirror_for(dual_run, SCOPE, decision(), [], length, True, BASE_URLS)
 
     assert run(main) is None
-    assert dual_run.recorded == [("/api/", ShadowResult.DROPPED)]
+    assert dual_run.recorded == [("default", "/api/", ShadowResult.DROPPED)]
+
+
+def test_the_mirror_goes_to_the_migrations_other_backend() -> None:
+    settings = make_settings(
+        backends={"v3": {"url": "http://v3.test"}},
+        migrations=[{"name": "engine", "match": {"prefix": "/api"}, "from": "legacy", "to": "v3",
+                     "shadow": {"sample": 1.0}}],
+    )  # fmt: skip
+    engine = MigrationRule.from_config(settings.migration_list[0])
+
+    async def main() -> tuple[Any, ...]:
+        found = [
+            mirror_for(FakeDualRun(), SCOPE, decision(backend, engine), [], None, False,
+                       BASE_URLS)
+            for backend in ("legacy", "v3", "new")
+        ]  # fmt: skip
+        # Outside every migration there is no other backend to compare with.
+        outside = mirror_for(FakeDualRun(), SCOPE, decision("legacy", None), [], None, False,
+                             BASE_URLS)  # fmt: skip
+        return (*found, outside)
+
+    to_v3, to_legacy, off_migration, outside = run(main)
+    assert (to_v3.primary_backend, to_v3.shadow_backend) == ("legacy", "v3")
+    assert to_v3.migration == "engine"
+    assert to_v3.shadow_url == "http://v3.test/api/x?q=1"
+    assert (to_legacy.primary_backend, to_legacy.shadow_backend) == ("v3", "legacy")
+    # An override to a backend that is not one of the migration's two: nothing to compare.
+    assert (off_migration, outside) == (None, None)
 
 
 def test_a_body_within_max_body_is_mirrored() -> None:

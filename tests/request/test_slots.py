@@ -10,8 +10,11 @@ from tests.conftest import make_settings
 
 def test_one_semaphore_per_backend_with_the_configured_places() -> None:
     async def main() -> None:
-        slots = backend_slots(make_settings(limits={"max_concurrent_per_backend": 2}).limits)
-        assert set(slots) == {"legacy", "new"}
+        settings = make_settings(
+            backends={"v3": {"url": "http://v3.test"}}, limits={"max_concurrent_per_backend": 2}
+        )
+        slots = backend_slots(settings.limits, settings.backends)
+        assert set(slots) == {"legacy", "new", "v3"}
         for slot in slots.values():
             await slot.acquire()
             assert not slot.locked()
