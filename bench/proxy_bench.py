@@ -70,7 +70,7 @@ from wrk_lab import (
 BENCH_DIR = Path(__file__).resolve().parent
 RESULTS_FILE = BENCH_DIR / "results" / "latest.json"
 TARGETS = ("direct", "cutover", "cutover-200", "nginx", "aiohttp-ref")
-CUTOVER_TARGETS = {"cutover": 1, "cutover-200": 200}  # target: migrations configured
+MIGRATIONS_PER_TARGET = {"cutover": 1, "cutover-200": 200}  # target: migrations configured
 BIG_BYTES = 1 << 30
 MB = 1_000_000
 STREAM_TIMEOUT = 600.0
@@ -284,7 +284,9 @@ def start_cutover(
     port = free_port()
     state = tmp / f"{target}-state.json"
     config = tmp / f"{target}.yaml"
-    yaml = cutover_yaml(port, free_port(), lab.legacy_port, lab.new_port, CUTOVER_TARGETS[target])
+    yaml = cutover_yaml(
+        port, free_port(), lab.legacy_port, lab.new_port, MIGRATIONS_PER_TARGET[target]
+    )
     config.write_text(yaml + f"state: {{path: {state}}}\n")
     check = subprocess.run(
         [binary, "check-config", str(config)],
@@ -334,7 +336,7 @@ def start_proxies(
     """Start each wanted proxy; a failure is reported and that target skipped."""
     if "direct" in want:
         lab.proxies["direct"] = f"http://127.0.0.1:{lab.legacy_port}"
-    for target in CUTOVER_TARGETS:
+    for target in MIGRATIONS_PER_TARGET:
         if target in want:
             try:
                 start_cutover(children, tmp, pin, lab, target)

@@ -25,9 +25,10 @@ def _config_path(args: argparse.Namespace) -> str:
 def cmd_check_config(args: argparse.Namespace) -> int:
     settings = load_settings(args.file)
     migrations = settings.migration_list
-    names = ", ".join(m.name for m in migrations[:5]) + (", …" if len(migrations) > 5 else "")
-    count = f"{len(migrations)} migration{'s' if len(migrations) != 1 else ''} ({names})"
-    print(f"{args.file}: OK ({count}, {len(settings.routes)} routes)")
+    shown = ", ".join(f"{m.name} {m.weight:g}%" for m in migrations[:5])
+    more = f", and {len(migrations) - 5} more" if len(migrations) > 5 else ""
+    count = f"{len(migrations)} migration{'s' if len(migrations) != 1 else ''}"
+    print(f"{args.file}: OK ({count}: {shown}{more}; {len(settings.routes)} routes)")
     return 0
 
 

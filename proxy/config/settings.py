@@ -28,7 +28,7 @@ from cutover.config.migrations import DEFAULT_MIGRATION, MatchConfig, MigrationC
 from cutover.config.rollout import RolloutConfig, StateConfig
 from cutover.config.routing import RouteConfig, SplitConfig
 from cutover.config.shadow import ShadowConfig
-from cutover.request.matcher import Rule, conflicts
+from cutover.request.matcher import Rule, conflicts, matches
 
 ENV_PREFIX = "CUTOVER_"
 
@@ -100,8 +100,15 @@ class Settings(BaseSettings):
                 problems.append((loc, f"no backend named {backend!r} (backends: {names})"))
 
         check(("default_backend",), self.default_backend)
+        prefixes = [m.match.prefix for m in self.migration_list]
         for index, route in enumerate(self.routes):
             check(("routes", index, "backend"), route.backend)
+            if route.weight is not None and not any(matches(p, route.prefix) for p in prefixes):
+                reason = (
+                    f"{route.prefix} is under no migration: a weight splits a migration's "
+                    "from and to; pin the route with backend instead"
+                )
+                problems.append((("routes", index, "weight"), reason))
         if self.migrations is None:
             for backend in ("legacy", "new"):
                 if backend not in known:

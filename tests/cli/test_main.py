@@ -159,7 +159,7 @@ def test_the_variables_that_are_not_settings_are_accepted(tmp_path: Path) -> Non
     env.update(CUTOVER_ADMIN_TOKEN="t", CUTOVER_SPLIT__WEIGHT="25")
     result = check_config_with(env, path)
     assert (result.returncode, result.stderr) == (0, ""), result
-    assert "weight 25%" in result.stdout
+    assert "1 migration: default 25%" in result.stdout
 
 
 # Names the docs and tests use on purpose as examples of a misspelt variable.

@@ -148,3 +148,12 @@ def test_a_migration_without_deprecation_takes_the_top_level_one() -> None:
     trade, strategies = settings.migration_list
     assert trade.deprecation is not None and trade.deprecation.deprecated_at.month == 12
     assert strategies.deprecation == settings.deprecation
+
+
+def test_a_route_weight_under_no_migration_is_refused() -> None:
+    routes = [{"prefix": "/reports", "weight": 30}, {"prefix": "/api/v1/strategies/x", "weight": 5}]
+    found = problems(config(STRATEGIES, routes=routes))
+    assert found == [
+        "routes.0.weight: /reports is under no migration: a weight splits a migration's from "
+        "and to; pin the route with backend instead"
+    ]
