@@ -478,6 +478,32 @@ def test_an_invalid_migrations_config_keeps_the_last_good_one(
     assert requests_counted(gateway2, "strategies") == 40
 
 
+def test_a_reload_that_fails_to_apply_adds_no_migration(
+    tmp_path: Path, router, monkeypatch, caplog
+) -> None:
+    """Valid, but the dual run's log cannot be opened: the migration it adds is not started
+    (before: it was, and /status answered 409 naming a migration that is not configured)."""
+    caplog.set_level("ERROR", logger="cutover.gateway")
+    path = tmp_path / "cutover.yaml"
+    ops.write_migrations(path, ops.TRADE_ENGINE)
+    monkeypatch.setenv("CUTOVER_ADMIN_TOKEN", ops.TOKEN)
+    gateway = ops.make_gateway(path, router)
+    with TestClient(ops.ByPort(gateway)) as client:
+        mirrored = {**ops.STRATEGIES, "shadow": {"sample": 1.0}}
+        ops.write_migrations(path, ops.TRADE_ENGINE, mirrored, shadow={"log_path": str(tmp_path)})
+        assert reload(client, gateway) is False
+        assert "shadow.log_path: cannot open" in caplog.text
+        registry = gateway.metrics.registry
+        assert registry.get_sample_value("cutover_config_reload_failures_total") == 1
+        assert phases(gateway) == {"trade-engine": ("progressing", 10)}
+        status = client.get(f"{ops.ADMIN}/status", headers=ops.AUTH)
+        assert status.status_code == 200 and status.json()["name"] == "trade-engine"
+        assert served(client, "GET", "/api/v1/strategies/7") == {"legacy"}
+        assert gateway.proxy.shadower is None
+    saved = gateway.migrations.book.store.load()
+    assert saved is not None and list(saved) == ["trade-engine"]
+
+
 # --------------------------------------------------------------------------- end to end
 
 
