@@ -153,22 +153,25 @@ class Gateway:
                 upstreams = build_upstreams(settings, self._transport)
                 for upstream in upstreams.values():
                     await upstream.start()
-            if settings.migration_list != old.migration_list:
-                async with self.coordination.locked():
-                    await self.migrations.reconfigure(settings)
-            if restart_guard:
-                guard = self.guards.build(settings)
             if (
                 shadower is None
                 or settings.shadow != old.shadow
                 or settings.shadowing != old.shadowing
             ):
-                shadower = build_shadower(settings, upstreams, self.metrics)  # last: opens a file
+                shadower = build_shadower(settings, upstreams, self.metrics)  # opens a file
+            # After what may fail to open: the migrations are not put back if a later step fails.
+            if settings.migration_list != old.migration_list:
+                async with self.coordination.locked():
+                    await self.migrations.reconfigure(settings)
+            if restart_guard:
+                guard = self.guards.build(settings)
         except BaseException:
             # Nothing was switched: close what was built for the new config.
             if upstreams is not old_upstreams:
                 for upstream in upstreams.values():
                     await upstream.aclose()
+            if shadower is not None and shadower is not old_shadower:
+                await shadower.aclose()
             if guard is not None:
                 await guard.discard()
             raise

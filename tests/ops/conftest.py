@@ -1,5 +1,6 @@
 """In-process fixtures of the ops tests: a gateway over respx-mocked backends, read from a
-config file, and a TestClient that reaches both its listeners."""
+config file (today's single-rollout config, or one of two migrations), and a TestClient
+that reaches both its listeners."""
 
 from __future__ import annotations
 
@@ -22,9 +23,25 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 PROXY = "http://testserver:8080"
 ADMIN = "http://testserver:9180"
 WEBHOOK = "http://hooks.test/cutover"
+TRADE_ENGINE = {
+    "name": "trade-engine",
+    "match": {"prefix": "/api/v1/backtests/", "methods": ["POST"]},
+    "from": "legacy",
+    "to": "new",
+    "rollout": {"stages": [10, 50, 100], "hold": 300},
+}
+STRATEGIES = {
+    "name": "strategies",
+    "match": {"prefix": "/api/v1/strategies"},
+    "from": "legacy",
+    "to": "new",
+    "rollout": {"stages": [25, 100], "hold": 600},
+}
 
 
 def write_config(path: Path, **sections) -> None:
+    """Today's config (one implicit migration, ``default``), with ``sections`` replacing
+    whole top-level sections (None: left out)."""
     config = {
         "backends": {"legacy": {"url": LEGACY_URL}, "new": {"url": NEW_URL}},
         "split": {"weight": 10, "sticky": "header:X-User-Id"},
@@ -33,7 +50,19 @@ def write_config(path: Path, **sections) -> None:
         "state": {"path": str(path.parent / "state.json")},
         **sections,
     }
-    path.write_text(yaml.safe_dump(config))
+    path.write_text(yaml.safe_dump({k: v for k, v in config.items() if v is not None}))
+
+
+def write_migrations(path: Path, *migrations: dict, **sections) -> None:
+    """A config of ``migrations`` (by default trade-engine and strategies), each with its own
+    rollout and weight: no top-level rollout, no split.weight."""
+    write_config(
+        path,
+        split={"sticky": "header:X-User-Id"},
+        rollout=None,
+        migrations=list(migrations or (TRADE_ENGINE, STRATEGIES)),
+        **sections,
+    )
 
 
 @pytest.fixture
@@ -52,9 +81,7 @@ def config_path(tmp_path: Path) -> Path:
     return path
 
 
-@pytest.fixture
-def gateway(config_path: Path, router: respx.MockRouter, monkeypatch) -> Gateway:
-    monkeypatch.setenv("CUTOVER_ADMIN_TOKEN", TOKEN)
+def make_gateway(config_path: Path, router: respx.MockRouter) -> Gateway:
     transport = httpx.MockTransport(router.async_handler)
     return Gateway(
         load_settings(config_path),
@@ -62,6 +89,26 @@ def gateway(config_path: Path, router: respx.MockRouter, monkeypatch) -> Gateway
         transport=transport,
         side_transport=transport,
     )
+
+
+@pytest.fixture
+def gateway(config_path: Path, router: respx.MockRouter, monkeypatch) -> Gateway:
+    monkeypatch.setenv("CUTOVER_ADMIN_TOKEN", TOKEN)
+    return make_gateway(config_path, router)
+
+
+@pytest.fixture
+def migrations_path(tmp_path: Path) -> Path:
+    path = tmp_path / "cutover.yaml"
+    write_migrations(path)
+    return path
+
+
+@pytest.fixture
+def gateway2(migrations_path: Path, router: respx.MockRouter, monkeypatch) -> Gateway:
+    """A gateway of two migrations: trade-engine and strategies."""
+    monkeypatch.setenv("CUTOVER_ADMIN_TOKEN", TOKEN)
+    return make_gateway(migrations_path, router)
 
 
 class ByPort:
@@ -83,4 +130,10 @@ class ByPort:
 @pytest.fixture
 def client(gateway: Gateway) -> Iterator[TestClient]:
     with TestClient(ByPort(gateway)) as client:
+        yield client
+
+
+@pytest.fixture
+def client2(gateway2: Gateway) -> Iterator[TestClient]:
+    with TestClient(ByPort(gateway2)) as client:
         yield client

@@ -1,4 +1,4 @@
-"""Assembling the proxy listener's app: upstream clients, the dual run, the breaker."""
+"""Assembling the proxy listener's app: upstream clients, the dual run, the breakers."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 
 from cutover.config import ConfigError
 from cutover.ops import assembly
-from cutover.ops.assembly import build_breaker, build_shadower, build_upstreams, create_app
+from cutover.ops.assembly import build_breakers, build_shadower, build_upstreams, create_app
 from cutover.request.metrics import Metrics
 from cutover.request.mirror import DualRun
 from cutover.vocabulary import BreakerState
@@ -55,24 +55,38 @@ def test_a_shadow_log_that_cannot_be_opened_is_a_config_error(tmp_path) -> None:
 
 
 def test_no_breaker_when_disabled() -> None:
-    assert build_breaker(make_settings(breaker={"enabled": False}), Metrics()) is None
+    assert build_breakers(make_settings(breaker={"enabled": False}), Metrics()) == {}
+
+
+def test_a_breaker_in_front_of_each_backend_a_migration_moves_to() -> None:
+    backends = {name: {"url": f"http://{name}.test"} for name in ("legacy", "new", "engine")}
+    migrations = [
+        {"name": "one", "match": {"prefix": "/one"}, "from": "legacy", "to": "new"},
+        {"name": "two", "match": {"prefix": "/two"}, "from": "legacy", "to": "new"},
+        {"name": "three", "match": {"prefix": "/three"}, "from": "new", "to": "engine"},
+    ]
+    settings = make_settings(backends=backends, migrations=migrations)
+    breakers = build_breakers(settings, Metrics())
+    assert list(breakers) == ["new", "engine"]  # one each, shared by the migrations to it
+    assert breakers["new"] is not breakers["engine"]
+    assert list(build_breakers(make_settings(), Metrics())) == ["new"]  # the default migration
 
 
 def test_the_breakers_changes_reach_the_metrics_and_the_log(caplog) -> None:
     caplog.set_level(logging.INFO, logger="cutover.app")
     metrics = Metrics()
-    breaker = build_breaker(make_settings(breaker={"failures": 1}), metrics)
-    assert breaker is not None
+    breaker = build_breakers(make_settings(breaker={"failures": 1}), metrics)["new"]
 
     def state(name: str) -> float | None:
-        return metrics.registry.get_sample_value("cutover_breaker_state", {"state": name})
+        labels = {"backend": "new", "state": name}
+        return metrics.registry.get_sample_value("cutover_breaker_state", labels)
 
     assert [state(name) for name in BreakerState] == [1.0, 0.0, 0.0]
     assert breaker.allow()
     breaker.record(False)
     assert [state(name) for name in BreakerState] == [0.0, 1.0, 0.0]
     opened = metrics.registry.get_sample_value(
-        "cutover_breaker_transitions_total", {"state": "open"}
+        "cutover_breaker_transitions_total", {"backend": "new", "state": "open"}
     )
     assert opened == 1
     [record] = [r for r in caplog.records if r.name == "cutover.app"]
@@ -89,7 +103,8 @@ def test_create_app_hands_the_parts_to_the_app(tmp_path) -> None:
         assert app.metrics is metrics
         assert app.forwarder.upstreams is app.upstreams
         assert app.forwarder.shadower is app.shadower is not None
-        assert app.forwarder.breaker is app.breaker is not None
+        assert app.forwarder.breakers is app.breakers
+        assert list(app.breakers) == ["new"]
         await app.shutdown()
 
     asyncio.run(main())

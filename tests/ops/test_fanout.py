@@ -1,6 +1,7 @@
-"""Each rollout transition applied and announced (``TransitionFanout``): the splitter's
-weight, the gauges, the counters, the log line and the webhook; another worker's state
-applied without an announcement."""
+"""Each migration's rollout transitions applied and announced (``TransitionFanout``): that
+migration's weight in the splitter and its gauges, the counters, the log line and the
+webhook, each naming the migration; another worker's state applied without an
+announcement."""
 
 from __future__ import annotations
 
@@ -10,18 +11,18 @@ from typing import Any
 import pytest
 
 from cutover.ops.assembly import create_app
-from cutover.ops.fanout import TransitionFanout, route_weights
+from cutover.ops.fanout import TransitionFanout
 from cutover.request.metrics import Metrics
 from cutover.rollout.state import RolloutState, Transition
 from cutover.vocabulary import Actor, Phase, TransitionKind
 from tests.conftest import make_settings
 
-ROUTES = [
-    {"prefix": "/pinned/", "backend": "new"},
-    {"prefix": "/legacy/", "backend": "legacy"},
-    {"prefix": "/slow/", "weight": 5},
-    {"prefix": "/api/"},
-]
+MIGRATIONS = [
+    {"name": "trade-engine", "match": {"prefix": "/api/v1/backtests/"}, "from": "legacy",
+     "to": "new", "weight": 10},
+    {"name": "strategies", "match": {"prefix": "/api/v1/strategies"}, "from": "legacy",
+     "to": "new", "weight": 25},
+]  # fmt: skip
 
 
 class Webhook:
@@ -40,9 +41,14 @@ class Webhook:
 
 
 def fanout() -> tuple[TransitionFanout, Metrics]:
+    """A fan-out whose gauges show both migrations as the gateway starts them."""
     metrics = Metrics()
-    proxy = create_app(make_settings(routes=ROUTES), metrics=metrics)
-    return TransitionFanout(proxy, metrics), metrics
+    proxy = create_app(make_settings(migrations=MIGRATIONS), metrics=metrics)
+    out = TransitionFanout(proxy, metrics)
+    for migration in MIGRATIONS:
+        metrics.add_migration(migration["name"])
+        out.on_sync(migration["name"], RolloutState(Phase.MANUAL, migration["weight"]))
+    return out, metrics
 
 
 def rollback(failure: dict[str, Any] | None) -> tuple[Transition, RolloutState]:
@@ -52,14 +58,25 @@ def rollback(failure: dict[str, Any] | None) -> tuple[Transition, RolloutState]:
     return made, RolloutState(Phase.ROLLED_BACK, 0.0, history=[made])
 
 
-def test_route_weights() -> None:
-    names = [route.name for route in make_settings(routes=ROUTES).routes]
-    assert route_weights(make_settings(routes=ROUTES), 30) == [
-        ("default", 30), (names[0], 100), (names[1], 0), (names[2], 5), (names[3], 30),
-    ]  # fmt: skip
+def weights(out: TransitionFanout) -> dict[str, float]:
+    return {name: rule.weight for name, rule in out.proxy.splitter.migrations.items()}
 
 
-def test_a_transition_reaches_the_splitter_gauges_counters_log_and_webhook(
+def gauges(metrics: Metrics, migration: str) -> tuple[float | None, list[str]]:
+    """The migration's weight gauge, and the phases its phase gauge shows set."""
+    registry = metrics.registry
+    weight = registry.get_sample_value("cutover_split_weight", {"migration": migration})
+    on = [
+        phase
+        for phase in Phase
+        if registry.get_sample_value(
+            "cutover_rollout_phase", {"migration": migration, "phase": phase}
+        )
+    ]
+    return weight, on
+
+
+def test_a_transition_reaches_its_migrations_splitter_gauges_counters_log_and_webhook(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level("INFO", logger="cutover.rollout")
@@ -67,14 +84,18 @@ def test_a_transition_reaches_the_splitter_gauges_counters_log_and_webhook(
     webhook = Webhook("http://hooks.test/cutover")
     out.webhook = webhook  # type: ignore[assignment]
     made, state = rollback({"check": "error_rate"})
-    out.on_transition(made, state)
+    out.on_transition("trade-engine", made, state)
     registry = metrics.registry
-    assert out.proxy.splitter.weight == 0
-    assert registry.get_sample_value("cutover_rollout_phase", {"phase": "rolled_back"}) == 1
-    assert registry.get_sample_value("cutover_split_weight", {"route": "default"}) == 0
-    assert registry.get_sample_value("cutover_rollbacks_total", {"reason": "error_rate"}) == 1
+    assert weights(out) == {"trade-engine": 0, "strategies": 25}
+    assert gauges(metrics, "trade-engine") == (0, ["rolled_back"])
+    assert gauges(metrics, "strategies") == (25, ["manual"])  # the other one: untouched
+    rolled_back = {"migration": "trade-engine", "reason": "error_rate"}
+    assert registry.get_sample_value("cutover_rollbacks_total", rolled_back) == 1
+    other = {"migration": "strategies", "reason": "error_rate"}
+    assert registry.get_sample_value("cutover_rollbacks_total", other) == 0
     event = {
-        "event": "rollout_transition", "at": "2025-11-22T02:55:00.500Z",
+        "event": "rollout_transition", "migration": "trade-engine",
+        "at": "2025-11-22T02:55:00.500Z",
         "from_phase": "progressing", "to_phase": "rolled_back", "from_weight": 50.0,
         "to_weight": 0.0, "reason": "why", "actor": "guard", "kind": "rollback",
         "failure": {"check": "error_rate"},
@@ -84,15 +105,19 @@ def test_a_transition_reaches_the_splitter_gauges_counters_log_and_webhook(
     assert webhook.sent == [event]
 
 
-def test_an_operator_rollback_and_a_promotion_are_counted() -> None:
+def test_an_operator_rollback_and_a_promotion_are_counted_by_migration() -> None:
     out, metrics = fanout()
-    out.on_transition(*rollback(None))
-    assert metrics.registry.get_sample_value("cutover_rollbacks_total", {"reason": "operator"}) == 1
+    registry = metrics.registry
+    out.on_transition("strategies", *rollback(None))
+    operator = {"migration": "strategies", "reason": "operator"}
+    assert registry.get_sample_value("cutover_rollbacks_total", operator) == 1
     made = Transition(1.0, Phase.PROGRESSING, Phase.PROGRESSING, 10.0, 50.0, "held",
                       Actor.GUARD, TransitionKind.PROMOTE)  # fmt: skip
-    out.on_transition(made, RolloutState(Phase.PROGRESSING, 50.0))
-    assert metrics.registry.get_sample_value("cutover_promotions_total") == 1
-    assert out.proxy.splitter.weight == 50
+    out.on_transition("trade-engine", made, RolloutState(Phase.PROGRESSING, 50.0))
+    promotions = "cutover_promotions_total"
+    assert registry.get_sample_value(promotions, {"migration": "trade-engine"}) == 1
+    assert registry.get_sample_value(promotions, {"migration": "strategies"}) == 0
+    assert weights(out) == {"trade-engine": 50, "strategies": 0}
 
 
 def test_another_workers_state_is_applied_not_announced(caplog: pytest.LogCaptureFixture) -> None:
@@ -100,10 +125,10 @@ def test_another_workers_state_is_applied_not_announced(caplog: pytest.LogCaptur
     out, metrics = fanout()
     webhook = Webhook("http://hooks.test/cutover")
     out.webhook = webhook  # type: ignore[assignment]
-    out.on_sync(RolloutState(Phase.PAUSED, 30.0))
-    assert out.proxy.splitter.weight == 30
-    assert metrics.registry.get_sample_value("cutover_rollout_phase", {"phase": "paused"}) == 1
-    assert metrics.registry.get_sample_value("cutover_split_weight", {"route": "default"}) == 30
+    out.on_sync("strategies", RolloutState(Phase.PAUSED, 30.0))
+    assert weights(out) == {"trade-engine": 10, "strategies": 30}
+    assert gauges(metrics, "strategies") == (30, ["paused"])
+    assert gauges(metrics, "trade-engine") == (10, ["manual"])
     assert [r for r in caplog.records if r.name == "cutover.rollout"] == []
     assert webhook.sent == []
 

@@ -1,5 +1,6 @@
 """The guard as a task of one process (``GuardRunner``): built for the settings with the
-right source and scraper, one loop at a time, stopped with its clients closed."""
+right source and scraper and one judge per migration, one loop at a time, stopped with its
+clients closed."""
 
 from __future__ import annotations
 
@@ -9,11 +10,11 @@ from typing import Any
 
 import pytest
 
-from cutover.ops.guard_runner import BuiltGuard, GuardRunner, shadowing
+from cutover.ops.guard_runner import BuiltGuard, GuardRunner, build_judges
 from cutover.request.metrics import Metrics
 from cutover.rollout.coordination import Coordination
 from cutover.rollout.guard_status import EvaluationFile
-from cutover.rollout.machine import Rollout
+from cutover.rollout.registry import Migrations
 from cutover.rollout.source_prometheus import PrometheusSource
 from cutover.rollout.sources import EmbeddedSource
 from cutover.rollout.state import StateStore
@@ -24,18 +25,55 @@ pytestmark = pytest.mark.anyio
 
 def runner(tmp_path: Path, **sections: Any) -> tuple[GuardRunner, Any]:
     settings = make_settings(state={"path": str(tmp_path / "state.json")}, **sections)
-    rollout = Rollout.restore(settings, StateStore(settings.state.path))
+    migrations = Migrations.restore(settings, StateStore(settings.state.path))
     guards = GuardRunner(
-        rollout, Metrics(), Coordination(settings.state.path), EvaluationFile(settings.state.path)
+        migrations,
+        Metrics(),
+        Coordination(settings.state.path),
+        EvaluationFile(settings.state.path),
     )
     return guards, settings
 
 
-def test_shadowing() -> None:
-    assert not shadowing(make_settings())
-    assert shadowing(make_settings(routes=[{"prefix": "/x", "shadow": {"sample": 1.0}}]))
+def test_a_judge_per_migration_with_its_own_thresholds(tmp_path: Path) -> None:
+    backends = {
+        "legacy": {"url": LEGACY_URL},
+        "new": {"url": NEW_URL, "metrics_url": f"{NEW_URL}/metrics"},
+        "engine": {"url": "http://engine.test"},
+    }
+    migrations = [
+        {"name": "trade-engine", "match": {"prefix": "/api/v1/backtests/"}, "from": "legacy",
+         "to": "new", "guard": {"max_latency_ratio": 1.5, "failures_to_rollback": 3},
+         "shadow": {"sample": 0.2}},
+        {"name": "strategies", "match": {"prefix": "/api/v1/strategies"}, "from": "new",
+         "to": "engine"},
+    ]  # fmt: skip
+    guards, settings = runner(
+        tmp_path, backends=backends, migrations=migrations, guard={"max_latency_ratio": 2}
+    )
+    trade, strategies = build_judges(settings, guards.migrations)
+    assert (trade.name, trade.source, trade.target) == ("trade-engine", "legacy", "new")
+    assert (strategies.name, strategies.source, strategies.target) == (
+        "strategies", "new", "engine",
+    )  # fmt: skip
+    assert trade.rollout is guards.migrations.get("trade-engine")
+    assert (trade.config.max_latency_ratio, trade.config.failures_to_rollback) == (1.5, 3)
+    assert (strategies.config.max_latency_ratio, strategies.config.failures_to_rollback) == (2, 2)
+    # Memory only where `to` exposes it; the shadow check only where requests are mirrored.
+    assert trade.memory and not strategies.memory
+    assert trade.shadow_config is settings.shadow and strategies.shadow_config is None
+
+
+def test_the_shadow_check_follows_the_routes_mirrored(tmp_path: Path) -> None:
+    def judge(**sections: Any) -> Any:
+        guards, settings = runner(tmp_path, **sections)
+        [default] = build_judges(settings, guards.migrations)
+        return default
+
+    assert judge().shadow_config is None
+    assert judge(routes=[{"prefix": "/x", "shadow": {"sample": 1.0}}]).shadow_config is not None
     off = [{"prefix": "/x", "shadow": {"sample": 1.0, "enabled": False}}]
-    assert not shadowing(make_settings(routes=off))
+    assert judge(routes=off).shadow_config is None
 
 
 async def test_the_embedded_source_without_scrapes_has_nothing_to_close(tmp_path: Path) -> None:
@@ -43,7 +81,8 @@ async def test_the_embedded_source_without_scrapes_has_nothing_to_close(tmp_path
     built = guards.build(settings)
     assert built.closers == [] and built.guard.scraper is None
     assert isinstance(built.guard.observe.__self__, EmbeddedSource)  # type: ignore[attr-defined]
-    assert not built.guard.memory_enabled and not built.guard.shadow_enabled
+    [judge] = built.guard.judges
+    assert not judge.memory and judge.shadow_config is None
     assert built.guard.shared is guards.evaluations
     assert built.guard.coordination is guards.coordination
 
@@ -65,8 +104,9 @@ async def test_prometheus_and_a_scrape_each_have_a_client_to_close(tmp_path: Pat
         "new": f"{NEW_URL}/metrics"
     }
     # Prometheus brings its own memory reading; the scrape only feeds the gauge.
-    assert built.guard.memory_enabled and not built.guard.memory_from_scrape
-    assert built.guard.shadow_enabled
+    [judge] = built.guard.judges
+    assert judge.memory and not built.guard.memory_from_scrape
+    assert judge.shadow_config is not None
     assert built.closers == [source.aclose, built.guard.scraper.aclose]
     await built.discard()
 
