@@ -72,11 +72,16 @@ class Gateway:
         self.fanout = TransitionFanout(self.proxy, self.metrics, side_transport=side_transport)
         self.migrations.listeners.append(self.fanout.on_transition)
         self.migrations.sync_listeners.append(self.fanout.on_sync)
+        self._shown: set[str] = set()
         self._show_migrations()
 
     def _show_migrations(self) -> None:
         """Every migration's weight into the splitter, its phase and weight into the gauges."""
         self.metrics.migration_info.clear()  # a reload may have removed or changed some
+        configured = {config.name for config in self.settings.migration_list}
+        for name in self._shown - configured:
+            self.metrics.forget_migration(name)
+        self._shown = configured
         for config in self.settings.migration_list:
             self.metrics.add_migration(config.name, config.source, config.target)
         for rollout in self.migrations:

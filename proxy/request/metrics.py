@@ -6,6 +6,7 @@ Observing a request is two child lookups in a dict this class keeps (prometheus-
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -157,6 +158,18 @@ class Metrics:
         for reason in ROLLBACK_REASONS:
             self.rollbacks.labels(migration, reason)
         self.promotions.labels(migration)
+
+    def forget_migration(self, migration: str) -> None:
+        """Drop a migration no longer configured from the gauges that describe the present
+        (its counters stay: they count what happened). In-process only: with several workers
+        a gauge's last value stays in the worker's metric file until a restart."""
+        for gauge, labels in (
+            (self.split_weight, [(migration,)]),
+            (self.rollout_phase, [(migration, phase) for phase in Phase]),
+        ):
+            for values in labels:
+                with contextlib.suppress(KeyError):
+                    gauge.remove(*values)
 
     def observe(self, migration: str, backend: str, route: str, code: str, seconds: float) -> None:
         """One answered request; ``code`` is a status class or ``error``."""

@@ -377,6 +377,16 @@ def test_a_reload_that_removes_a_migration_stops_routing_it_and_keeps_its_histor
     assert gone.status_code == 404
     listed = client2.get(f"{ops.ADMIN}/migrations", headers=ops.AUTH).json()["migrations"]
     assert [d["name"] for d in listed] == ["strategies"]
+    # Its gauges go (a dashboard lists the migrations configured); its counters stay.
+    registry = gateway2.metrics.registry
+    assert registry.get_sample_value("cutover_split_weight", {"migration": "trade-engine"}) is None
+    assert registry.get_sample_value("cutover_split_weight", {"migration": "strategies"}) == 25
+    assert (
+        registry.get_sample_value(
+            "cutover_migration_info", {"migration": "trade-engine", "from": "legacy", "to": "new"}
+        )
+        is None
+    )
     guard = gateway2.guards.guard
     assert guard is not None and set(client2.portal.call(guard.tick)) == {"strategies"}
     # Its history stays in the state file, through the saves of the migrations left.
