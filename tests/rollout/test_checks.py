@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from cutover.rollout.checks import (
+    Verdict,
     error_rate_check,
     histogram_quantile,
     latency_check,
@@ -81,6 +82,18 @@ def test_latency(new, legacy, requests, result) -> None:
         new, legacy, new_requests=requests, max_latency_ratio=2.0, min_requests=50
     )
     assert verdict.result is result
+
+
+def test_latency_details_name_the_migrations_two_backends() -> None:
+    def latency(new: float | None, legacy: float | None, requests: float) -> Verdict:
+        return latency_check(
+            new, legacy, new_requests=requests, max_latency_ratio=2.0, min_requests=50,
+            names=("engine-v2", "simulator"),
+        )  # fmt: skip
+
+    assert latency(0.3, 0.1, 100).detail == "p95 engine-v2 300.0 ms vs simulator 100.0 ms"
+    assert latency(0.3, 0.1, 10).detail == "too few requests to engine-v2"
+    assert latency(0.3, None, 100).detail == "no simulator latency to compare with"
 
 
 @pytest.mark.parametrize(

@@ -15,6 +15,7 @@ from cutover.rollout.checks import Verdict
 from cutover.rollout.control import Control, iso, rollout_status
 from cutover.rollout.coordination import Coordination
 from cutover.rollout.machine import Rollout
+from cutover.rollout.registry import Migrations, UnknownMigration
 from cutover.rollout.state import StateStore
 from cutover.rollout.transitions import RolloutError
 from cutover.vocabulary import CheckResult, Phase
@@ -26,40 +27,76 @@ pytestmark = pytest.mark.anyio
 PASS = [Verdict("error_rate", CheckResult.PASS, 0.0, 0.05), Verdict("latency", CheckResult.PASS)]
 
 
-def worker(tmp_path: Path, clock: Clock | None = None) -> Control:
-    """One worker process's control over the rollout saved in ``tmp_path``."""
-    settings = make_settings(
-        rollout={"stages": [10, 50, 100], "hold": 60},
-        state={"path": str(tmp_path / "state.json")},
-    )
+TWO_MIGRATIONS = [
+    {"name": "trade-engine", "match": {"prefix": "/api/v1/backtests/"}, "from": "legacy",
+     "to": "new", "rollout": {"stages": [10, 50, 100], "hold": 60}},
+    {"name": "strategies", "match": {"prefix": "/api/v1/strategies"}, "from": "legacy",
+     "to": "new", "rollout": {"stages": [25, 100], "hold": 60}},
+]  # fmt: skip
+
+
+def worker(tmp_path: Path, clock: Clock | None = None, **sections: Any) -> Control:
+    """One worker process's control over the migrations saved in ``tmp_path`` (without
+    ``sections``, the default migration of a config without migrations)."""
+    sections = sections or {"rollout": {"stages": [10, 50, 100], "hold": 60}}
+    settings = make_settings(**sections, state={"path": str(tmp_path / "state.json")})
     clock = clock or Clock()
     store = StateStore(settings.state.path)
-    rollout = Rollout.restore(settings, store, clock=clock, monotonic=clock)
-    return Control(rollout, Coordination(settings.state.path))
+    migrations = Migrations.restore(settings, store, clock=clock, monotonic=clock)
+    return Control(migrations, Coordination(settings.state.path))
+
+
+def default(control: Control) -> Rollout:
+    return control.migrations.get("default")
 
 
 async def test_each_action_makes_its_transition(tmp_path: Path) -> None:
     control = worker(tmp_path)
-    assert (await control.promote()).to_weight == 50
-    assert (await control.pause()).to_phase == Phase.PAUSED
-    assert (await control.resume()).to_phase == Phase.PROGRESSING
-    assert (await control.set_weight(30)).reason == "weight set to 30% by operator"
-    assert (await control.rollback("bad numbers")).reason == "bad numbers"
-    assert (await control.restart()).to_weight == 10
-    kinds = [t.kind for t in control.rollout.state.history]
+    assert (await control.promote("default")).to_weight == 50
+    assert (await control.pause("default")).to_phase == Phase.PAUSED
+    assert (await control.resume("default")).to_phase == Phase.PROGRESSING
+    assert (await control.set_weight("default", 30)).reason == "weight set to 30% by operator"
+    assert (await control.rollback("default", "bad numbers")).reason == "bad numbers"
+    assert (await control.restart("default")).to_weight == 10
+    kinds = [t.kind for t in default(control).state.history]
     assert kinds == ["start", "promote", "pause", "resume", "set_weight", "rollback", "restart"]
     with pytest.raises(RolloutError, match="after a rollback"):
-        await control.restart()
+        await control.restart("default")
+
+
+async def test_an_action_moves_its_migration_only(tmp_path: Path) -> None:
+    control = worker(tmp_path, migrations=TWO_MIGRATIONS)
+    assert control.names == ["trade-engine", "strategies"]
+    strategies = control.migrations.get("strategies")
+    before = strategies.state
+    await control.rollback("trade-engine", "bad numbers")
+    await control.set_weight("trade-engine", 5)
+    assert control.migrations.get("trade-engine").weight == 5
+    assert strategies.state == before
+    assert StateStore(tmp_path / "state.json").load()["strategies"] == before
+    assert [s["name"] for s in await control.current_statuses()] == control.names
+
+
+async def test_an_unknown_migration_is_refused_without_waiting_for_the_lock(
+    tmp_path: Path,
+) -> None:
+    control = worker(tmp_path, migrations=TWO_MIGRATIONS)
+    held = Coordination(tmp_path / "state.json").state_lock()  # as another worker holds it
+    unknown = pytest.raises(UnknownMigration, match="configured: trade-engine, strategies")
+    with held, unknown:
+        await asyncio.wait_for(control.pause("default"), 5)
+    with pytest.raises(UnknownMigration):
+        control.status("default")
 
 
 async def test_an_action_runs_on_what_another_worker_saved(tmp_path: Path) -> None:
     one, other = worker(tmp_path), worker(tmp_path)
-    await one.pause()
-    assert other.rollout.phase == Phase.PROGRESSING  # it has not looked yet
+    await one.pause("default")
+    assert default(other).phase == Phase.PROGRESSING  # it has not looked yet
     # Its own memory says "progressing": resume would be refused without the sync.
-    transition = await other.resume()
+    transition = await other.resume("default")
     assert (transition.from_phase, transition.to_phase) == (Phase.PAUSED, Phase.PROGRESSING)
-    assert StateStore(tmp_path / "state.json").load() == other.rollout.state
+    assert StateStore(tmp_path / "state.json").load() == {"default": default(other).state}
 
 
 async def test_an_action_waiting_for_the_state_lock_does_not_block_the_loop(
@@ -79,7 +116,7 @@ async def test_an_action_waiting_for_the_state_lock_does_not_block_the_loop(
     thread.start()
     try:
         assert holding.wait(5)
-        action = asyncio.ensure_future(control.pause())
+        action = asyncio.ensure_future(control.pause("default"))
         began = time.monotonic()
         for _ in range(10):
             await asyncio.sleep(0.01)  # the loop turns while the action waits
@@ -90,16 +127,16 @@ async def test_an_action_waiting_for_the_state_lock_does_not_block_the_loop(
     finally:
         release.set()
         thread.join(5)
-    assert transition.kind == "pause" and control.rollout.phase == "paused"
+    assert transition.kind == "pause" and default(control).phase == "paused"
 
 
 async def test_the_status_document(tmp_path: Path) -> None:
     clock = Clock()
     control = worker(tmp_path, clock)
-    await control.rollout.evaluate(PASS)
+    await default(control).evaluate(PASS)
     clock.now += 20
-    status = control.status()
-    assert status == {**rollout_status(control.rollout), "breaker": None}
+    status = control.status("default")
+    assert status == {"name": "default", **rollout_status(default(control))}
     assert status["phase"] == "progressing"
     assert status["stages"] == [
         {"weight": 10, "hold": 60},
@@ -117,10 +154,11 @@ async def test_the_status_document(tmp_path: Path) -> None:
 async def test_the_status_shows_the_breaker_of_the_moment(tmp_path: Path) -> None:
     breakers: list[dict[str, Any] | None] = [{"state": "closed"}]
     control = worker(tmp_path)
-    control.breaker_status = lambda: breakers[-1]
-    assert control.status()["breaker"] == {"state": "closed"}
+    control.describe = lambda name: {"to": "new", "breaker": breakers[-1]}
+    assert control.status("default")["breaker"] == {"state": "closed"}
     breakers.append(None)  # a reload removed it
-    assert control.status()["breaker"] is None
+    assert control.status("default")["breaker"] is None
+    assert control.status("default")["to"] == "new"
 
 
 async def test_the_current_status_follows_the_guard(tmp_path: Path) -> None:
@@ -131,10 +169,12 @@ async def test_the_current_status_follows_the_guard(tmp_path: Path) -> None:
             followed.append(True)
 
     control = worker(tmp_path)
-    await control.current_status()
+    await control.current_status("default")
     control.guard = Guard()  # type: ignore[assignment]
-    assert (await control.current_status())["phase"] == "progressing"
+    assert (await control.current_status("default"))["phase"] == "progressing"
     assert followed == [True]
+    assert [s["phase"] for s in await control.current_statuses()] == ["progressing"]
+    assert followed == [True, True]
 
 
 def test_readiness_is_off_until_the_gateway_says_so(tmp_path: Path) -> None:

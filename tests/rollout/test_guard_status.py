@@ -28,10 +28,11 @@ def test_round_trip_beside_the_state_file(tmp_path: Path) -> None:
     shared = EvaluationFile(tmp_path / "state.json")
     assert shared.path == tmp_path / ".state.json.guard"
     assert shared.read_if_changed(None) == (None, None)  # nothing written yet
-    shared.write(EVALUATION)
+    failing = SharedEvaluation(1000.0, 950.0, None, 1, (EVALUATION.checks[0],))
+    shared.write({"trade-engine": EVALUATION, "strategies": failing})
     stamp, read = shared.read_if_changed(None)
-    assert read == EVALUATION
-    assert read is not None and read.checks[0].result is CheckResult.PASS
+    assert read == {"trade-engine": EVALUATION, "strategies": failing}
+    assert read is not None and read["trade-engine"].checks[0].result is CheckResult.PASS
     assert shared.read_if_changed(stamp) == (stamp, None)  # unchanged since
 
 
@@ -51,10 +52,10 @@ def test_an_unusable_file_is_an_error_naming_the_field(
     shared = EvaluationFile(tmp_path / "state.json")
     document = EVALUATION.to_json()
     document["checks"][0].update(change)  # type: ignore[index]
-    shared.path.write_text(json.dumps(document))
+    shared.path.write_text(json.dumps({"migrations": {"trade-engine": document}}))
     with pytest.raises(EvaluationFileError) as caught:
         shared.read_if_changed(None)
-    assert str(caught.value) == f"{shared.path}: {problem}"
+    assert str(caught.value) == f"{shared.path}: migrations.trade-engine.{problem}"
 
 
 def test_the_hold_carries_over_with_the_time_since_while_the_leader_evaluates() -> None:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import replace
 from typing import Any
 
 import httpx
@@ -9,7 +10,7 @@ import respx
 
 from cutover.config import DEFAULT_QUERIES, GuardConfig
 from cutover.rollout.source_prometheus import PrometheusSource, prometheus_duration
-from cutover.rollout.sources import READINGS
+from cutover.rollout.sources import READINGS, Observation, Subject
 
 PROM_URL = "http://prom.test:9090"
 QUERY_URL = f"{PROM_URL}/api/v1/query"
@@ -53,8 +54,26 @@ async def make_source(
         await source.aclose()
 
 
-def query(reading: str, window: str = "60s") -> str:
-    return DEFAULT_QUERIES[reading].replace("$window", window)
+# The migration every test but the per-migration ones reads.
+SUBJECT = Subject("default", source="legacy", target="new")
+
+
+async def observe(source: PrometheusSource, now: float, since: float | None = None) -> Observation:
+    """The readings of SUBJECT (with ``since``) in one evaluation."""
+    found = await source.observe(now, [replace(SUBJECT, since=since)])
+    assert list(found) == [SUBJECT.name]
+    return found[SUBJECT.name]
+
+
+def query(reading: str, window: str = "60s", subject: Subject = SUBJECT) -> str:
+    """The default query of ``reading`` as sent for ``subject``."""
+    return (
+        DEFAULT_QUERIES[reading]
+        .replace("$window", window)
+        .replace("$migration", subject.name)
+        .replace("$to", subject.target)
+        .replace("$from", subject.source)
+    )
 
 
 def vector(*values: str) -> dict[str, Any]:
@@ -93,7 +112,7 @@ async def test_all_readings_land_in_their_fields(
 ) -> None:
     routes = answer_all(prom)
 
-    observation = await make_source().observe(NOW)
+    observation = await observe(make_source(), NOW)
 
     assert observation.errors == {}
     for reading in READINGS:
@@ -103,8 +122,13 @@ async def test_all_readings_land_in_their_fields(
         assert request.url.path == "/api/v1/query"
         assert dict(request.url.params) == {"query": query(reading), "time": "1700000123.500"}
     assert routes["new_errors"].calls.last.request.url.params["query"] == (
-        'sum(increase(cutover_requests_total{backend="new",code=~"5xx|error"}[60s]))'
-        ' or 0 * sum(increase(cutover_requests_total{backend="new"}[60s]))'
+        'sum(increase(cutover_requests_total{migration="default",backend="new",'
+        'code=~"5xx|error"}[60s]))'
+        ' or 0 * sum(increase(cutover_requests_total{migration="default",backend="new"}[60s]))'
+    )
+    assert routes["legacy_p95"].calls.last.request.url.params["query"] == (
+        "histogram_quantile(0.95, sum by (le) (rate(cutover_request_duration_seconds_bucket"
+        '{migration="default",backend="legacy"}[60s])))'
     )
 
 
@@ -114,7 +138,7 @@ async def test_fractional_window_is_sent_in_milliseconds(
 ) -> None:
     route = prom.get(QUERY_URL).mock(return_value=httpx.Response(200, json=vector("1")))
 
-    await make_source(window=7.5).observe(NOW)
+    await observe(make_source(window=7.5), NOW)
 
     sent = {call.request.url.params["query"] for call in route.calls}
     assert sent == {query(reading, "7500ms") for reading in READINGS}
@@ -125,7 +149,7 @@ async def test_queries_run_at_wall_clock_time_whatever_the_guards_monotonic_now(
     prom: respx.MockRouter, make_source: Callable[..., PrometheusSource]
 ) -> None:
     route = prom.get(QUERY_URL).mock(return_value=httpx.Response(200, json=vector("1")))
-    await make_source().observe(345.0, since=333.0)  # monotonic seconds: 12 s since the start
+    await observe(make_source(), 345.0, since=333.0)  # monotonic seconds: 12 s since the start
     assert {call.request.url.params["time"] for call in route.calls} == {"1700000123.500"}
     assert {call.request.url.params["query"] for call in route.calls} == {
         query(reading, "12s") for reading in READINGS
@@ -140,12 +164,12 @@ async def test_the_window_starts_no_earlier_than_since(
     route = prom.get(QUERY_URL).mock(return_value=httpx.Response(200, json=vector("1")))
     source = make_source()
 
-    await source.observe(NOW, since=NOW - 12)
+    await observe(source, NOW, since=NOW - 12)
     assert {call.request.url.params["query"] for call in route.calls} == {
         query(reading, "12s") for reading in READINGS
     }
     route.reset()
-    await source.observe(NOW, since=NOW - 600)  # long ago: the whole window
+    await observe(source, NOW, since=NOW - 600)  # long ago: the whole window
     assert {call.request.url.params["query"] for call in route.calls} == {
         query(reading, "60s") for reading in READINGS
     }
@@ -158,7 +182,7 @@ async def test_empty_results_are_no_data_not_errors(
     empty = {"json": vector()}
     answer_all(prom, **dict.fromkeys(READINGS, empty))
 
-    observation = await make_source().observe(NOW)
+    observation = await observe(make_source(), NOW)
 
     assert observation.errors == {}
     assert all(getattr(observation, reading) is None for reading in READINGS)
@@ -170,7 +194,7 @@ async def test_nan_is_no_data(
 ) -> None:
     answer_all(prom, new_p95={"json": vector("NaN")}, legacy_p95={"json": vector("NaN")})
 
-    observation = await make_source().observe(NOW)
+    observation = await observe(make_source(), NOW)
 
     assert observation.new_p95 is None
     assert observation.legacy_p95 is None
@@ -189,7 +213,7 @@ async def test_scalar_results(
     scalar = {"status": "success", "data": {"resultType": "scalar", "result": [NOW, raw]}}
     answer_all(prom, new_memory={"json": scalar})
 
-    observation = await make_source().observe(NOW)
+    observation = await observe(make_source(), NOW)
 
     assert observation.new_memory == expected
     assert observation.errors == {}
@@ -202,7 +226,7 @@ async def test_infinity_is_an_error(
 ) -> None:
     answer_all(prom, new_p95={"json": vector(raw)})
 
-    observation = await make_source().observe(NOW)
+    observation = await observe(make_source(), NOW)
 
     assert observation.new_p95 is None
     assert observation.errors == {"new_p95": f"new_p95: query returned {raw}"}
@@ -214,7 +238,7 @@ async def test_several_series_is_an_error(
 ) -> None:
     answer_all(prom, new_requests={"json": vector("60", "70", "80")})
 
-    observation = await make_source().observe(NOW)
+    observation = await observe(make_source(), NOW)
 
     assert observation.new_requests is None
     assert observation.errors == {
@@ -237,7 +261,7 @@ async def test_matrix_and_string_results_are_errors(
     body = {"status": "success", "data": {"resultType": result_type, "result": result}}
     answer_all(prom, new_memory={"json": body})
 
-    observation = await make_source().observe(NOW)
+    observation = await observe(make_source(), NOW)
 
     assert observation.new_memory is None
     assert observation.errors == {
@@ -264,7 +288,7 @@ async def test_error_bodies_report_error_type_and_message(
     body = {"status": "error", "errorType": error_type, "error": message}
     answer_all(prom, new_errors={"status_code": status_code, "json": body})
 
-    observation = await make_source().observe(NOW)
+    observation = await observe(make_source(), NOW)
 
     assert observation.new_errors is None
     assert observation.errors == {
@@ -279,7 +303,7 @@ async def test_http_503_without_json_is_an_error(
 ) -> None:
     answer_all(prom, legacy_requests={"status_code": 503, "text": "Service Unavailable"})
 
-    observation = await make_source().observe(NOW)
+    observation = await observe(make_source(), NOW)
 
     assert observation.legacy_requests is None
     assert observation.errors == {
@@ -293,7 +317,7 @@ async def test_timeout_fails_only_its_reading(
 ) -> None:
     answer_all(prom, new_p95=httpx.ReadTimeout)
 
-    observation = await make_source(timeout=2.5).observe(NOW)
+    observation = await observe(make_source(timeout=2.5), NOW)
 
     assert observation.new_p95 is None
     assert observation.errors == {
@@ -309,7 +333,7 @@ async def test_connection_error_fails_only_its_reading(
 ) -> None:
     answer_all(prom, new_memory=httpx.ConnectError("[Errno 111] Connection refused"))
 
-    observation = await make_source().observe(NOW)
+    observation = await observe(make_source(), NOW)
 
     assert observation.new_memory is None
     assert observation.errors == {
@@ -326,7 +350,7 @@ async def test_everything_failing_gives_an_error_per_reading(
 ) -> None:
     prom.get(QUERY_URL).mock(side_effect=httpx.ConnectError("refused"))
 
-    observation = await make_source().observe(NOW)
+    observation = await observe(make_source(), NOW)
 
     assert set(observation.errors) == set(READINGS)
     assert all(getattr(observation, reading) is None for reading in READINGS)
@@ -357,7 +381,7 @@ async def test_unreadable_answers_are_errors(
 ) -> None:
     answer_all(prom, new_requests=response)
 
-    observation = await make_source().observe(NOW)
+    observation = await observe(make_source(), NOW)
 
     assert observation.new_requests is None
     assert observation.errors == {"new_requests": f"new_requests: {reason}"}
@@ -373,7 +397,7 @@ async def test_custom_queries_are_sent_verbatim_with_the_window(
     }
     route = prom.get(QUERY_URL).mock(return_value=httpx.Response(200, json=vector("7")))
 
-    observation = await make_source(window=120, queries=custom).observe(NOW)
+    observation = await observe(make_source(window=120, queries=custom), NOW)
 
     sent = {call.request.url.params["query"] for call in route.calls}
     assert sent == {
@@ -393,7 +417,56 @@ async def test_url_path_prefix_is_kept(
         return_value=httpx.Response(200, json=vector("1"))
     )
 
-    observation = await make_source(url=f"{PROM_URL}/prometheus/").observe(NOW)
+    observation = await observe(make_source(url=f"{PROM_URL}/prometheus/"), NOW)
 
     assert observation.errors == {}
     assert route.call_count == len(READINGS)
+
+
+@pytest.mark.anyio
+async def test_each_migration_is_queried_with_its_name_and_backends(
+    prom: respx.MockRouter, make_source: Callable[..., PrometheusSource]
+) -> None:
+    engine = Subject("trade-engine", source="legacy", target="new")
+    back = Subject("strategies", source="new", target="v3", since=NOW - 12)
+    # Each migration's prometheus answers its own queries, with its own numbers.
+    for subject, value in ((engine, "11"), (back, "22")):
+        for reading in READINGS:
+            window = "12s" if subject is back else "60s"
+            prom.get(QUERY_URL, params={"query": query(reading, window, subject)}).mock(
+                return_value=httpx.Response(200, json=vector(value))
+            )
+
+    found = await make_source().observe(NOW, [engine, back])
+
+    assert list(found) == ["trade-engine", "strategies"]
+    assert found["trade-engine"].errors == {} and found["strategies"].errors == {}
+    assert all(getattr(found["trade-engine"], reading) == 11 for reading in READINGS)
+    assert all(getattr(found["strategies"], reading) == 22 for reading in READINGS)
+    sent = {call.request.url.params["query"] for call in prom.calls}
+    assert 'sum(increase(cutover_requests_total{migration="strategies",backend="v3"}[12s]))' in sent
+    assert (
+        'sum(increase(cutover_requests_total{migration="strategies",backend="new"}[12s]))' in sent
+    )  # strategies' legacy_requests: its from
+    assert 'max(cutover_backend_resident_memory_bytes{backend="v3"})' in sent
+    assert not any("$" in promql for promql in sent)
+
+
+@pytest.mark.anyio
+async def test_custom_queries_take_the_migration_and_its_backends(
+    prom: respx.MockRouter, make_source: Callable[..., PrometheusSource]
+) -> None:
+    custom = {
+        "new_requests": 'sum(increase(http_requests_total{app="$to",feature="$migration"}'
+        "[$window]))",
+        "legacy_requests": 'sum(increase(http_requests_total{app="$from",feature="$migration"}'
+        "[$window]))",
+    }
+    route = prom.get(QUERY_URL).mock(return_value=httpx.Response(200, json=vector("7")))
+    subject = Subject("trade-engine", source="shop-v1", target="shop-v2")
+
+    await make_source(window=120, queries=custom).observe(NOW, [subject])
+
+    sent = {call.request.url.params["query"] for call in route.calls}
+    assert 'sum(increase(http_requests_total{app="shop-v2",feature="trade-engine"}[120s]))' in sent
+    assert 'sum(increase(http_requests_total{app="shop-v1",feature="trade-engine"}[120s]))' in sent

@@ -4,10 +4,13 @@ import json
 import os
 from pathlib import Path
 
+import anyio
 import pytest
 import yaml
 
 from cutover.cli.main import main
+from cutover.rollout import transitions
+from cutover.rollout.registry import Migrations
 from cutover.rollout.state import (
     RolloutState,
     SaveError,
@@ -17,7 +20,7 @@ from cutover.rollout.state import (
     dumps,
 )
 from cutover.vocabulary import Actor, Phase, TransitionKind
-from tests.conftest import LEGACY_URL, NEW_URL
+from tests.conftest import LEGACY_URL, NEW_URL, make_settings
 from tests.processes import free_port
 
 
@@ -33,22 +36,40 @@ def sample() -> RolloutState:
 def test_round_trip(tmp_path: Path) -> None:
     store = StateStore(tmp_path / "state.json")
     assert store.load() is None
-    store.save(sample())
-    loaded = store.load()
-    assert loaded == sample()
+    store.save({"default": sample()})
+    assert store.load() == {"default": sample()}
+
+
+def test_round_trip_of_two_migrations(tmp_path: Path) -> None:
+    path = tmp_path / "state.json"
+    store = StateStore(path)
+    other = RolloutState(
+        phase=Phase.ROLLED_BACK,
+        weight=0.0,
+        reason="error_rate 0.3 > 0.05",
+        failure={"check": "error_rate", "result": "fail", "value": 0.3},
+        history=[Transition(2.0, Phase.PROGRESSING, Phase.ROLLED_BACK, 25.0, 0.0,
+                            "error_rate 0.3 > 0.05", Actor.GUARD, TransitionKind.ROLLBACK)],
+    )  # fmt: skip
+    store.save({"trade-engine": sample(), "strategies": other})
+    assert store.load() == {"trade-engine": sample(), "strategies": other}
+    document = json.loads(path.read_text())
+    assert document["version"] == 2
+    assert list(document["migrations"]) == ["trade-engine", "strategies"]
+    assert document["migrations"]["strategies"]["phase"] == "rolled_back"
 
 
 def test_save_replaces_atomically_and_leaves_no_temp_files(tmp_path: Path) -> None:
     path = tmp_path / "deep" / "state.json"
     store = StateStore(path)
-    store.save(sample())
+    store.save({"default": sample()})
     inode = path.stat().st_ino
     state = sample()
     state.weight = 100.0
-    store.save(state)
+    store.save({"default": state})
     assert path.stat().st_ino != inode  # a new file renamed over, not rewritten in place
     assert os.listdir(path.parent) == ["state.json"]
-    assert json.loads(path.read_text())["weight"] == 100.0
+    assert json.loads(path.read_text())["migrations"]["default"]["weight"] == 100.0
 
 
 def full_disk(path: Path, payload: bytes) -> None:
@@ -57,7 +78,7 @@ def full_disk(path: Path, payload: bytes) -> None:
 
 def test_a_failed_write_keeps_the_old_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     store = StateStore(tmp_path / "state.json")
-    store.save(sample())
+    store.save({"default": sample()})
 
     def boom(*args, **kwargs):
         raise OSError(28, "No space left on device")
@@ -66,15 +87,15 @@ def test_a_failed_write_keeps_the_old_file(tmp_path: Path, monkeypatch: pytest.M
     state = sample()
     state.weight = 0.0
     with pytest.raises(SaveError, match="No space left on device"):
-        store.save(state)
-    assert store.load() == sample()
+        store.save({"default": state})
+    assert store.load() == {"default": sample()}
     assert os.listdir(tmp_path) == ["state.json"]
 
 
 def test_a_failing_writer_is_a_save_error_naming_the_file(tmp_path: Path) -> None:
     store = StateStore(tmp_path / "state.json", writer=full_disk)
     with pytest.raises(SaveError) as caught:
-        store.save(sample())
+        store.save({"default": sample()})
     assert str(caught.value) == (
         f"could not save the rollout state to {tmp_path / 'state.json'}: No space left on device"
     )
@@ -87,8 +108,10 @@ def test_history_is_bounded(tmp_path: Path) -> None:
     state.history = [
         Transition(i, None, "paused", None, 1.0, str(i), "operator") for i in range(10)
     ]
-    store.save(state)
-    assert [t.reason for t in store.load().history] == ["7", "8", "9"]
+    store.save({"default": state, "other": sample()})
+    loaded = store.load()
+    assert [t.reason for t in loaded["default"].history] == ["7", "8", "9"]
+    assert loaded["other"].history == sample().history
 
 
 # A state file exactly as the version before strict validation wrote it (a start, a guard
@@ -117,38 +140,92 @@ TODAYS_FILE = """{
 }"""
 
 
+def todays_state() -> dict:
+    """TODAYS_FILE's rollout state: the file without its version."""
+    return {k: v for k, v in json.loads(TODAYS_FILE).items() if k != "version"}
+
+
 def test_a_file_written_by_the_previous_version_loads_unchanged(tmp_path: Path) -> None:
     path = tmp_path / "state.json"
     path.write_text(TODAYS_FILE)
-    state = StateStore(path).load()
-    assert state is not None
-    assert state.to_json() == json.loads(TODAYS_FILE)
+    states = StateStore(path).load()
+    assert states is not None and list(states) == ["default"]
+    state = states["default"]
+    assert state.to_json() == todays_state()
     assert [t.kind for t in state.history] == ["start", "rollback", "restart"]
     assert state.history[1].failure["check"] == "error_rate"
+
+
+def test_the_next_save_writes_version_2_with_the_previous_history_kept(tmp_path: Path) -> None:
+    path = tmp_path / "state.json"
+    path.write_text(TODAYS_FILE)
+    store = StateStore(path)
+    states = store.load()
+    assert states is not None
+    _, paused = transitions.pause(states["default"], 1763780300.0)
+    store.save({"default": paused})
+    document = json.loads(path.read_text())
+    assert document["version"] == 2 and list(document["migrations"]) == ["default"]
+    saved = document["migrations"]["default"]
+    assert saved["history"][:3] == todays_state()["history"]
+    assert [t["kind"] for t in saved["history"]] == ["start", "rollback", "restart", "pause"]
+    assert (saved["phase"], saved["weight"]) == ("paused", 10.0)
+    assert store.load() == {"default": paused}
 
 
 def test_the_vocabularies_load_as_their_enums_and_are_written_as_before(tmp_path: Path) -> None:
     path = tmp_path / "state.json"
     path.write_text(TODAYS_FILE)
-    state = StateStore(path).load()
-    assert state is not None
+    loaded = StateStore(path).load()
+    assert loaded is not None
+    state = loaded["default"]
     assert state.phase is Phase.PROGRESSING
     rollback = state.history[1]
     assert (rollback.from_phase, rollback.to_phase) == (Phase.PROGRESSING, Phase.ROLLED_BACK)
     assert rollback.actor is Actor.GUARD and rollback.kind is TransitionKind.ROLLBACK
     assert state.history[0].from_phase is None
-    # Saved again, the file holds the same document, each enum written as its string.
-    StateStore(path).save(state)
-    assert json.loads(path.read_text()) == json.loads(TODAYS_FILE)
+    # Saved again, the file holds the same state, each enum written as its string.
+    StateStore(path).save({"default": state})
+    assert json.loads(path.read_text()) == {"version": 2, "migrations": {"default": todays_state()}}
     as_strings = json.loads(json.dumps(state.to_json()))
     assert type(as_strings["phase"]) is str
-    assert path.read_text() == dumps(state.to_json()) == dumps(as_strings)
+    of_strings = RolloutState(
+        **{**as_strings, "history": [Transition(**t) for t in as_strings["history"]]}
+    )
+    assert type(of_strings.phase) is str
+    assert path.read_text() == dumps({"default": state}) == dumps({"default": of_strings})
+
+
+def test_a_removed_migrations_state_stays_when_another_migration_saves(tmp_path: Path) -> None:
+    path = tmp_path / "state.json"
+    retired = sample()
+    StateStore(path).save({"default": sample(), "retired": retired})
+    before = json.loads(path.read_text())["migrations"]["retired"]
+    # The config names only the default migration: "retired" was removed by an edit.
+    settings = make_settings(
+        rollout={"stages": [10, 50, 100], "hold": 60}, state={"path": str(path)}
+    )
+    migrations = Migrations.restore(settings, StateStore(path))
+    assert migrations.names == ["default"]
+    anyio.run(migrations.get("default").pause)
+    document = json.loads(path.read_text())
+    assert document["migrations"]["default"]["phase"] == "paused"
+    assert document["migrations"]["retired"] == before
+    assert StateStore(path).load()["retired"] == retired
 
 
 def with_history_entry(**change: object) -> str:
     data = json.loads(TODAYS_FILE)
     data["history"].append({**data["history"][2], **change})
     return json.dumps(data)
+
+
+def with_migration_entry(name: str, **change: object) -> str:
+    """A version-2 file of two migrations, ``name``'s history gaining an entry."""
+    entry = json.loads(with_history_entry(**change))
+    del entry["version"]
+    states = {other: todays_state() for other in ("trade-engine", "strategies")}
+    return json.dumps({"version": 2, "migrations": {**states, name: entry}})
 
 
 PHASE_PROBLEM = (
@@ -161,7 +238,7 @@ PHASE_PROBLEM = (
     [
         ("[]", ["must be a JSON object, got list"]),
         ('{"version": 99, "phase": "paused", "weight": 1}',
-         ["version: unsupported state version 99 (this Cutover reads version 1)"]),
+         ["version: unsupported state version 99 (this Cutover reads versions 1 and 2)"]),
         ('{"version": 1, "phase": "dancing", "weight": 1}',
          ["phase: Input should be 'progressing', 'paused', 'promoted', 'rolled_back' or 'manual'"]),
         ('{"version": 1, "phase": "paused", "weight": 400}',
@@ -191,6 +268,17 @@ PHASE_PROBLEM = (
           "history.3.actor: Input should be 'guard', 'operator' or 'startup'",
           "history.3.kind: Input should be 'start', 'promote', 'rollback', 'pause', 'resume', "
           "'restart' or 'set_weight'"]),
+        # version 2: each problem named inside its migration
+        (with_migration_entry("trade-engine", at="2025-11-22T02:38:00.000Z"),
+         ["migrations.trade-engine.history.3.at: Input should be a valid number"]),
+        (with_migration_entry("strategies", to_weight=140),
+         ["migrations.strategies.history.3.to_weight: must be between 0 and 100"]),
+        ('{"version": 2, "migrations": {"a": {"phase": "paused"}}}',
+         ["migrations.a.weight: required"]),
+        ('{"version": 2}', ["migrations: required"]),
+        ('{"version": 2, "migrations": {}, "phase": "paused"}', ["phase: unknown key"]),
+        ('{"version": 2, "migrations": []}',
+         ["migrations: Input should be a valid dictionary"]),
         ('{"version": 1, "phase": "paused", "weight": 1, "history": [{"x": 1}]}',
          ["history.0.at: required", "history.0.from_phase: required",
           "history.0.to_phase: required", "history.0.from_weight: required",

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from cutover.config import RolloutConfig
+from cutover.config import MigrationConfig, RolloutConfig
 from cutover.rollout import transitions
 from cutover.rollout.checks import Verdict
 from cutover.rollout.state import RolloutState, Transition
@@ -27,14 +27,33 @@ def state(phase: Phase, weight: float = 10.0) -> RolloutState:
     return RolloutState(phase=phase, weight=weight, history=[start])
 
 
+def default_migration(**sections: object) -> MigrationConfig:
+    (migration,) = make_settings(**sections).migration_list
+    return migration
+
+
 def test_the_initial_state() -> None:
-    assert transitions.initial_state(make_settings(split={"weight": 20})) == RolloutState(
+    assert transitions.initial_state(default_migration(split={"weight": 20})) == RolloutState(
         Phase.MANUAL, 20.0
     )
-    staged_settings = make_settings(rollout={"stages": [10, 50]}, split={"weight": 0})
-    assert transitions.initial_state(staged_settings) == RolloutState(Phase.PROGRESSING, 10.0)
-    higher = make_settings(rollout={"stages": [10, 50]}, split={"weight": 30})
+    staged = default_migration(rollout={"stages": [10, 50]}, split={"weight": 0})
+    assert transitions.initial_state(staged) == RolloutState(Phase.PROGRESSING, 10.0)
+    higher = default_migration(rollout={"stages": [10, 50]}, split={"weight": 30})
     assert transitions.initial_state(higher).weight == 30
+
+
+def test_each_migration_starts_from_its_own_config() -> None:
+    settings = make_settings(
+        migrations=[
+            {"name": "staged", "match": {"prefix": "/a"}, "from": "legacy", "to": "new",
+             "rollout": {"stages": [25, 100]}},
+            {"name": "manual", "match": {"prefix": "/b"}, "from": "new", "to": "legacy",
+             "weight": 40},
+        ]
+    )  # fmt: skip
+    staged, manual = settings.migration_list
+    assert transitions.initial_state(staged) == RolloutState(Phase.PROGRESSING, 25.0)
+    assert transitions.initial_state(manual) == RolloutState(Phase.MANUAL, 40.0)
 
 
 def test_the_start_has_no_previous_phase() -> None:

@@ -4,8 +4,10 @@ happens on the side, bounded, and lands in metrics and the mismatch log."""
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,11 +16,12 @@ import pytest
 
 from cutover.config import parse_settings
 from cutover.ops.assembly import create_app
+from cutover.ops.guard_runner import build_judges
 from cutover.ops.server import server_config
 from cutover.request.metrics import Metrics
 from cutover.rollout.guard import Guard
-from cutover.rollout.machine import Rollout
-from cutover.rollout.sources import Observation
+from cutover.rollout.registry import Migrations
+from cutover.rollout.sources import Observation, Subject
 from cutover.rollout.state import StateStore
 from cutover.vocabulary import CheckResult
 from tests.conftest import LEGACY_URL, NEW_URL, make_settings
@@ -40,7 +43,8 @@ def results(client) -> dict[str, float]:
     registry = client.app.metrics.registry
     return {
         result: registry.get_sample_value(
-            "cutover_shadow_requests_total", {"route": ROUTE, "result": result}
+            "cutover_shadow_requests_total",
+            {"migration": "default", "route": ROUTE, "result": result},
         )
         or 0
         for result in ("match", "mismatch", "error", "dropped")
@@ -197,6 +201,33 @@ def test_routes_without_shadow_are_untouched(upstreams, proxy, tmp_path) -> None
     assert shadow.call_count == 0
 
 
+def test_a_migrations_shadow_mirrors_its_requests_counted_as_its_own(
+    upstreams, proxy, tmp_path
+) -> None:
+    upstreams.get(url__startswith=LEGACY_URL).respond(json={"n": 1})
+    shadow = upstreams.get(url__startswith=NEW_URL).respond(json={"n": 2})
+    client = proxy(
+        migrations=[
+            {"name": "trade-engine", "match": {"prefix": "/api/v1/backtests"}, "from": "legacy",
+             "to": "new", "shadow": {"sample": 1.0}},
+            {"name": "strategies", "match": {"prefix": "/api/v1/strategies"}, "from": "legacy",
+             "to": "new"},
+        ],
+        shadow={"log_path": str(tmp_path / "shadow.jsonl")},
+    )  # fmt: skip
+    assert client.get("/api/v1/strategies/1").json() == {"n": 1}
+    assert client.get("/api/v1/backtests/7").json() == {"n": 1}
+    registry = client.app.metrics.registry
+
+    def mismatches(migration: str) -> float:
+        labels = {"migration": migration, "route": "default", "result": "mismatch"}
+        return registry.get_sample_value("cutover_shadow_requests_total", labels) or 0
+
+    wait_for(client, lambda: mismatches("trade-engine") == 1, "trade-engine's mismatch")
+    assert [call.request.url.path for call in shadow.calls] == ["/api/v1/backtests/7"]
+    assert mismatches("strategies") == 0
+
+
 @pytest.mark.anyio
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])
 @pytest.mark.parametrize("rollback", [False, True])
@@ -212,19 +243,20 @@ async def test_the_shadow_check_gates_promotion(tmp_path, anyio_backend, rollbac
     def clock() -> float:
         return clock_now[0]
 
-    rollout = Rollout.restore(
-        settings, StateStore(settings.state.path), clock=clock, monotonic=clock
-    )
+    store = StateStore(settings.state.path)
+    migrations = Migrations.restore(settings, store, clock=clock, monotonic=clock)
+    rollout = migrations.get("default")
+
     skewed = Observation(new_requests=500, new_errors=0, legacy_requests=500, new_p95=0.01,
                          legacy_p95=0.01, shadow_comparisons=200, shadow_mismatches=20)  # fmt: skip
 
-    async def observe(now: float, since: float | None) -> Observation:
-        return skewed
+    async def observe(now: float, subjects: Sequence[Subject]) -> dict[str, Observation]:
+        return {subject.name: copy.deepcopy(skewed) for subject in subjects}
 
-    guard = Guard(settings.guard, rollout, Metrics(), observe, shadow=settings.shadow,
-                  monotonic=clock)  # fmt: skip
+    judges = build_judges(settings, migrations)
+    guard = Guard(settings.guard, migrations, judges, Metrics(), observe, monotonic=clock)
     for _ in range(10):
-        verdicts = await guard.tick()
+        verdicts = (await guard.tick())["default"]
         clock_now[0] += 5
     shadow = next(v for v in verdicts if v.check == "shadow")
     assert shadow.value == pytest.approx(0.1)
@@ -302,5 +334,5 @@ def test_a_mirror_whose_client_leaves_is_dropped_at_once(tmp_path, leaves: str) 
             assert shadow_gone.wait(5), "the shadow call was not stopped"
             assert dict(shadower.totals) == {"match": 0, "mismatch": 0, "error": 0, "dropped": 1}
             registry = app.metrics.registry
-            dropped = {"route": ROUTE, "result": "dropped"}
+            dropped = {"migration": "default", "route": ROUTE, "result": "dropped"}
             assert registry.get_sample_value("cutover_shadow_requests_total", dropped) == 1
