@@ -203,7 +203,10 @@ class Guard:
             # After a failed evaluation, confirm (or clear) it in half an interval: a real
             # fault is rolled back within about 1.5 intervals of being seen, not 2.
             interval = self.config.interval
-            if any(rollout.consecutive_failures for rollout in self.migrations):
+            if any(
+                rollout.consecutive_failures and rollout.phase != Phase.ROLLED_BACK
+                for rollout in self.migrations
+            ):
                 interval /= 2
             elapsed = time.monotonic() - started
             await asyncio.sleep(max(0.0, interval - elapsed))

@@ -24,7 +24,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from cutover.rollout.checks import Verdict
-from cutover.rollout.state import Stamp
+from cutover.rollout.state import DEFAULT_MIGRATION, Stamp
 from cutover.vocabulary import CheckResult
 
 
@@ -127,7 +127,14 @@ class EvaluationFile:
         if stamp is None or stamp == seen:
             return stamp, None
         try:
-            model = _Evaluations.model_validate_json(self.path.read_bytes())
+            raw = json.loads(self.path.read_bytes())
+        except ValueError as exc:
+            raise EvaluationFileError(f"{self.path}: not valid JSON: {exc}") from None
+        if isinstance(raw, dict) and "migrations" not in raw:
+            # Written before migrations had names: the one rollout's, the default's.
+            raw = {"migrations": {DEFAULT_MIGRATION: raw}}
+        try:
+            model = _Evaluations.model_validate(raw)
         except ValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(str(part) for part in first["loc"]) or "file"

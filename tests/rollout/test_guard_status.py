@@ -58,6 +58,20 @@ def test_an_unusable_file_is_an_error_naming_the_field(
     assert str(caught.value) == f"{shared.path}: migrations.trade-engine.{problem}"
 
 
+def test_a_file_from_before_migrations_is_the_default_migrations(tmp_path: Path) -> None:
+    """After an upgrade, the one rollout's last evaluation carries its hold on."""
+    shared = EvaluationFile(tmp_path / "state.json")
+    shared.path.write_text(json.dumps(EVALUATION.to_json()))
+    assert shared.read_if_changed(None)[1] == {"default": EVALUATION}
+
+
+def test_a_file_that_is_not_json_is_an_error(tmp_path: Path) -> None:
+    shared = EvaluationFile(tmp_path / "state.json")
+    shared.path.write_text("{half")
+    with pytest.raises(EvaluationFileError, match="not valid JSON"):
+        shared.read_if_changed(None)
+
+
 def test_the_hold_carries_over_with_the_time_since_while_the_leader_evaluates() -> None:
     # Written 4 s ago by a leader evaluating every 5 s: the 4 s count too.
     since, failures = EVALUATION.carried_over(900.0, now=1004.0, monotonic_now=50.0, fresh=10)
