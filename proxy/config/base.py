@@ -92,7 +92,7 @@ def http_methods(value: list[str]) -> list[str]:
     return methods
 
 
-Weight = Annotated[float, AfterValidator(_weight)]  # percent of traffic to new
+Weight = Annotated[float, AfterValidator(_weight)]  # percent of a migration's traffic to its ``to``
 PositiveSeconds = Annotated[float, AfterValidator(_positive)]
 ServiceUrl = Annotated[str, AfterValidator(http_url)]  # a backend's, Prometheus'
 HttpMethods = Annotated[list[str], AfterValidator(http_methods)]

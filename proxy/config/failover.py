@@ -8,7 +8,7 @@ from cutover.config.base import HttpMethods, PositiveSeconds, SectionConfig
 
 
 class FallbackConfig(SectionConfig):
-    """Retry a request that failed on new once on legacy, when that is safe."""
+    """Retry a request that failed on a migration's ``to`` once on its ``from``, when safe."""
 
     enabled: bool = True
     methods: HttpMethods = ["GET", "HEAD", "OPTIONS", "PUT", "DELETE"]
@@ -17,7 +17,7 @@ class FallbackConfig(SectionConfig):
 
 
 class BreakerConfig(SectionConfig):
-    """Stop sending requests to new while it is failing; probe before trusting it again."""
+    """Stop sending requests to a ``to`` backend while it fails; probe before trusting it."""
 
     enabled: bool = True
     failures: int = Field(5, ge=1)  # consecutive failures that open it

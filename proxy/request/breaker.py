@@ -1,9 +1,10 @@
-"""A circuit breaker in front of the new backend.
+"""A circuit breaker in front of a backend that migrations move to (``to``).
 
 closed ──(``failures`` in a row, or ``failure_ratio`` of the last ``window`` seconds with at
 least ``min_requests``)──► open ──(``cooldown``)──► half_open ──(``probes`` successes in a
 row)──► closed; a failure while half open opens it again. While it is not closed, requests
-that would go to new go to legacy (the proxy decides; the client just gets an answer).
+that would go to it go to their migration's ``from`` (the proxy decides; the client just
+gets an answer).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from collections.abc import Callable
 from cutover.config import BreakerConfig
 from cutover.vocabulary import BreakerState
 
-# allow() runs on every request to new: the members as module globals, because reading
+# allow() runs on every request to the backend: the members as module globals, because reading
 # ``BreakerState.CLOSED`` goes through the enum class (~0.2 µs on Python 3.11).
 CLOSED, OPEN, HALF_OPEN = BreakerState.CLOSED, BreakerState.OPEN, BreakerState.HALF_OPEN
 
@@ -40,7 +41,7 @@ class CircuitBreaker:
         self._probe_successes = 0
 
     def allow(self) -> bool:
-        """May this request go to new? In half-open, admits at most ``probes`` at once;
+        """May this request go to the backend? In half-open, admits at most ``probes`` at once;
         every admitted request must be followed by ``record``."""
         if self.state == CLOSED:
             return True
@@ -73,7 +74,7 @@ class CircuitBreaker:
             self._open()
 
     def forget(self) -> None:
-        """An admitted request ended with no verdict on new (the client left first)."""
+        """An admitted request ended with no verdict on the backend (the client left first)."""
         if self.state == HALF_OPEN:
             self._probing = max(0, self._probing - 1)
 

@@ -1,8 +1,9 @@
 """Send one client request to the chosen backend and stream the answer back.
 
-Around that one exchange: the circuit breaker on new, a cap on requests in flight per
-backend (``slots.py``), a retry on legacy when new failed before answering and replaying is
-safe (``replay.py``), the shadow mirror (``mirror.py``), and the metrics."""
+Around that one exchange: the circuit breaker in front of each migration's ``to``, a cap on
+requests in flight per backend (``slots.py``), a retry on the migration's ``from`` when its
+``to`` failed before answering and replaying is safe (``replay.py``), the shadow mirror
+(``mirror.py``), and the metrics."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Which requests may be served by legacy when new fails (or while the breaker is open):
+"""Which requests may be served by their migration's ``from`` when its ``to`` fails (or
+while the breaker is open):
 the replay policy, computed once from the settings, and asked per request."""
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ class ReplayPolicy:
     def can_replay(
         self, route: str, reason: str, method: str, length: int | None, has_body: bool
     ) -> bool:
-        """Whether a failure on new may be retried on legacy: not an override, an idempotent
+        """Whether a failure on ``to`` may be retried on ``from``: not an override, an idempotent
         method (per route) and a body small enough to keep."""
         if not self.enabled or reason == "override":
             return False
