@@ -1,6 +1,5 @@
 """The ``split`` section (stickiness, the override header, the default migration's weight)
-and the
-``routes`` list (per-prefix pins, weights, shadowing and fallback)."""
+and the ``routes`` list (per-prefix pins, weights, shadowing and fallback)."""
 
 from __future__ import annotations
 
