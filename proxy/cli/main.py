@@ -99,7 +99,9 @@ def distribution_version() -> str:
 def build_parser() -> argparse.ArgumentParser:
     # Every option's help states its default in words: "(default: ...)".
     parser = argparse.ArgumentParser(
-        prog="cutover", description="Migration gateway: split traffic between legacy and new."
+        prog="cutover",
+        description="Migration gateway: move an API from one backend to another, migration by "
+        "migration.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {distribution_version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -124,7 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--config", help="YAML config file (default: $CUTOVER_CONFIG)")
     demo.add_argument(
         "--duration", type=float, default=None,
-        help="stop after N seconds (default: run until Ctrl-C, SIGTERM or SIGHUP)",
+        help="stop after N seconds (default: run until every migration is promoted or rolled "
+        "back, or Ctrl-C, SIGTERM or SIGHUP)",
     )  # fmt: skip
     demo.add_argument(
         "--rate", type=float, default=50.0, help="demo requests per second (default: %(default)g)"
@@ -132,7 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--fault",
         choices=["error-rate", "latency", "memory"],
-        help="inject this fault into the new backend once the rollout reaches 50%% (default: none)",
+        help="inject this fault into the new backend, under the prefix of the first migration "
+        "with stages, once it reaches its second stage (default: none)",
     )
     for name, what, config_key in [
         ("proxy", "the proxy listener", "listen.port"),

@@ -3,6 +3,8 @@ another, with its own stickiness, stages, guard thresholds, deprecation and dual
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import ConfigDict, Field, model_validator
 
 from cutover.config.base import (
@@ -71,7 +73,8 @@ class MigrationConfig(SectionConfig):
     rollout: RolloutConfig | None = None  # None: the weight is set by hand
     weight: Weight = 0.0  # where a migration with no saved state starts
     guard: MigrationGuardConfig = MigrationGuardConfig()
-    deprecation: DeprecationConfig | None = None  # None: the top-level deprecation, if any
+    # None: the top-level deprecation, if any; false: none for this migration.
+    deprecation: DeprecationConfig | Literal[False] | None = None
     shadow: RouteShadowConfig | None = None
 
     @model_validator(mode="after")

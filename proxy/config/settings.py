@@ -170,7 +170,9 @@ class Settings(BaseSettings):
             m.model_copy(
                 update={
                     "sticky": m.sticky or self.split.sticky,
-                    "deprecation": m.deprecation or self.deprecation,
+                    "deprecation": None
+                    if m.deprecation is False
+                    else m.deprecation or self.deprecation,
                 }
             )
             for m in self.migrations

@@ -154,6 +154,7 @@ def iso_utc(at: float) -> str:
 
 def mismatch_record(
     *,
+    migration: str,
     route: str,
     method: str,
     path: str,
@@ -173,6 +174,7 @@ def mismatch_record(
     return {
         "at": iso_utc(at),
         "run_id": run_id,
+        "migration": migration,
         "route": route,
         "method": method,
         "path": path,

@@ -171,6 +171,7 @@ class Shadower:
         with contextlib.suppress(ValueError):  # the log is closed: the proxy is stopping
             self.log.write(
                 mismatch_record(
+                    migration=mirror.migration,
                     route=mirror.route,
                     method=mirror.method,
                     path=mirror.path,

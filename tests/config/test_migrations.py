@@ -157,3 +157,9 @@ def test_a_route_weight_under_no_migration_is_refused() -> None:
         "routes.0.weight: /reports is under no migration: a weight splits a migration's from "
         "and to; pin the route with backend instead"
     ]
+
+
+def test_a_migration_can_turn_the_top_level_deprecation_off() -> None:
+    top = {"deprecated_at": "2026-01-01"}
+    settings = parse_settings(config({**STRATEGIES, "deprecation": False}, deprecation=top))
+    assert settings.migration_list[0].deprecation is None

@@ -21,6 +21,7 @@ def record(
     at: float = 1714564800.5,
 ) -> dict[str, Any]:
     return mismatch_record(
+        migration="trade-engine",
         route="backtests",
         method=method,
         path=path,

@@ -34,6 +34,7 @@ def test_mismatch_record_shape() -> None:
     assert line == {
         "at": "2024-05-01T12:00:00.500Z",
         "run_id": "run-a",
+        "migration": "trade-engine",
         "route": "backtests",
         "method": "POST",
         "path": EXECUTE,

@@ -93,6 +93,7 @@ def test_mismatches_are_counted_and_logged_without_credentials(upstreams, proxy,
     wait_for(client, lambda: log_lines(tmp_path), "the mismatch's log line")
     [line] = log_lines(tmp_path)
     assert (line["method"], line["path"], line["route"]) == ("GET", "/api/run", ROUTE)
+    assert line["migration"] == "default"
     assert line["diffs"] == [
         {"path": "$.sharpe", "primary": 1.0, "shadow": 1.05, "reason": "value"}
     ]
