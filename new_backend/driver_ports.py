@@ -37,7 +37,10 @@ def local_url(host: str, port: int) -> str:
 
 
 def port_is_free(host: str, port: int) -> bool:
+    """Whether a server could listen there now. The servers set SO_REUSEADDR, so the probe
+    does too: connections of a demo just stopped (TIME_WAIT) do not make a port taken."""
     with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, port))
         except OSError:
