@@ -360,8 +360,11 @@ def write_config(path: Path, config: dict[str, Any] | str) -> None:
     os.replace(tmp, path)
 
 
-def read_state(path: Path) -> dict[str, Any]:
-    return json.loads(path.read_text(encoding="utf-8"))
+def read_state(path: Path, migration: str = "default") -> dict[str, Any]:
+    """One migration's saved state from the state file (version 2, keyed by migration)."""
+    document = json.loads(path.read_text(encoding="utf-8"))
+    assert document.get("version") == 2, document
+    return document["migrations"][migration]
 
 
 # --------------------------------------------------------------------------- traffic

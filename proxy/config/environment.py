@@ -36,7 +36,13 @@ def unknown_setting(name: str) -> str | None:
     Matched without regard to case, as the settings source matches."""
     keys = name[len(ENV_PREFIX) :].lower().split("__")
     model: type[BaseModel] = Settings
+    named: type[BaseModel] | None = None  # after a mapping by name (backends): key = a name
     for depth, key in enumerate(keys):
+        if named is not None:
+            if depth == len(keys) - 1:
+                return None
+            model, named = named, None
+            continue
         fields = model.model_fields
         if key not in fields:
             where = ".".join(keys[:depth]) or "the config"
@@ -49,6 +55,9 @@ def unknown_setting(name: str) -> str | None:
         if depth == len(keys) - 1:
             return None
         annotation = fields[key].annotation
+        if get_origin(annotation) is dict and _section(get_args(annotation)[1]) is not None:
+            named = _section(get_args(annotation)[1])
+            continue
         section = _section(annotation)
         if section is None:
             path = ".".join(keys[: depth + 1])

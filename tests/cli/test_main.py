@@ -156,10 +156,13 @@ def test_the_variables_that_are_not_settings_are_accepted(tmp_path: Path) -> Non
     path = tmp_path / "c.yaml"
     path.write_text(BACKENDS, encoding="utf-8")
     env = dict.fromkeys(NOT_SETTINGS, "x")
-    env.update(CUTOVER_ADMIN_TOKEN="t", CUTOVER_SPLIT__WEIGHT="25")
+    migrations = '[{"name": "from-env", "match": {"prefix": "/x"}, "from": "legacy", "to": "new"}]'
+    env.update(
+        CUTOVER_ADMIN_TOKEN="t", CUTOVER_SPLIT__STICKY="client_ip", CUTOVER_MIGRATIONS=migrations
+    )
     result = check_config_with(env, path)
     assert (result.returncode, result.stderr) == (0, ""), result
-    assert "weight 25%" in result.stdout
+    assert "1 migration (from-env)" in result.stdout  # the settings from the environment apply
 
 
 # Names the docs and tests use on purpose as examples of a misspelt variable.
