@@ -1321,9 +1321,15 @@ def test_default_guard_queries_read_a_healthy_rollout(stack: Stack) -> None:
         pytest.skip("new had already failed a request, so this cannot show a missing series")
     readings = ("new_requests", "new_errors", "legacy_requests", "new_p95", "legacy_p95",
                 "new_memory")  # fmt: skip
+    # As the guard sends them for the one migration of this config (default, legacy -> new).
+    values = {"$window": f"{GUARD_WINDOW}s", "$migration": "default", "$to": "new",
+              "$from": "legacy"}  # fmt: skip
     empty = []
     for reading in readings:
-        expr = cutover_config.DEFAULT_QUERIES[reading].replace("$window", f"{GUARD_WINDOW}s")
+        expr = cutover_config.DEFAULT_QUERIES[reading]
+        for variable, value in values.items():
+            expr = expr.replace(variable, value)
+        assert "$" not in expr, expr
         result = prometheus.api("query", query=expr, time=stack.healthy_at)["result"]
         if len(result) != 1 or math.isnan(float(result[0]["value"][1])):
             empty.append(f"{reading}: {expr} -> {result}")
@@ -1421,8 +1427,9 @@ def test_prometheus_sees_every_fault_and_every_panel_has_data(stack: Stack) -> N
         if not has_value and not (names and names <= set(NO_SERIES_IN_E2E)):
             empty.append(f"{query.where}: {expr}")
     assert not empty, "dashboard queries without data:\n" + "\n".join(empty)
-    routes = prometheus.api("label/route/values", **{"match[]": "cutover_split_weight"})
-    assert "default" in routes, routes
+    # The weight is per migration: its label values are the configured migrations' names.
+    migrations = prometheus.api("label/migration/values", **{"match[]": "cutover_split_weight"})
+    assert migrations == ["default"], migrations
     # ... and every metric they use has series in Prometheus.
     names = {
         name
