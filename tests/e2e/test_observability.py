@@ -1369,7 +1369,7 @@ def test_prometheus_sees_every_fault_and_every_panel_has_data(stack: Stack) -> N
     stack.faults.set(error_rate=0.5)
     rollback_by(stack, "error_rate", guard.max_error_rate)
     for alertname in ("CutoverErrorRateHigh", "CutoverRolledBack"):
-        wait_fired(stack, prometheus, alertname, injected)
+        wait_fired(stack, prometheus, alertname, injected, migration="default")
 
     # 2. new answers 300 ms late while the guard cannot read latency (its new_p95 query is
     # broken): the latency alert, quiet while the guard's check passes, is the backstop.
@@ -1381,7 +1381,7 @@ def test_prometheus_sees_every_fault_and_every_panel_has_data(stack: Stack) -> N
     wait_status(stack, "latency in error", lambda s: s["checks"]["latency"]["result"] == "error")
     injected = time.time()
     stack.faults.set(extra_latency_ms=300)
-    wait_fired(stack, prometheus, "CutoverLatencyRatioHigh", injected)
+    wait_fired(stack, prometheus, "CutoverLatencyRatioHigh", injected, migration="default")
     stack.write_config(stack.config)
     rollback_by(stack, "latency", guard.max_latency_ratio)
 
@@ -1391,7 +1391,7 @@ def test_prometheus_sees_every_fault_and_every_panel_has_data(stack: Stack) -> N
     injected = time.time()
     stack.faults.set(leak_kb_per_request=2048)
     rollback_by(stack, "memory", guard.max_memory_ratio)
-    wait_fired(stack, prometheus, "CutoverMemoryRatioHigh", injected)
+    wait_fired(stack, prometheus, "CutoverMemoryRatioHigh", injected, migration="default")
     stack.faults.clear()
 
     # 4. An invalid config is refused; then a valid one whose memory query is broken PromQL.
@@ -1402,8 +1402,11 @@ def test_prometheus_sees_every_fault_and_every_panel_has_data(stack: Stack) -> N
     broken["guard"]["prometheus"]["queries"] = {"new_memory": "max(cutover_backend_resident"}
     injected = time.time()
     stack.write_config(broken)
-    wait_fired(stack, prometheus, "CutoverGuardSourceErrors", injected, check="memory")
-    assert proxy.metric("cutover_guard_checks_total", check="memory", result="error") > 0
+    wait_fired(
+        stack, prometheus, "CutoverGuardSourceErrors", injected, migration="default", check="memory"
+    )
+    checks = "cutover_guard_checks_total"
+    assert proxy.metric(checks, migration="default", check="memory", result="error") > 0
 
     # 5. The proxy dies.
     stack.write_config(stack.config)
