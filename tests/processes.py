@@ -295,6 +295,12 @@ class ProxyProcess(Process):
         assert response.status_code == 200, f"{response.status_code} {response.text}"
         return response.json()
 
+    def migrations(self) -> dict[str, dict[str, Any]]:
+        """GET /migrations: every migration's document by name, in config order."""
+        response = self.admin.get("/migrations")
+        assert response.status_code == 200, f"{response.status_code} {response.text}"
+        return {doc["name"]: doc for doc in response.json()["migrations"]}
+
     def action(self, name: str, **body: Any) -> httpx.Response:
         return self.admin.post(f"/rollout/{name}", json=body or None)
 
@@ -360,8 +366,11 @@ def write_config(path: Path, config: dict[str, Any] | str) -> None:
     os.replace(tmp, path)
 
 
-def read_state(path: Path) -> dict[str, Any]:
-    return json.loads(path.read_text(encoding="utf-8"))
+def read_state(path: Path, migration: str = "default") -> dict[str, Any]:
+    """One migration's saved state from the state file (version 2, keyed by migration)."""
+    document = json.loads(path.read_text(encoding="utf-8"))
+    assert document.get("version") == 2, document
+    return document["migrations"][migration]
 
 
 # --------------------------------------------------------------------------- traffic
@@ -376,13 +385,26 @@ class Reply:
 
 class TrafficDriver:
     """Background threads POSTing backtests through the proxy at about ``rate`` requests/s,
-    each request with one of ``users`` X-User-Id values; every reply is recorded."""
+    each request with one of ``users`` X-User-Id values; every reply is recorded.
+    ``method`` and ``path`` (``{}`` takes a request number) send other requests: a GET
+    has no body."""
 
     PATH = "/api/v1/backtests/bt-{}/execute"
     BODY = {"strategy": "momentum", "symbol": "AAPL"}  # noqa: RUF012
 
-    def __init__(self, base_url: str, *, rate: float = 150.0, workers: int = 12, users: int = 1000):
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        rate: float = 150.0,
+        workers: int = 12,
+        users: int = 1000,
+        method: str = "POST",
+        path: str = PATH,
+    ):
         self.base_url = base_url
+        self.method = method
+        self.path = path
         self.rate = rate
         self.workers = workers
         self.users = [f"user-{i}" for i in range(users)]
@@ -427,9 +449,10 @@ class TrafficDriver:
                 next_at = max(next_at + period, time.monotonic())
                 sent = time.monotonic()
                 try:
-                    response = client.post(
-                        self.PATH.format(next(self._ids)),
-                        json=self.BODY,
+                    response = client.request(
+                        self.method,
+                        self.path.format(next(self._ids)),
+                        json=self.BODY if self.method == "POST" else None,
                         headers={"X-User-Id": rng.choice(self.users)},
                     )
                     reply = Reply(

@@ -21,7 +21,6 @@ from pathlib import Path
 
 import pytest
 
-from cutover.config import Settings
 from tests.processes import (
     ROOT,
     Process,
@@ -36,11 +35,6 @@ pytestmark = pytest.mark.e2e
 CONFIG = ROOT / "config" / "cutover.yaml"
 MIGRATIONS = ROOT / "config" / "migrations.yaml"  # what make demo runs
 SETTLE_DEADLINE = 180.0
-# Until the config accepts ``migrations`` (issue 12's core), config/migrations.yaml is
-# written to the spec and the proxy refuses it.
-needs_migrations = pytest.mark.skipif(
-    "migrations" not in Settings.model_fields, reason="the config does not accept migrations yet"
-)
 START_DEADLINE = 60.0
 STOP_WITHIN = 30.0  # each child gets 10 s for its SIGTERM before the demo kills it
 
@@ -186,7 +180,6 @@ def test_the_demo_uses_the_token_already_set_and_stops_on_sighup(tmp_path: Path)
         assert_cleaned_up(demo, ports)
 
 
-@needs_migrations
 def test_a_fault_on_one_prefix_rolls_back_that_migration_while_the_other_is_promoted(
     tmp_path: Path,
 ) -> None:
@@ -210,7 +203,6 @@ def test_a_fault_on_one_prefix_rolls_back_that_migration_while_the_other_is_prom
         assert "demo: done (every migration settled)" in demo.stdout()
 
 
-@needs_migrations
 @pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
 def test_make_demo_stops_everything_on_sigterm(tmp_path: Path) -> None:
     options, ports = port_options()

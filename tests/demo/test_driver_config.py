@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
-from cutover.config import Settings, load_settings
+from cutover.config import load_settings
 from cutover_demo.new_backend.driver_config import (
     DEMO_MIN_REQUESTS,
     MIN_HOLD,
@@ -33,11 +33,6 @@ ADDRESSES = Addresses(
     new_metrics_url="http://127.0.0.1:18002/metrics",
     listen=("127.0.0.1", 18080),
     admin=("127.0.0.1", 19180),
-)
-# Until the config accepts ``migrations`` (issue 12's core), config/migrations.yaml is
-# written to the spec and cannot be loaded yet.
-needs_migrations = pytest.mark.skipif(
-    "migrations" not in Settings.model_fields, reason="the config does not accept migrations yet"
 )
 
 
@@ -102,7 +97,6 @@ def test_the_copy_of_the_single_migration_config_loads(tmp_path: Path) -> None:
     assert copy.deprecation == original.deprecation  # its dates survive the round trip
 
 
-@needs_migrations
 def test_the_example_of_several_migrations_and_its_copy_load(tmp_path: Path) -> None:
     load_settings(MIGRATIONS)
     path, _ = write_demo_config(MIGRATIONS, ADDRESSES, tmp_path)

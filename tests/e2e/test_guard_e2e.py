@@ -529,7 +529,11 @@ def test_admin_api_needs_the_token_and_the_cli_uses_it(cutover: Cutover) -> None
 
     ok = cli("--token", ADMIN_TOKEN)
     assert ok.returncode == 0, ok.stderr
-    assert ok.stdout.splitlines()[0].split() == ["phase", "progressing"], ok.stdout
+    lines = ok.stdout.splitlines()
+    # One table line per migration (here the one, default), then its detail.
+    assert lines[0].split()[:5] == ["NAME", "PHASE", "WEIGHT", "STAGE", "NEXT"], ok.stdout
+    assert lines[1].split()[:4] == ["default", "progressing", "10%", "1/3"], ok.stdout
+    assert lines[3].split() == ["phase", "progressing"], ok.stdout
     assert "weight    10% to new" in ok.stdout, ok.stdout
 
     refused = cli("--token", "wrong-token")

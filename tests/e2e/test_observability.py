@@ -1321,9 +1321,15 @@ def test_default_guard_queries_read_a_healthy_rollout(stack: Stack) -> None:
         pytest.skip("new had already failed a request, so this cannot show a missing series")
     readings = ("new_requests", "new_errors", "legacy_requests", "new_p95", "legacy_p95",
                 "new_memory")  # fmt: skip
+    # As the guard sends them for the one migration of this config (default, legacy -> new).
+    values = {"$window": f"{GUARD_WINDOW}s", "$migration": "default", "$to": "new",
+              "$from": "legacy"}  # fmt: skip
     empty = []
     for reading in readings:
-        expr = cutover_config.DEFAULT_QUERIES[reading].replace("$window", f"{GUARD_WINDOW}s")
+        expr = cutover_config.DEFAULT_QUERIES[reading]
+        for variable, value in values.items():
+            expr = expr.replace(variable, value)
+        assert "$" not in expr, expr
         result = prometheus.api("query", query=expr, time=stack.healthy_at)["result"]
         if len(result) != 1 or math.isnan(float(result[0]["value"][1])):
             empty.append(f"{reading}: {expr} -> {result}")
@@ -1363,7 +1369,7 @@ def test_prometheus_sees_every_fault_and_every_panel_has_data(stack: Stack) -> N
     stack.faults.set(error_rate=0.5)
     rollback_by(stack, "error_rate", guard.max_error_rate)
     for alertname in ("CutoverErrorRateHigh", "CutoverRolledBack"):
-        wait_fired(stack, prometheus, alertname, injected)
+        wait_fired(stack, prometheus, alertname, injected, migration="default")
 
     # 2. new answers 300 ms late while the guard cannot read latency (its new_p95 query is
     # broken): the latency alert, quiet while the guard's check passes, is the backstop.
@@ -1375,7 +1381,7 @@ def test_prometheus_sees_every_fault_and_every_panel_has_data(stack: Stack) -> N
     wait_status(stack, "latency in error", lambda s: s["checks"]["latency"]["result"] == "error")
     injected = time.time()
     stack.faults.set(extra_latency_ms=300)
-    wait_fired(stack, prometheus, "CutoverLatencyRatioHigh", injected)
+    wait_fired(stack, prometheus, "CutoverLatencyRatioHigh", injected, migration="default")
     stack.write_config(stack.config)
     rollback_by(stack, "latency", guard.max_latency_ratio)
 
@@ -1385,7 +1391,7 @@ def test_prometheus_sees_every_fault_and_every_panel_has_data(stack: Stack) -> N
     injected = time.time()
     stack.faults.set(leak_kb_per_request=2048)
     rollback_by(stack, "memory", guard.max_memory_ratio)
-    wait_fired(stack, prometheus, "CutoverMemoryRatioHigh", injected)
+    wait_fired(stack, prometheus, "CutoverMemoryRatioHigh", injected, migration="default")
     stack.faults.clear()
 
     # 4. An invalid config is refused; then a valid one whose memory query is broken PromQL.
@@ -1396,8 +1402,11 @@ def test_prometheus_sees_every_fault_and_every_panel_has_data(stack: Stack) -> N
     broken["guard"]["prometheus"]["queries"] = {"new_memory": "max(cutover_backend_resident"}
     injected = time.time()
     stack.write_config(broken)
-    wait_fired(stack, prometheus, "CutoverGuardSourceErrors", injected, check="memory")
-    assert proxy.metric("cutover_guard_checks_total", check="memory", result="error") > 0
+    wait_fired(
+        stack, prometheus, "CutoverGuardSourceErrors", injected, migration="default", check="memory"
+    )
+    checks = "cutover_guard_checks_total"
+    assert proxy.metric(checks, migration="default", check="memory", result="error") > 0
 
     # 5. The proxy dies.
     stack.write_config(stack.config)
@@ -1421,8 +1430,9 @@ def test_prometheus_sees_every_fault_and_every_panel_has_data(stack: Stack) -> N
         if not has_value and not (names and names <= set(NO_SERIES_IN_E2E)):
             empty.append(f"{query.where}: {expr}")
     assert not empty, "dashboard queries without data:\n" + "\n".join(empty)
-    routes = prometheus.api("label/route/values", **{"match[]": "cutover_split_weight"})
-    assert "default" in routes, routes
+    # The weight is per migration: its label values are the configured migrations' names.
+    migrations = prometheus.api("label/migration/values", **{"match[]": "cutover_split_weight"})
+    assert migrations == ["default"], migrations
     # ... and every metric they use has series in Prometheus.
     names = {
         name
