@@ -97,8 +97,7 @@ class Forwarder:
 
     async def forward(self, scope: Scope, receive: Receive, send: Send, decision: Decision) -> None:
         method = scope["method"]
-        headers = scope["headers"]
-        length, has_body = request_length(headers)
+        length, has_body = request_length(scope["headers"])
         limit = self.limits.max_request_body
         if limit is not None and length is not None and length > limit:
             raise BodyTooLarge

@@ -46,7 +46,7 @@ def fanout() -> tuple[TransitionFanout, Metrics]:
     proxy = create_app(make_settings(migrations=MIGRATIONS), metrics=metrics)
     out = TransitionFanout(proxy, metrics)
     for migration in MIGRATIONS:
-        metrics.add_migration(migration["name"])
+        metrics.add_migration(migration["name"], migration["from"], migration["to"])
         out.on_sync(migration["name"], RolloutState(Phase.MANUAL, migration["weight"]))
     return out, metrics
 

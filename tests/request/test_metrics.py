@@ -105,13 +105,15 @@ def test_weights_by_migration() -> None:
 def test_every_rollback_reason_and_the_promotions_exist_from_a_migrations_start() -> None:
     metrics = Metrics()
     assert sample(metrics, "cutover_rollbacks_total", migration="engine", reason="latency") is None
-    metrics.add_migration("engine")
+    metrics.add_migration("engine", "legacy", "new")
+    info = {"migration": "engine", "from": "legacy", "to": "new"}
+    assert sample(metrics, "cutover_migration_info", **info) == 1
     for reason in ("error_rate", "latency", "memory", "shadow", "operator"):
         assert sample(metrics, "cutover_rollbacks_total", migration="engine", reason=reason) == 0
     assert sample(metrics, "cutover_promotions_total", migration="engine") == 0
     metrics.rollbacks.labels(migration="engine", reason="latency").inc()
     metrics.promotions.labels(migration="engine").inc()
-    metrics.add_migration("engine")  # again (a reload): the counts stay
+    metrics.add_migration("engine", "legacy", "new")  # again (a reload): the counts stay
     assert sample(metrics, "cutover_rollbacks_total", migration="engine", reason="latency") == 1
     assert sample(metrics, "cutover_promotions_total", migration="engine") == 1
     assert sample(metrics, "cutover_promotions_total", migration="strategies") is None
@@ -147,7 +149,7 @@ def test_the_exposition_of_every_metric_passes_promtool() -> None:
         pytest.skip(message)
     metrics = Metrics()
     for migration in ("engine", "strategies"):
-        metrics.add_migration(migration)
+        metrics.add_migration(migration, "legacy", "new")
         metrics.set_phase(migration, Phase.PROGRESSING)
         metrics.set_weight(migration, 10.0)
         metrics.observe(migration, "new", "default", "2xx", 0.01)
