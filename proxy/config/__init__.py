@@ -38,10 +38,11 @@ from cutover.config.migrations import (
     MigrationGuardConfig,
     mirrored,
 )
-from cutover.config.rollout import RolloutConfig, StageConfig, StateConfig
+from cutover.config.rollout import RolloutConfig, StageConfig
 from cutover.config.routing import RouteConfig, SplitConfig
 from cutover.config.settings import ENV_PREFIX, Settings
 from cutover.config.shadow import RouteShadowConfig, ShadowConfig, ToleranceConfig
+from cutover.config.state import StateBackend, StateConfig
 
 __all__ = [
     "DEFAULT_MIGRATION",
@@ -77,6 +78,7 @@ __all__ = [
     "ShutdownConfig",
     "SplitConfig",
     "StageConfig",
+    "StateBackend",
     "StateConfig",
     "TimeoutsConfig",
     "ToleranceConfig",

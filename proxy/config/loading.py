@@ -62,6 +62,9 @@ def parse_settings(data: Any) -> Settings:
         raise ConfigError([f"config: must be a mapping of keys, got {type(data).__name__}"])
     if "admin_token" in data:
         raise ConfigError(["admin_token: keep it out of the file; set CUTOVER_ADMIN_TOKEN"])
+    state = data.get("state")
+    if isinstance(state, dict) and "password" in state:
+        raise ConfigError(["state.password: keep it out of the file; set CUTOVER_STATE__PASSWORD"])
     problems = environment_problems(os.environ) + key_problems(data)
     if problems:
         # Validating would only repeat an unknown variable's problem in other words.

@@ -1,9 +1,8 @@
-"""The ``rollout`` section (the stages and their holds) and the ``state`` file's place."""
+"""The ``rollout`` section: the stages and their holds."""
 
 from __future__ import annotations
 
 import itertools
-from pathlib import Path
 from typing import Any
 
 from pydantic import field_validator
@@ -46,7 +45,3 @@ class RolloutConfig(SectionConfig):
 
     def hold_for(self, index: int) -> float:
         return self.stages[index].hold or self.hold
-
-
-class StateConfig(SectionConfig):
-    path: Path = Path("./cutover-state.json")

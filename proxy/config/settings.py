@@ -25,9 +25,10 @@ from cutover.config.guard import GuardConfig
 from cutover.config.limits import LimitsConfig, ShutdownConfig, TimeoutsConfig
 from cutover.config.listeners import AdminConfig, ListenConfig, is_loopback, listeners_overlap
 from cutover.config.migrations import DEFAULT_MIGRATION, MatchConfig, MigrationConfig, mirrored
-from cutover.config.rollout import RolloutConfig, StateConfig
+from cutover.config.rollout import RolloutConfig
 from cutover.config.routing import RouteConfig, SplitConfig
 from cutover.config.shadow import ShadowConfig
+from cutover.config.state import StateConfig
 from cutover.request.matcher import Rule, conflicts, matches
 
 ENV_PREFIX = "CUTOVER_"

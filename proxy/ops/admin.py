@@ -26,7 +26,7 @@ from cutover.request.metrics import Metrics
 from cutover.request.problem import problem_body
 from cutover.rollout.control import Control
 from cutover.rollout.registry import UnknownMigration
-from cutover.rollout.state import SaveError, StateError, Transition
+from cutover.rollout.state import SaveError, StateConflict, StateError, Transition
 from cutover.rollout.transitions import RolloutError
 from cutover.vocabulary import TransitionKind
 
@@ -118,7 +118,7 @@ def create_admin_app(control: Control, metrics: Metrics, token: SecretStr | None
             return problem(404, "Not Found", str(exc), "not-found")
         except BodyError as exc:
             return problem(422, "Unprocessable Content", str(exc), "invalid-body")
-        except RolloutError as exc:
+        except (RolloutError, StateConflict) as exc:
             return problem(409, "Conflict", str(exc), "conflict")
         except (SaveError, StateError) as exc:
             return not_saved(exc)
@@ -137,6 +137,8 @@ def create_admin_app(control: Control, metrics: Metrics, token: SecretStr | None
             return problem(404, "Not Found", str(exc), "not-found")
         except BodyError as exc:
             return problem(422, "Unprocessable Content", str(exc), "invalid-body")
+        except StateConflict as exc:
+            return problem(409, "Conflict", str(exc), "conflict")
         except (SaveError, StateError) as exc:
             return not_saved(exc)
         return JSONResponse(await control.current_status(name))

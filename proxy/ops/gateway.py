@@ -4,6 +4,7 @@ reloader; started and stopped as one, and switched to new settings by a reload."
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -19,14 +20,13 @@ from cutover.ops.assembly import build_breakers, build_shadower, build_upstreams
 from cutover.ops.fanout import TransitionFanout
 from cutover.ops.guard_runner import BuiltGuard, GuardRunner, build_judges
 from cutover.ops.reload import Reloader, describe, reloadable
+from cutover.ops.state_backend import open_state
 from cutover.request.forwarder import Forwarder
 from cutover.request.metrics import Metrics
 from cutover.request.splitter import Splitter
 from cutover.rollout.control import Control
-from cutover.rollout.coordination import Coordination
-from cutover.rollout.guard_status import EvaluationFile, EvaluationFileError
+from cutover.rollout.guard_status import EvaluationFileError
 from cutover.rollout.registry import Migrations
-from cutover.rollout.state import StateStore
 
 logger = logging.getLogger("cutover.gateway")
 
@@ -56,11 +56,14 @@ class Gateway:
             if config_path is None
             else Reloader(Path(config_path), self.apply, self.metrics.config_reload_failures)
         )
-        self.coordination = Coordination(settings.state.path)
+        self.state = open_state(settings, self.metrics)
+        self.coordination = self.state.coordination
         with self.coordination.state_lock():
-            store = StateStore(settings.state.path)
-            self.migrations = Migrations.restore(settings, store, clock=clock, monotonic=monotonic)
-        self.evaluations = EvaluationFile(settings.state.path)
+            self.migrations = Migrations.restore(
+                settings, self.state.book, clock=clock, monotonic=monotonic
+            )
+        self.evaluations = self.state.evaluations
+        self._tasks: list[asyncio.Task[Any]] = []
         self._resume_hold()
         self.proxy = create_app(settings, transport=transport, metrics=self.metrics)
         self.control = Control(self.migrations, self.coordination, describe=self._describe)
@@ -118,6 +121,7 @@ class Gateway:
     async def startup(self) -> None:
         await self.proxy.startup()
         await self.fanout.use_webhook(self.settings.guard.webhook)
+        self._follow_the_fleet()
         self._run_guard(self.guards.build(self.settings))
         if self.reloader is not None:
             self.reloader.start()
@@ -128,9 +132,30 @@ class Gateway:
         if self.reloader is not None:
             await self.reloader.stop()
         await self.guards.stop()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.fanout.aclose()
         await self.proxy.shutdown()
-        self.coordination.resign()  # another worker may lead the guard now
+        await self.coordination.release()  # another worker or host may lead the guard now
+        await self.state.aclose()
+
+    def _follow_the_fleet(self) -> None:
+        """With the redis backend: follow the fleet's state, and keep the guard's lease."""
+        if self.state.redis is None:
+            return
+        from cutover.rollout.follower import StateFollower
+        from cutover.rollout.redis_keys import RedisKeys
+
+        config = self.settings.state
+        self.metrics.state_store_up.set(1 if self.migrations.book.available else 0)
+        follower = StateFollower(
+            self.migrations, self.coordination, self.state.redis, RedisKeys(config.key_prefix),
+            poll=config.poll, on_store=lambda up: self.metrics.state_store_up.set(1 if up else 0),
+        )  # fmt: skip
+        self._tasks.append(asyncio.create_task(follower.run()))
+        renew = self.coordination.renew_forever(config.lease / 3)  # type: ignore[attr-defined]
+        self._tasks.append(asyncio.create_task(renew))
 
     def _run_guard(self, built: BuiltGuard) -> None:
         self.control.guard = self.guards.start(built)

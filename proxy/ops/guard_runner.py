@@ -15,7 +15,7 @@ import httpx
 
 from cutover.config import Settings
 from cutover.request.metrics import Metrics
-from cutover.rollout.coordination import Coordination
+from cutover.rollout.coordination import Coordinator
 from cutover.rollout.guard import Guard
 from cutover.rollout.guard_status import EvaluationFile
 from cutover.rollout.judge import Judge
@@ -62,7 +62,7 @@ class GuardRunner:
         self,
         migrations: Migrations,
         metrics: Metrics,
-        coordination: Coordination,
+        coordination: Coordinator,
         evaluations: EvaluationFile,
         *,
         side_transport: httpx.AsyncBaseTransport | None = None,

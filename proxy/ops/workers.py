@@ -26,7 +26,7 @@ import uvicorn
 from prometheus_client import multiprocess
 from uvicorn.supervisors import Multiprocess
 
-from cutover.config import Settings, load_settings
+from cutover.config import Settings, StateBackend, load_settings
 from cutover.ops.gateway import Gateway
 from cutover.ops.listener import Listeners
 from cutover.ops.server import admin_listener, bind, server_config
@@ -103,7 +103,8 @@ def serve_workers(
     settings: Settings, *, config_path: str | Path, workers: int, log_level: str
 ) -> None:
     """Validate, bind both listeners, then supervise ``workers`` processes until a signal."""
-    StateStore(settings.state.path).load()  # a bad state file stops us before binding
+    if settings.state.backend == StateBackend.FILE:
+        StateStore(settings.state.path).load()  # a bad state file stops us before binding
     proxy_socket = bind(settings.listen.host, settings.listen.port)
     admin_socket = bind(settings.admin.host, settings.admin.port)
     metrics_dir = tempfile.mkdtemp(prefix="cutover-metrics-")

@@ -130,6 +130,21 @@ class Metrics:
             ["backend", "state"],
             registry=r,
         )
+        self.state_store_up = Gauge(
+            "cutover_state_store_up",
+            "1 while the shared state store (Redis) answers, 0 while it is unreachable.",
+            registry=r, multiprocess_mode="liveall",
+        )  # fmt: skip
+        self.state_writes = Counter(
+            "cutover_state_writes",
+            "Writes of a migration's state to the shared store, by result "
+            "(ok, conflict, fenced, error).",
+            ["result"], registry=r,
+        )  # fmt: skip
+        self.guard_leader = Gauge(
+            "cutover_guard_leader", "1 on the process that leads the fleet's guard, else 0.",
+            registry=r, multiprocess_mode="liveall",
+        )  # fmt: skip
         self.admin_auth_failures = Counter(
             "cutover_admin_auth_failures",
             "Admin API calls refused for a missing or wrong token.",

@@ -8,8 +8,30 @@ configured, whose history stays), and only once the write succeeded does the boo
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import Iterator
+from typing import Protocol
 
 from cutover.rollout.state import RolloutState, Stamp, StateStore
+
+
+class Book(Protocol):
+    """What the migrations need of their store: the file's ``StateBook`` or Redis's."""
+
+    states: dict[str, RolloutState]
+    available: bool
+
+    def load(self) -> None: ...
+
+    def save_blocking(self, changes: dict[str, RolloutState]) -> None: ...
+
+    async def save(self, name: str, state: RolloutState) -> None: ...
+
+    async def save_many(self, changes: dict[str, RolloutState]) -> None: ...
+
+    async def refresh(self) -> bool: ...
+
+    def fenced(self, epoch: int | None) -> contextlib.AbstractContextManager[None]: ...
 
 
 class StateBook:
@@ -19,6 +41,12 @@ class StateBook:
         self.stamp: Stamp | None = None
         # One save at a time, even one whose caller was cancelled and left the state lock.
         self._saving = asyncio.Lock()
+        self.available = True  # a local file: always
+
+    @contextlib.contextmanager
+    def fenced(self, epoch: int | None) -> Iterator[None]:
+        """The file needs no fencing token: the flock keeps one leader per host."""
+        yield
 
     def load(self) -> None:
         """Read the file (blocking: for start-up); StateError when it is unusable."""

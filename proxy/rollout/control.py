@@ -13,14 +13,15 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from cutover.rollout.coordination import Coordination
+from cutover.rollout.coordination import Coordinator
 from cutover.rollout.guard import Guard
 from cutover.rollout.machine import Rollout
 from cutover.rollout.registry import Migrations
-from cutover.rollout.state import Transition
+from cutover.rollout.state import StateConflict, Transition
 from cutover.vocabulary import Phase
 
 T = TypeVar("T")
+CONFLICT_RETRIES = 3
 
 
 def iso(at: float) -> str:
@@ -67,7 +68,7 @@ class Control:
     def __init__(
         self,
         migrations: Migrations,
-        coordination: Coordination,
+        coordination: Coordinator,
         *,
         describe: Callable[[str], dict[str, Any]] = lambda name: {},
     ) -> None:
@@ -86,10 +87,19 @@ class Control:
         return self.migrations.names
 
     async def _act(self, name: str, action: Callable[[Rollout], Awaitable[T]]) -> T:
+        """The action on the latest saved state. One that loses a race with another host
+        (StateConflict) is decided again on what that host wrote: RolloutError (409) if the
+        phase no longer allows it."""
         self.migrations.get(name)  # UnknownMigration before waiting for the lock
         async with self.coordination.locked():
-            await self.migrations.sync()
-            return await action(self.migrations.get(name))
+            for attempt in range(CONFLICT_RETRIES):
+                await self.migrations.sync()
+                try:
+                    return await action(self.migrations.get(name))
+                except StateConflict:
+                    if attempt == CONFLICT_RETRIES - 1:
+                        raise
+            raise AssertionError("unreachable")
 
     # -- the operator's actions (UnknownMigration for a name not configured) -------------
 

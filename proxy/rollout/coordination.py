@@ -14,7 +14,28 @@ import contextlib
 import fcntl
 import os
 from collections.abc import AsyncIterator, Iterator
+from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from pathlib import Path
+from typing import Protocol
+
+
+class Coordinator(Protocol):
+    """What the guard, the operator's control and the gateway need of a coordination: the
+    file's (``Coordination``: one host's workers) or Redis's (``RedisCoordination``)."""
+
+    epoch: int | None  # the leader's fencing token (None: no fencing)
+    alone: bool  # the shared store is unreachable: judge this host's traffic alone
+
+    def state_lock(self) -> AbstractContextManager[None]: ...
+
+    def locked(self) -> AbstractAsyncContextManager[None]: ...
+
+    @property
+    def leading(self) -> bool: ...
+
+    async def try_lead(self) -> bool: ...
+
+    async def release(self) -> None: ...
 
 
 class Coordination:
@@ -24,6 +45,8 @@ class Coordination:
         self._leader_path = directory / f".{state_path.name}.leader"
         self._leader_fd: int | None = None
         self._local = asyncio.Lock()  # bound to the event loop on first use
+        self.epoch: int | None = None  # no fencing: the flock keeps one leader per host
+        self.alone = False  # the file is always there: never judging alone
 
     @contextlib.contextmanager
     def state_lock(self) -> Iterator[None]:
@@ -79,6 +102,13 @@ class Coordination:
     @property
     def leading(self) -> bool:
         return self._leader_fd is not None
+
+    async def try_lead(self) -> bool:
+        """``lead()`` off the event loop."""
+        return await asyncio.to_thread(self.lead)
+
+    async def release(self) -> None:
+        self.resign()
 
     def resign(self) -> None:
         if self._leader_fd is not None:

@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from cutover.config import GuardConfig
 from cutover.request.metrics import Metrics
 from cutover.rollout.checks import Verdict
-from cutover.rollout.coordination import Coordination
+from cutover.rollout.coordination import Coordinator
 from cutover.rollout.guard_status import EvaluationFile, EvaluationFileError
 from cutover.rollout.judge import Judge
 from cutover.rollout.registry import Migrations
@@ -43,7 +43,7 @@ class Guard:
         *,
         scraper: MemoryScraper | None = None,
         memory_from_scrape: bool = True,
-        coordination: Coordination | None = None,
+        coordination: Coordinator | None = None,
         shared: EvaluationFile | None = None,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -94,13 +94,20 @@ class Guard:
             async with self.coordination.locked():
                 yield
 
+    @contextlib.asynccontextmanager
+    async def _fenced(self, epoch: int | None) -> AsyncIterator[None]:
+        with self.migrations.book.fenced(epoch):
+            yield
+
     async def tick(self) -> dict[str, list[Verdict]]:
         """One evaluation of every migration, by name. With several workers only the
         leader judges; the others adopt whatever the leader (or an operator) saved, and the
         leader's latest evaluations."""
         coordination = self.coordination
         if coordination is not None:
-            self._other_leads = not await asyncio.to_thread(coordination.lead)
+            # Alone: the shared store is unreachable, and every host judges its own traffic
+            # (the store then takes moves towards ``from`` only, ``RedisBook``).
+            self._other_leads = not await coordination.try_lead() and not coordination.alone
         if self._other_leads:
             async with self._locked():
                 await self.migrations.sync()
@@ -110,7 +117,8 @@ class Guard:
         observations = await self.observe(self.monotonic(), [j.subject() for j in judges])
         memory = await self.read_memory()
         results: dict[str, list[Verdict]] = {}
-        async with self._locked():
+        epoch = coordination.epoch if coordination is not None else None
+        async with self._locked(), self._fenced(epoch):
             await self.migrations.sync()
             for judge in judges:
                 observation = observations.setdefault(judge.name, Observation())

@@ -27,7 +27,7 @@ from typing import Any
 
 from cutover.config import RolloutConfig
 from cutover.rollout import stages, transitions
-from cutover.rollout.book import StateBook
+from cutover.rollout.book import Book
 from cutover.rollout.checks import Verdict
 from cutover.rollout.decision import decide
 from cutover.rollout.guard_status import SharedEvaluation
@@ -49,7 +49,7 @@ class Rollout:
         name: str,
         config: RolloutConfig | None,
         state: RolloutState,
-        book: StateBook,
+        book: Book,
         *,
         failures_to_rollback: int = 2,
         manual_weight: float = 0.0,

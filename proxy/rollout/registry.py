@@ -11,9 +11,9 @@ from dataclasses import replace
 
 from cutover.config import MigrationConfig, Settings
 from cutover.rollout import transitions
-from cutover.rollout.book import StateBook
+from cutover.rollout.book import Book, StateBook
 from cutover.rollout.machine import Clock, Listener, Rollout, SyncListener
-from cutover.rollout.state import RolloutState, StateStore
+from cutover.rollout.state import RolloutState, StateConflict, StateStore
 
 
 class UnknownMigration(Exception):
@@ -28,7 +28,7 @@ class UnknownMigration(Exception):
 class Migrations:
     def __init__(
         self,
-        book: StateBook,
+        book: Book,
         *,
         clock: Clock = time.time,
         monotonic: Clock = time.monotonic,
@@ -44,16 +44,27 @@ class Migrations:
     def restore(
         cls,
         settings: Settings,
-        store: StateStore,
+        store: StateStore | Book,
         *,
         clock: Clock = time.time,
         monotonic: Clock = time.monotonic,
     ) -> Migrations:
         """Each migration's saved state, or a new one from its config (saved at once, all in
-        one write); StateError if the file is unusable, SaveError if new ones cannot be
-        written. Blocking: for start-up, before the proxy serves."""
-        book = StateBook(store)
+        one write); StateError if the state is unusable, SaveError if new ones cannot be
+        written. ``store``: the state file, or a book over another store (Redis). Blocking:
+        for start-up, before the proxy serves."""
+        book = StateBook(store) if isinstance(store, StateStore) else store
         book.load()
+        try:
+            return cls._restore(settings, book, clock=clock, monotonic=monotonic)
+        except StateConflict:  # another host started a migration first: take its state
+            book.load()
+            return cls._restore(settings, book, clock=clock, monotonic=monotonic)
+
+    @classmethod
+    def _restore(
+        cls, settings: Settings, book: Book, *, clock: Clock, monotonic: Clock
+    ) -> Migrations:
         migrations = cls(book, clock=clock, monotonic=monotonic)
         starts = {}
         for config in settings.migration_list:
