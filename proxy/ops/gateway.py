@@ -60,8 +60,9 @@ class Gateway:
         self.coordination = self.state.coordination
         with self.coordination.state_lock():
             self.migrations = Migrations.restore(
-                settings, self.state.book, clock=clock, monotonic=monotonic
-            )
+                settings, self.state.book, host=self.state.fleet_host,
+                clock=clock, monotonic=monotonic,
+            )  # fmt: skip
         self.evaluations = self.state.evaluations
         self._tasks: list[asyncio.Task[Any]] = []
         self._resume_hold()

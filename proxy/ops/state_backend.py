@@ -35,6 +35,11 @@ class StateBackendParts:
     clients: list[Any] = field(default_factory=list)  # to close at shutdown
     redis: Any = None  # the async client, with the redis backend
 
+    @property
+    def fleet_host(self) -> str | None:
+        """The host stamped on transitions: with Redis, where several hosts write."""
+        return None if self.redis is None else self.host
+
     async def aclose(self) -> None:
         for client in self.clients:
             await client.aclose()

@@ -59,6 +59,7 @@ class Rollout:
         """``clock``: wall-clock Unix seconds, for the timestamps saved and shown;
         ``monotonic``: for holds and every other duration."""
         self.name = name
+        self.host: str | None = None  # stamped on its transitions (a fleet on Redis)
         self.config = config
         self.manual_weight = manual_weight
         self.state = state
@@ -244,6 +245,7 @@ class Rollout:
             raise
 
     async def _save_then_commit(self, transition: Transition, state: RolloutState) -> Transition:
+        transition.host = self.host
         try:
             await self._save(state)
         except SaveError as exc:

@@ -216,9 +216,23 @@ class RedisBook:
                    if rev is not None and int(rev) != self.revs.get(n)]  # fmt: skip
         for name in changed:
             await self._reread(name)
+        lost = [name for name in self.states if name not in names]
+        if lost:
+            await self._reseed(lost)
         if self.pending:
             await self._write_back()
         return bool(changed)
+
+    async def _reseed(self, names: list[str]) -> None:
+        """Documents Redis no longer has (it restarted without its data, or was flushed):
+        written again from the last known state, so nothing is lost; the first host to do it
+        wins, the others take its copy."""
+        logger.warning("%s lost the state of %s: writing it again", self.where, ", ".join(names))
+        async with self._saving:
+            for name in names:
+                self.revs[name] = 0
+                with contextlib.suppress(StateConflict, StoreUnavailable):
+                    await self._save_one(name, self.states[name])
 
     async def _reread(self, name: str) -> None:
         raw = await self.client.hgetall(self.keys.migration(name))

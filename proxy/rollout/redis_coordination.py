@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 
 import redis.asyncio as aioredis
@@ -21,10 +22,16 @@ from cutover.rollout.redis_keys import RedisKeys
 
 logger = logging.getLogger("cutover.guard")
 
-# KEYS: leader, epoch. ARGV: host, lease in ms. The new epoch, or 0 if another leads.
+# KEYS: leader, epoch. ARGV: host, lease in ms, the wall clock in ms. The new epoch, or 0
+# if another leads. The epoch never goes back, even after Redis lost its data: it is at
+# least the time of acquisition (hosts' clocks agree far better than a lease is long).
 ACQUIRE_SCRIPT = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 local epoch = redis.call('INCR', KEYS[2])
+if epoch < tonumber(ARGV[3]) then
+  epoch = tonumber(ARGV[3])
+  redis.call('SET', KEYS[2], epoch)
+end
 redis.call('SET', KEYS[1], ARGV[1] .. ' ' .. epoch, 'PX', ARGV[2])
 return epoch
 """
@@ -92,8 +99,10 @@ class RedisCoordination:
                     logger.warning("the guard's lease (epoch %s) was lost", self.epoch)
                     self._set(None)
             if self.epoch is None:
+                now_ms = round(time.time() * 1000)
                 epoch = int(await self._acquire(
-                    keys=[self.keys.leader, self.keys.epoch], args=[self.host, self.lease_ms]
+                    keys=[self.keys.leader, self.keys.epoch],
+                    args=[self.host, self.lease_ms, now_ms],
                 ))  # fmt: skip
                 if epoch:
                     logger.info("%s leads the guard (epoch %d)", self.host, epoch)

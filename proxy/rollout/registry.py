@@ -30,10 +30,13 @@ class Migrations:
         self,
         book: Book,
         *,
+        host: str | None = None,
         clock: Clock = time.time,
         monotonic: Clock = time.monotonic,
     ) -> None:
+        """``host``: stamped on every transition (a fleet on Redis; None: one host)."""
         self.book = book
+        self.host = host
         self.clock = clock
         self.monotonic = monotonic
         self.rollouts: dict[str, Rollout] = {}
@@ -46,6 +49,7 @@ class Migrations:
         settings: Settings,
         store: StateStore | Book,
         *,
+        host: str | None = None,
         clock: Clock = time.time,
         monotonic: Clock = time.monotonic,
     ) -> Migrations:
@@ -56,22 +60,23 @@ class Migrations:
         book = StateBook(store) if isinstance(store, StateStore) else store
         book.load()
         try:
-            return cls._restore(settings, book, clock=clock, monotonic=monotonic)
+            return cls._restore(settings, book, host=host, clock=clock, monotonic=monotonic)
         except StateConflict:  # another host started a migration first: take its state
             book.load()
-            return cls._restore(settings, book, clock=clock, monotonic=monotonic)
+            return cls._restore(settings, book, host=host, clock=clock, monotonic=monotonic)
 
     @classmethod
     def _restore(
-        cls, settings: Settings, book: Book, *, clock: Clock, monotonic: Clock
+        cls, settings: Settings, book: Book, *, host: str | None, clock: Clock, monotonic: Clock
     ) -> Migrations:
-        migrations = cls(book, clock=clock, monotonic=monotonic)
+        migrations = cls(book, host=host, clock=clock, monotonic=monotonic)
         starts = {}
         for config in settings.migration_list:
             saved = book.states.get(config.name)
             rollout = migrations._rollout(settings, config, saved)
             if saved is None:
                 starts[config.name] = transitions.start(rollout.state, clock())
+                starts[config.name][0].host = host
         if starts:
             book.save_blocking({name: state for name, (_, state) in starts.items()})
             for name, (made, state) in starts.items():
@@ -91,6 +96,7 @@ class Migrations:
             clock=self.clock,
             monotonic=self.monotonic,
         )
+        rollout.host = self.host
         rollout.listeners = self.listeners
         rollout.sync_listeners = self.sync_listeners
         self.rollouts[config.name] = rollout
@@ -153,6 +159,7 @@ class Migrations:
                 state = transitions.initial_state(config)
                 reason = "added by a config reload: starting"
                 starts[config.name] = transitions.start(state, self.clock(), reason)
+                starts[config.name][0].host = self.host
         if starts:
             await self.book.save_many({name: state for name, (_, state) in starts.items()})
         kept = {c.name: self.rollouts[c.name] for c in configs if c.name in self.rollouts}
