@@ -71,7 +71,8 @@ class Gateway:
         self.admin = create_admin_app(self.control, self.metrics, settings.admin_token)
         self.guards = GuardRunner(
             self.migrations, self.metrics, self.coordination, self.evaluations,
-            side_transport=side_transport, clock=clock, monotonic=monotonic,
+            side_transport=side_transport, redis=self.state.redis, host=self.state.host,
+            clock=clock, monotonic=monotonic,
         )  # fmt: skip
         self.fanout = TransitionFanout(self.proxy, self.metrics, side_transport=side_transport)
         self.migrations.listeners.append(self.fanout.on_transition)

@@ -9,24 +9,29 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
 from cutover.config import Settings
 from cutover.request.metrics import Metrics
 from cutover.rollout.coordination import Coordinator
-from cutover.rollout.guard import Guard
+from cutover.rollout.guard import Guard, Share
 from cutover.rollout.guard_status import EvaluationFile
 from cutover.rollout.judge import Judge
 from cutover.rollout.registry import Migrations
 from cutover.rollout.source_prometheus import PrometheusSource
 from cutover.rollout.sources import EmbeddedSource, MemoryScraper
 
+if TYPE_CHECKING:  # imported when used: redis-py only with the redis backend
+    from cutover.rollout.fleet_source import FleetSource
+
 # The gateway's logger, as before the guard's task had a module of its own.
 logger = logging.getLogger("cutover.gateway")
 
 Closer = Callable[[], Awaitable[None]]
+# Guard intervals a host's published counters last: one missed publication is not a host gone.
+PUBLISHED_FOR = 3
 
 
 def build_judges(settings: Settings, migrations: Migrations) -> list[Judge]:
@@ -66,15 +71,21 @@ class GuardRunner:
         evaluations: EvaluationFile,
         *,
         side_transport: httpx.AsyncBaseTransport | None = None,
+        redis: Any = None,
+        host: str = "",
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
-        """``side_transport`` replaces the client of scrapes and Prometheus queries (tests)."""
+        """``side_transport`` replaces the client of scrapes and Prometheus queries (tests);
+        ``redis``: the state backend's async client (redis backend), where the embedded
+        source's counters are shared by the fleet, this host publishing as ``host``."""
         self.migrations = migrations
         self.metrics = metrics
         self.coordination = coordination
         self.evaluations = evaluations
         self.side_transport = side_transport
+        self.redis = redis
+        self.host = host
         self.clock = clock
         self.monotonic = monotonic
         self.guard: Guard | None = None  # the last one started
@@ -95,12 +106,16 @@ class GuardRunner:
             if urls
             else None
         )
-        closers: list[Closer]
+        closers: list[Closer] = []
+        share: Share | None = None
         if config.source == "prometheus":
             source = PrometheusSource(config, transport=self.side_transport, clock=self.clock)
             observe, closers = source.observe, [source.aclose]
+        elif self.redis is not None:
+            fleet = self._fleet_source(settings)
+            observe, share = fleet.observe, fleet.share
         else:
-            observe, closers = EmbeddedSource(self.metrics, config.window).observe, []
+            observe = EmbeddedSource(self.metrics, config.window).observe
         if scraper is not None:
             closers.append(scraper.aclose)
         guard = Guard(
@@ -113,9 +128,24 @@ class GuardRunner:
             memory_from_scrape=config.source == "embedded",
             coordination=self.coordination,
             shared=self.evaluations,
+            share=share,
             monotonic=self.monotonic,
         )
         return BuiltGuard(guard, closers)
+
+    def _fleet_source(self, settings: Settings) -> FleetSource:
+        """The embedded source over every host's counters, published in Redis."""
+        from cutover.rollout.fleet_counters import FleetCounters, counters_boot, counters_host
+        from cutover.rollout.fleet_source import FleetSource
+        from cutover.rollout.redis_keys import RedisKeys
+
+        processes = self.metrics.multiprocess_dir
+        counters = FleetCounters(
+            self.redis, RedisKeys(settings.state.key_prefix),
+            counters_host(settings.state.host_id, self.host, processes),
+            ttl=PUBLISHED_FOR * settings.guard.interval, boot=counters_boot(processes),
+        )  # fmt: skip
+        return FleetSource(self.metrics, settings.guard.window, counters)
 
     def start(self, built: BuiltGuard) -> Guard:
         assert self._task is None, "one guard loop at a time"

@@ -30,6 +30,8 @@ logger = logging.getLogger("cutover.guard")
 # observe(now, subjects): each subject's readings over the window ending now, less anything
 # before its since (both on the monotonic clock), by migration name.
 Observe = Callable[[float, Sequence[Subject]], Awaitable[dict[str, Observation]]]
+# share(): publish this host's counters for the fleet's leader; never raises.
+Share = Callable[[], Awaitable[None]]
 
 
 class Guard:
@@ -45,11 +47,13 @@ class Guard:
         memory_from_scrape: bool = True,
         coordination: Coordinator | None = None,
         shared: EvaluationFile | None = None,
+        share: Share | None = None,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         """``judges``: one per configured migration (a reload may replace the list);
         ``shared``: where the leader publishes each evaluation and the other workers read
-        it (None: this process keeps its evaluations to itself)."""
+        it (None: this process keeps its evaluations to itself); ``share``: run by every
+        host at every tick, leading or not (the fleet's counters, ``FleetSource``)."""
         self.config = config
         self.migrations = migrations
         self.judges = judges
@@ -57,6 +61,7 @@ class Guard:
         self.shared = shared
         self.metrics = metrics
         self.observe = observe
+        self.share = share
         self.scraper = scraper
         self.memory_from_scrape = memory_from_scrape
         self.monotonic = monotonic
@@ -103,6 +108,8 @@ class Guard:
         """One evaluation of every migration, by name. With several workers only the
         leader judges; the others adopt whatever the leader (or an operator) saved, and the
         leader's latest evaluations."""
+        if self.share is not None:
+            await self.share()
         coordination = self.coordination
         if coordination is not None:
             # Alone: the shared store is unreachable, and every host judges its own traffic

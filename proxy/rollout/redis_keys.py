@@ -47,3 +47,8 @@ class RedisKeys:
 
     def counters(self, host: str) -> str:
         return f"{self.prefix}:counters:{host}"
+
+    @property
+    def counter_hosts(self) -> str:
+        """A set: the hosts that published counters (each one's expires, ``counters``)."""
+        return f"{self.prefix}:counter-hosts"

@@ -74,6 +74,8 @@ class CounterSnapshot:
     errors: dict[Key, float]
     buckets: dict[Key, list[float]]  # cumulative counts per upper bound, +Inf last
     shadow: dict[Key, float]  # mirrored requests by (migration, ShadowResult)
+    # Which run of the process counted them (fleet counters): counts start again at a new one.
+    boot: str = ""
 
     def bucket(self, key: Key) -> list[float]:
         return self.buckets.get(key) or _EMPTY
@@ -130,15 +132,23 @@ class EmbeddedSource:
         """Each subject's readings over the window. Counts from before a subject's ``since``
         are not used (the first reading after it is the new base, so the next evaluation
         has data). ``now`` and ``since`` are monotonic."""
-        if self.metrics.multiprocess_dir is None:
-            latest = read_counters(self.metrics)
-        else:  # every worker's metric files are read: file I/O, off the event loop
-            latest = await asyncio.to_thread(read_counters, self.metrics)
+        latest = await self.latest(now)
         self._snapshots.append((now, latest))
         # Keep the newest snapshot at least `window` old as the base; drop older ones.
         while len(self._snapshots) > 1 and self._snapshots[1][0] <= now - self.window:
             self._snapshots.popleft()
         return {subject.name: self._observe(subject, latest) for subject in subjects}
+
+    async def read_local(self) -> CounterSnapshot:
+        if self.metrics.multiprocess_dir is None:
+            return read_counters(self.metrics)
+        # Every worker's metric files are read: file I/O, off the event loop.
+        return await asyncio.to_thread(read_counters, self.metrics)
+
+    async def latest(self, now: float) -> CounterSnapshot:
+        """The cumulative counters the window is kept over: this proxy's own (the fleet's
+        sum in ``FleetSource``)."""
+        return await self.read_local()
 
     def _observe(self, subject: Subject, latest: CounterSnapshot) -> Observation:
         since = subject.since
