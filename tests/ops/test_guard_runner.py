@@ -135,3 +135,41 @@ async def test_one_loop_at_a_time_and_stop_closes_its_clients(
     await guards.stop()  # nothing running: nothing to do
     guards.start(BuiltGuard(guards.build(settings).guard))  # and a new one may start
     await guards.stop()
+
+
+async def test_with_redis_every_host_shares_its_counters_and_prometheus_needs_none(
+    tmp_path: Path,
+) -> None:
+    import redis.asyncio as aioredis
+
+    from cutover.rollout.fleet_source import FleetSource
+    from cutover.rollout.redis_keys import RedisKeys
+    from tests.redis_server import running_redis
+
+    file_guards, file_settings = runner(tmp_path)
+    assert file_guards.build(file_settings).guard.share is None  # one host: nothing to share
+    with running_redis(tmp_path / "redis") as server:
+        client = aioredis.Redis.from_url(server.url)
+        state = {"backend": "redis", "url": server.url, "key_prefix": "cutover:t",
+                 "host_id": "edge-1"}  # fmt: skip
+        settings = make_settings(state=state, guard={"interval": 2})
+        migrations = Migrations.restore(settings, StateStore(tmp_path / "state.json"))
+        guards = GuardRunner(
+            migrations, Metrics(), Coordination(tmp_path / "state.json"),
+            EvaluationFile(tmp_path / "state.json"), redis=client, host="edge-1",
+        )  # fmt: skip
+        try:
+            built = guards.build(settings)
+            assert isinstance(built.guard.observe.__self__, FleetSource)  # type: ignore[attr-defined]
+            assert built.guard.share is not None
+            await built.guard.share()
+            key = RedisKeys("cutover:t").counters("edge-1")
+            assert 0 < await client.pttl(key) <= 6000  # three guard intervals
+            prometheus = settings.model_copy(
+                update={"guard": settings.guard.model_copy(update={"source": "prometheus"})}
+            )
+            built = guards.build(prometheus)
+            assert built.guard.share is None  # Prometheus already sees every host
+            await built.discard()
+        finally:
+            await client.aclose()
