@@ -50,5 +50,5 @@ class RedisKeys:
 
     @property
     def counter_hosts(self) -> str:
-        """A set: the hosts that published counters (each one's expires, ``counters``)."""
+        """A set: the hosts that published counters (each host's ``counters`` key expires)."""
         return f"{self.prefix}:counter-hosts"
