@@ -26,7 +26,8 @@ from cutover.request.metrics import Metrics
 from cutover.request.problem import problem_body
 from cutover.rollout.control import Control
 from cutover.rollout.registry import UnknownMigration
-from cutover.rollout.state import SaveError, StateConflict, StateError, Transition
+from cutover.rollout.state import SaveError, StateError, Transition
+from cutover.rollout.store_errors import StateConflict
 from cutover.rollout.transitions import RolloutError
 from cutover.vocabulary import TransitionKind
 

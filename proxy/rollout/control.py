@@ -17,7 +17,8 @@ from cutover.rollout.coordination import Coordinator
 from cutover.rollout.guard import Guard
 from cutover.rollout.machine import Rollout
 from cutover.rollout.registry import Migrations
-from cutover.rollout.state import StateConflict, Transition
+from cutover.rollout.state import Transition
+from cutover.rollout.store_errors import StateConflict
 from cutover.vocabulary import Phase
 
 T = TypeVar("T")

@@ -24,15 +24,13 @@ import redis.asyncio as aioredis
 
 from cutover.rollout.redis_keys import RedisKeys
 from cutover.rollout.state import (
-    Fenced,
     RolloutState,
     SaveError,
-    StateConflict,
     StateError,
     StateStore,
-    StoreUnavailable,
     parse_states,
 )
+from cutover.rollout.store_errors import Fenced, StateConflict, StoreUnavailable
 from cutover.vocabulary import Phase
 
 logger = logging.getLogger("cutover.state")

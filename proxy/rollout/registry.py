@@ -13,7 +13,8 @@ from cutover.config import MigrationConfig, Settings
 from cutover.rollout import transitions
 from cutover.rollout.book import Book, StateBook
 from cutover.rollout.machine import Clock, Listener, Rollout, SyncListener
-from cutover.rollout.state import RolloutState, StateConflict, StateStore
+from cutover.rollout.state import RolloutState, StateStore
+from cutover.rollout.store_errors import StateConflict
 
 
 class UnknownMigration(Exception):

@@ -65,18 +65,6 @@ class SaveError(Exception):
     """The state could not be written; nothing was changed (the old file is intact)."""
 
 
-class StoreUnavailable(SaveError):
-    """The shared state store could not be reached; nothing was written."""
-
-
-class StateConflict(SaveError):
-    """Another host wrote the migration's state first; its document is now the one held."""
-
-
-class Fenced(SaveError):
-    """A newer guard leader holds the lease: this write of an older one is refused."""
-
-
 @dataclass
 class Transition:
     at: float  # Unix seconds
