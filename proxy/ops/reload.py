@@ -144,8 +144,9 @@ class Reloader:
         return True
 
     def _failed(self, reasons: list[str], exc: Exception | None = None) -> None:
-        self.failures.inc()
         for reason in reasons:
             logger.error(
                 "config reload failed, keeping the running config: %s", reason, exc_info=exc
             )
+        # Counted once logged: whoever watches the count finds the reasons already there.
+        self.failures.inc()
