@@ -1,9 +1,10 @@
 """The admin API's HTTP client: one method per admin request, each answering a migration
-document (or the list of them); every failure is an ``AdminError``, and an address where
-something other than a Cutover admin API answers is a ``NotAdminAPI``."""
+document (or the list of them, or the fleet); every failure is an ``AdminError``, and an
+address where something other than a Cutover admin API answers is a ``NotAdminAPI``."""
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from types import TracebackType
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -16,6 +17,10 @@ TIMEOUT = 10.0
 Migration = dict[str, Any]  # one migration's document: its name, match, from, to and status
 Migrations = dict[str, Any]  # GET /migrations: {"migrations": [Migration, ...]}
 MIGRATION_KEYS = ("name", "phase")  # what every migration document has
+# GET /fleet: the hosts sharing the state, the guard leader, the store; with "error" added
+# when the store is unreachable (the hosts are then only the one that answered).
+Fleet = dict[str, Any]
+FLEET_KEYS = ("backend", "hosts", "leader", "store")
 
 PROBLEM_TYPE_BASE = "urn:cutover:problem:"  # every error the admin API answers has such a type
 # A server failing (uvicorn's bare 500 for a crashed app) or a proxy in front of the admin API
@@ -119,6 +124,22 @@ class AdminClient:
     def migration(self, name: str) -> Migration:
         return self._migration("GET", name)
 
+    def fleet(self) -> Fleet | None:
+        """GET /fleet; None from an admin API that has none (one from before fleets)."""
+        response = self._request("GET", "/fleet", answered=(404, 503))
+        if response.status_code == 404:
+            return None
+        if response.status_code == 503:
+            problem = _cutover_problem(response)
+            if problem is None or not _is_fleet(problem):
+                raise self._error_from(response)
+            fleet = {key: problem[key] for key in FLEET_KEYS}
+            return {**fleet, "error": str(problem.get("detail") or problem.get("title"))}
+        document = self._object(response)
+        if not _is_fleet(document):
+            raise self._not_admin(response, "a JSON object that is not a fleet")
+        return document
+
     def pause(self, name: str) -> Migration:
         return self._migration("POST", name, "/pause")
 
@@ -149,8 +170,14 @@ class AdminClient:
         return document
 
     def _request(
-        self, method: str, path: str, body: dict[str, Any] | None = None
+        self,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None = None,
+        *,
+        answered: Collection[int] = (),
     ) -> httpx.Response:
+        """The response; an AdminError for an error status, but those ``answered``."""
         try:
             response = self._http.request(method, path, json=body)
         except httpx.TimeoutException as exc:
@@ -169,7 +196,7 @@ class AdminClient:
                 f"admin.port (default {DEFAULT_ADMIN_URL})",
                 response.status_code,
             )
-        if response.is_error:
+        if response.is_error and response.status_code not in answered:
             raise self._error_from(response)
         return response
 
@@ -215,6 +242,15 @@ class AdminClient:
 
 def _is_migration(document: object) -> bool:
     return isinstance(document, dict) and all(key in document for key in MIGRATION_KEYS)
+
+
+def _is_fleet(document: object) -> bool:
+    return (
+        isinstance(document, dict)
+        and all(key in document for key in FLEET_KEYS)
+        and isinstance(document["hosts"], list)
+        and all(isinstance(host, dict) for host in document["hosts"])
+    )
 
 
 def _cutover_problem(response: httpx.Response) -> dict[str, Any] | None:

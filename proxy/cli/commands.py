@@ -96,9 +96,16 @@ def _act(args: argparse.Namespace, action: Action, example: Callable[[str], str]
     return _run(args, call, format_action)
 
 
+def overview(client: AdminClient) -> Document:
+    """The migrations, and the fleet when the admin API shows one."""
+    document = client.migrations()
+    fleet = client.fleet()
+    return document if fleet is None else {**document, "fleet": fleet}
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     if args.name is None:
-        return _run(args, AdminClient.migrations, format_json if args.json else format_status)
+        return _run(args, overview, format_json if args.json else format_status)
     return _run(
         args,
         lambda client: client.migration(args.name),
@@ -166,7 +173,9 @@ def add_admin_commands(subparsers: Any) -> None:
     name_help = "the migration (default: the only one configured)"
 
     status = subparsers.add_parser(
-        "status", parents=parents, help="show the migrations, or one migration in detail"
+        "status",
+        parents=parents,
+        help="show the migrations and the fleet, or one migration in detail",
     )
     status.add_argument(
         "name", metavar="NAME", nargs="?", type=migration_name,

@@ -1,5 +1,5 @@
-"""What the admin commands print: pure functions from the admin API's migration documents to
-text. Fields a document lacks print as ``?`` or ``-``."""
+"""What the admin commands print: pure functions from the admin API's migration documents
+(and its fleet document) to text. Fields a document lacks print as ``?`` or ``-``."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from cutover.vocabulary import Actor, CheckResult
 
 if TYPE_CHECKING:
-    from cutover.cli.client import Migration, Migrations
+    from cutover.cli.client import Fleet, Migration, Migrations
 
 HISTORY_SHOWN = 5
 # The columns of a check's result and of a transition's actor fit the longest word.
@@ -18,27 +18,76 @@ ACTOR_WIDTH = max(len(actor) for actor in Actor)
 # Which check's verdict the table shows: the worst, in this order; ties go to the first listed.
 SEVERITY = (CheckResult.FAIL, CheckResult.ERROR, CheckResult.NODATA, CheckResult.PASS)
 TABLE_HEADER = ("NAME", "PHASE", "WEIGHT", "STAGE", "NEXT", "WORST CHECK")
+HOSTS_HEADER = ("HOST", "PROXY", "ADMIN", "LAST SEEN", "VERSION")
 
 
 def format_status(document: Migrations) -> str:
-    """``cutover status``: a line per migration; with exactly one, its detail below."""
+    """``cutover status``: a line per migration; with exactly one, its detail below; then
+    the fleet, when the admin API shows one."""
     migrations = document.get("migrations") or []
-    table = format_table(migrations)
-    if len(migrations) != 1:
-        return table
-    return f"{table}\n\n{format_detail(migrations[0])}"
+    blocks = [format_table(migrations)]
+    if len(migrations) == 1:
+        blocks.append(format_detail(migrations[0]))
+    if "fleet" in document:
+        blocks.append(format_fleet(document["fleet"]))
+    return "\n\n".join(blocks)
 
 
 def format_table(migrations: list[Migration]) -> str:
     if not migrations:
         return "no migrations configured"
-    rows = [TABLE_HEADER, *(table_row(migration) for migration in migrations)]
-    # Every column but the last is padded to its widest cell; the last is left ragged.
-    widths = [max(len(row[column]) for row in rows) for column in range(len(TABLE_HEADER))]
+    return columns([TABLE_HEADER, *(table_row(migration) for migration in migrations)])
+
+
+def columns(rows: list[tuple[str, ...]]) -> str:
+    """Every column but the last padded to its widest cell; the last is left ragged."""
+    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
     return "\n".join(
         "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
         for row in rows
     )
+
+
+def format_fleet(fleet: Fleet) -> str:
+    """The hosts sharing the state, which one answered, the guard leader and its epoch."""
+    hosts = fleet.get("hosts") or []
+    store = fleet.get("store") or {}
+    backend = fleet.get("backend", "?")
+    where = store.get("url") or store.get("path") or "?"
+    count = f"{len(hosts)} host{'' if len(hosts) == 1 else 's'}"
+    if fleet.get("error"):
+        line = f"{backend} {where} unreachable ({fleet['error']}); {count} known"
+    else:
+        line = f"{backend} {where}, {count}"
+    answering = [str(host.get("id", "?")) for host in hosts if host.get("local")]
+    if answering:
+        line += f", answered by {answering[0]}"
+    rows = [HOSTS_HEADER, *(host_row(host) for host in hosts)]
+    return "\n".join([f"fleet     {line}", f"leader    {leader_line(fleet)}", columns(rows)])
+
+
+def host_row(host: dict[str, Any]) -> tuple[str, ...]:
+    ago = host.get("last_seen_ago")
+    return (
+        str(host.get("id", "?")),
+        str(host.get("proxy", "?")),
+        str(host.get("admin", "?")),
+        "?" if not isinstance(ago, int | float) else f"{duration(ago)} ago",
+        str(host.get("version", "?")),
+    )
+
+
+def leader_line(fleet: Fleet) -> str:
+    leader = fleet.get("leader")
+    if leader is not None:
+        epoch = leader.get("epoch")
+        host = leader.get("host", "?")
+        return str(host) if epoch is None else f"{host} (epoch {epoch})"
+    if fleet.get("error"):
+        return "unknown while the store is unreachable"
+    if fleet.get("backend") == "file":
+        return "not the process that answered (another worker of this host may lead)"
+    return "none (no host holds the guard's lease)"
 
 
 def table_row(migration: Migration) -> tuple[str, ...]:

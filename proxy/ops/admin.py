@@ -1,6 +1,6 @@
-"""The admin listener: ``/metrics``, ``/healthz``, ``/readyz``, and the migrations API
+"""The admin listener: ``/metrics``, ``/healthz``, ``/readyz``, the migrations API
 (``/migrations/{name}/...``; ``/status``, ``/rollout/{action}`` and ``/split`` for a
-config with exactly one migration).
+config with exactly one migration), and ``/fleet`` (the hosts sharing the state).
 
 Every endpoint but the three probes needs ``Authorization: Bearer <CUTOVER_ADMIN_TOKEN>``
 when a token is configured (tokens are compared in constant time). Without a token the
@@ -25,6 +25,7 @@ from starlette.routing import Route
 from cutover.request.metrics import Metrics
 from cutover.request.problem import problem_body
 from cutover.rollout.control import Control
+from cutover.rollout.fleet import Fleet, FleetUnavailable
 from cutover.rollout.registry import UnknownMigration
 from cutover.rollout.state import SaveError, StateError, Transition
 from cutover.rollout.store_errors import StateConflict
@@ -72,9 +73,12 @@ class BearerAuth:
         await self.app(scope, receive, send)
 
 
-def create_admin_app(control: Control, metrics: Metrics, token: SecretStr | None) -> Any:
+def create_admin_app(
+    control: Control, metrics: Metrics, token: SecretStr | None, *, fleet: Fleet | None = None
+) -> Any:
     """The admin API over ``control``; ``metrics`` for ``/metrics`` and counting refused
-    calls; ``token`` the bearer token every call but the probes needs (None: open)."""
+    calls; ``token`` the bearer token every call but the probes needs (None: open);
+    ``fleet`` what ``/fleet`` shows (None: no ``/fleet``)."""
     # POST .../{action}: the actions that take no body (rollback takes a reason).
     actions: dict[str, Callable[[str], Awaitable[Transition]]] = {
         TransitionKind.PAUSE: control.pause,
@@ -177,6 +181,17 @@ def create_admin_app(control: Control, metrics: Metrics, token: SecretStr | None
     async def migration_weight(request: Request) -> Response:
         return await weigh(request, request.path_params["name"])
 
+    async def fleet_status(request: Request) -> Response:
+        assert fleet is not None
+        try:
+            return JSONResponse(await fleet.status())
+        except FleetUnavailable as exc:
+            # The problem carries what this host knows by itself: its own record.
+            body = problem_body(
+                503, "Service Unavailable", str(exc), slug="state-unavailable", **exc.document
+            )
+            return Response(body, status_code=503, media_type="application/problem+json")
+
     def not_saved(exc: SaveError | StateError) -> Response:
         # Nothing changed (the transition is saved before it is applied); try again once
         # the state file can be written (or read) again.
@@ -189,9 +204,11 @@ def create_admin_app(control: Control, metrics: Metrics, token: SecretStr | None
             detail = f"could not save the rollout state: {exc}"
         return problem(500, "Internal Server Error", detail, "internal-error")
 
+    routes = [] if fleet is None else [Route("/fleet", fleet_status)]
     app = Starlette(
         exception_handlers={Exception: failed},
         routes=[
+            *routes,
             Route("/metrics", exposition),
             Route("/healthz", healthz),
             Route("/readyz", readyz),

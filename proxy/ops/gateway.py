@@ -18,6 +18,7 @@ from cutover.config import Settings
 from cutover.ops.admin import create_admin_app
 from cutover.ops.assembly import build_breakers, build_shadower, build_upstreams, create_app
 from cutover.ops.fanout import TransitionFanout
+from cutover.ops.fleet import open_fleet
 from cutover.ops.guard_runner import BuiltGuard, GuardRunner, build_judges
 from cutover.ops.reload import Reloader, describe, reloadable
 from cutover.ops.state_backend import open_state
@@ -57,6 +58,7 @@ class Gateway:
             else Reloader(Path(config_path), self.apply, self.metrics.config_reload_failures)
         )
         self.state = open_state(settings, self.metrics)
+        self.fleet = open_fleet(settings, self.state)
         self.coordination = self.state.coordination
         with self.coordination.state_lock():
             self.migrations = Migrations.restore(
@@ -68,7 +70,9 @@ class Gateway:
         self._resume_hold()
         self.proxy = create_app(settings, transport=transport, metrics=self.metrics)
         self.control = Control(self.migrations, self.coordination, describe=self._describe)
-        self.admin = create_admin_app(self.control, self.metrics, settings.admin_token)
+        self.admin = create_admin_app(
+            self.control, self.metrics, settings.admin_token, fleet=self.fleet.view
+        )
         self.guards = GuardRunner(
             self.migrations, self.metrics, self.coordination, self.evaluations,
             side_transport=side_transport, redis=self.state.redis, host=self.state.host,
@@ -140,6 +144,7 @@ class Gateway:
         await self.fanout.aclose()
         await self.proxy.shutdown()
         await self.coordination.release()  # another worker or host may lead the guard now
+        await self.fleet.leave()
         await self.state.aclose()
 
     def _follow_the_fleet(self) -> None:
@@ -158,6 +163,8 @@ class Gateway:
         self._tasks.append(asyncio.create_task(follower.run()))
         renew = self.coordination.renew_forever(config.lease / 3)  # type: ignore[attr-defined]
         self._tasks.append(asyncio.create_task(renew))
+        if self.fleet.registry is not None:
+            self._tasks.append(asyncio.create_task(self.fleet.registry.run()))
 
     def _run_guard(self, built: BuiltGuard) -> None:
         self.control.guard = self.guards.start(built)

@@ -1,5 +1,5 @@
 """What the admin API answers, for the CLI's tests: migration documents, the list of them (one
-migration, or several), a problem."""
+migration, or several), the fleet (on Redis, on the file, with Redis unreachable), a problem."""
 
 from __future__ import annotations
 
@@ -74,3 +74,46 @@ SEVERAL = {"migrations": [MIGRATION, STRATEGIES]}
 def problem(status: int, detail: str) -> httpx.Response:
     body = {"type": "urn:cutover:problem:x", "title": "Nope", "status": status, "detail": detail}
     return httpx.Response(status, json=body, headers={"content-type": "application/problem+json"})
+
+
+def host(name: str, ago: float, *, local: bool = False) -> dict[str, Any]:
+    return {
+        "id": name,
+        "proxy": f"{name}.lan:8080",
+        "admin": f"{name}.lan:9180",
+        "version": "0.4.1",
+        "started_at": "2026-11-21T20:00:00.000Z",
+        "last_seen": "2026-11-21T23:59:59.000Z",
+        "last_seen_ago": ago,
+        "local": local,
+    }
+
+
+FLEET: dict[str, Any] = {
+    "backend": "redis",
+    "hosts": [host("proxy-a", 0.4, local=True), host("proxy-b", 1.2), host("proxy-c", 2.6)],
+    "leader": {"host": "proxy-b", "epoch": 7},
+    "store": {"up": True, "url": "redis://redis.lan:6379/0"},
+}
+FILE_FLEET: dict[str, Any] = {
+    "backend": "file",
+    "hosts": [host("proxy-a", 0.0, local=True)],
+    "leader": {"host": "proxy-a", "epoch": None},
+    "store": {"up": True, "url": None, "path": "/var/lib/cutover/state.json"},
+}
+UNREACHABLE_DETAIL = "the state store redis://redis.lan:6379/0 is unreachable: Connection refused"
+
+
+def fleet_unavailable() -> httpx.Response:
+    """GET /fleet while Redis is down: a problem carrying what the host knows by itself."""
+    body = {
+        "type": "urn:cutover:problem:state-unavailable",
+        "title": "Service Unavailable",
+        "status": 503,
+        "detail": UNREACHABLE_DETAIL,
+        "backend": "redis",
+        "hosts": [host("proxy-a", 0.0, local=True)],
+        "leader": None,
+        "store": {"up": False, "url": "redis://redis.lan:6379/0"},
+    }
+    return httpx.Response(503, json=body, headers={"content-type": "application/problem+json"})

@@ -18,7 +18,14 @@ from cutover.cli.client import (
     token_problem,
     url_problem,
 )
-from tests.cli.answers import MIGRATION, SEVERAL, problem
+from tests.cli.answers import (
+    FLEET,
+    MIGRATION,
+    SEVERAL,
+    UNREACHABLE_DETAIL,
+    fleet_unavailable,
+    problem,
+)
 
 ADMIN_URL = "http://admin.test"
 TOKEN = "s3cret"
@@ -257,3 +264,60 @@ def test_token_problem(token: str, problem_end: str | None) -> None:
         assert found is None
     else:
         assert found is not None and found.endswith(problem_end), found
+
+
+# --------------------------------------------------------------------------- GET /fleet
+
+
+def fleet_answering(response: httpx.Response) -> tuple[AdminClient, list[httpx.Request]]:
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return response
+
+    return AdminClient(ADMIN_URL, TOKEN, transport=httpx.MockTransport(handler)), seen
+
+
+def test_the_fleet_is_read_with_the_token() -> None:
+    client, seen = fleet_answering(httpx.Response(200, json=FLEET))
+    with client:
+        assert client.fleet() == FLEET
+    [request] = seen
+    assert (request.method, request.url.path) == ("GET", "/fleet")
+    assert request.headers["authorization"] == f"Bearer {TOKEN}"
+
+
+def test_an_admin_api_without_fleet_has_none() -> None:
+    client, _ = fleet_answering(httpx.Response(404, text="Not Found"))
+    with client:
+        assert client.fleet() is None
+
+
+def test_an_unreachable_store_answers_what_the_host_knows() -> None:
+    client, _ = fleet_answering(fleet_unavailable())
+    with client:
+        fleet = client.fleet()
+    assert fleet is not None
+    assert fleet["error"] == UNREACHABLE_DETAIL
+    assert fleet["store"] == {"up": False, "url": "redis://redis.lan:6379/0"}
+    assert [host["id"] for host in fleet["hosts"]] == ["proxy-a"]
+    assert "type" not in fleet  # the fleet's fields only, and why
+
+
+@pytest.mark.parametrize(
+    ("response", "error", "message"),
+    [
+        (problem(503, "the proxy is stopping"), AdminRefused, "the proxy is stopping"),
+        (httpx.Response(503, text="busy"), AdminRefused, "answered 503 Service Unavailable"),
+        (problem(401, "no"), AdminRefused, "refused the token"),
+        (httpx.Response(200, json={"hosts": "x"}), NotAdminAPI, "not a fleet"),
+    ],
+)
+def test_a_fleet_answer_that_is_not_one_is_an_error(
+    response: httpx.Response, error: type[AdminError], message: str
+) -> None:
+    client, _ = fleet_answering(response)
+    with client, pytest.raises(error) as raised:
+        client.fleet()
+    assert message in str(raised.value)

@@ -14,7 +14,16 @@ import respx
 
 from cutover.cli.commands import EXIT_FAILED, EXIT_USAGE, add_admin_commands
 from cutover.cli.render import format_migration, format_status
-from tests.cli.answers import MIGRATION, ONE, SEVERAL, STRATEGIES, problem
+from tests.cli.answers import (
+    FLEET,
+    MIGRATION,
+    ONE,
+    SEVERAL,
+    STRATEGIES,
+    UNREACHABLE_DETAIL,
+    fleet_unavailable,
+    problem,
+)
 
 ADMIN_URL = "http://admin.test"
 TOKEN = "s3cret"
@@ -33,6 +42,9 @@ def admin(monkeypatch: pytest.MonkeyPatch) -> Iterator[respx.MockRouter]:
     monkeypatch.setenv("CUTOVER_ADMIN_URL", ADMIN_URL)
     monkeypatch.setenv("CUTOVER_ADMIN_TOKEN", TOKEN)
     with respx.mock(base_url=ADMIN_URL, assert_all_called=False) as router:
+        # By default an admin API from before fleets (Starlette's bare 404 for a route it
+        # lacks); a test replaces the answer with admin.routes["fleet"].
+        router.get("/fleet", name="fleet").respond(404, text="Not Found")
         yield router
 
 
@@ -93,6 +105,76 @@ def test_status_json(
     assert run(*argv, "--json") == 0
 
     assert json.loads(capsys.readouterr().out) == document
+
+
+def test_status_shows_the_fleet_below_the_migrations(
+    admin: respx.MockRouter, capsys: pytest.CaptureFixture[str]
+) -> None:
+    admin.get("/migrations").respond(json=SEVERAL)
+    admin.routes["fleet"].respond(json=FLEET)
+
+    assert run("status") == 0
+
+    out = capsys.readouterr().out
+    assert out == format_status({**SEVERAL, "fleet": FLEET}) + "\n"
+    table, fleet = out.rstrip("\n").split("\n\n")
+    assert table == format_status(SEVERAL)
+    assert fleet.splitlines()[1] == "leader    proxy-b (epoch 7)"
+    assert [line.split()[0] for line in fleet.splitlines()[3:]] == [
+        "proxy-a", "proxy-b", "proxy-c",
+    ]  # fmt: skip
+
+
+def test_status_json_includes_the_fleet(
+    admin: respx.MockRouter, capsys: pytest.CaptureFixture[str]
+) -> None:
+    admin.get("/migrations").respond(json=ONE)
+    admin.routes["fleet"].respond(json=FLEET)
+
+    assert run("status", "--json") == 0
+
+    assert json.loads(capsys.readouterr().out) == {**ONE, "fleet": FLEET}
+
+
+def test_status_of_an_admin_api_without_fleet_shows_the_migrations(
+    admin: respx.MockRouter, capsys: pytest.CaptureFixture[str]
+) -> None:
+    admin.get("/migrations").respond(json=ONE)
+
+    assert run("status") == 0
+    assert capsys.readouterr().out == format_status(ONE) + "\n"
+    assert admin.routes["fleet"].called
+    assert run("status", "--json") == 0
+    assert json.loads(capsys.readouterr().out) == ONE
+
+
+def test_status_while_the_store_is_unreachable_still_shows_the_migrations(
+    admin: respx.MockRouter, capsys: pytest.CaptureFixture[str]
+) -> None:
+    admin.get("/migrations").respond(json=ONE)
+    admin.routes["fleet"].mock(side_effect=lambda request: fleet_unavailable())
+
+    assert run("status") == 0
+    out = capsys.readouterr().out
+    assert out.startswith(format_status(ONE) + "\n\n")
+    assert f"unreachable ({UNREACHABLE_DETAIL}); 1 host known" in out
+    assert "leader    unknown while the store is unreachable" in out
+
+    assert run("status", "--json") == 0
+    fleet = json.loads(capsys.readouterr().out)["fleet"]
+    assert fleet["error"] == UNREACHABLE_DETAIL
+    assert fleet["store"]["up"] is False
+    assert [host["id"] for host in fleet["hosts"]] == ["proxy-a"]
+
+
+def test_status_fails_when_the_fleet_refuses_the_token(
+    admin: respx.MockRouter, capsys: pytest.CaptureFixture[str]
+) -> None:
+    admin.get("/migrations").respond(json=ONE)
+    admin.routes["fleet"].mock(return_value=problem(401, "bad token"))
+
+    assert run("status") == EXIT_FAILED
+    assert "refused the token" in capsys.readouterr().err
 
 
 def test_status_of_an_unknown_migration_shows_the_servers_detail(

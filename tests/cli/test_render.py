@@ -8,6 +8,7 @@ from cutover.cli.render import (
     duration,
     format_action,
     format_detail,
+    format_fleet,
     format_json,
     format_migration,
     format_status,
@@ -18,7 +19,16 @@ from cutover.cli.render import (
     stage_line,
     worst_check,
 )
-from tests.cli.answers import MIGRATION, ONE, SEVERAL, STRATEGIES
+from tests.cli.answers import (
+    FILE_FLEET,
+    FLEET,
+    MIGRATION,
+    ONE,
+    SEVERAL,
+    STRATEGIES,
+    UNREACHABLE_DETAIL,
+    host,
+)
 
 QUIET = {
     **MIGRATION,
@@ -209,3 +219,63 @@ def test_history_shows_the_last_five() -> None:
     entries = MIGRATION["history"]
     assert history_lines(entries[:5])[0] == "history"
     assert len(history_lines(entries)) == 6
+
+
+# --------------------------------------------------------------------------- the fleet
+
+
+def test_the_fleet_names_the_store_the_leader_and_each_host() -> None:
+    assert format_fleet(FLEET).splitlines() == [
+        "fleet     redis redis://redis.lan:6379/0, 3 hosts, answered by proxy-a",
+        "leader    proxy-b (epoch 7)",
+        "HOST     PROXY             ADMIN             LAST SEEN  VERSION",
+        "proxy-a  proxy-a.lan:8080  proxy-a.lan:9180  0s ago     0.4.1",
+        "proxy-b  proxy-b.lan:8080  proxy-b.lan:9180  1s ago     0.4.1",
+        "proxy-c  proxy-c.lan:8080  proxy-c.lan:9180  3s ago     0.4.1",
+    ]
+
+
+def test_the_fleet_follows_the_migrations_and_their_detail() -> None:
+    blocks = format_status({**ONE, "fleet": FLEET}).split("\n\n")
+    assert blocks == [format_table([MIGRATION]), format_detail(MIGRATION), format_fleet(FLEET)]
+
+
+def test_the_file_backend_s_fleet_is_one_host_and_its_leader_has_no_epoch() -> None:
+    lines = format_fleet(FILE_FLEET).splitlines()
+    assert lines[:2] == [
+        "fleet     file /var/lib/cutover/state.json, 1 host, answered by proxy-a",
+        "leader    proxy-a",
+    ]
+    not_leading = format_fleet({**FILE_FLEET, "leader": None}).splitlines()[1]
+    assert not_leading == (
+        "leader    not the process that answered (another worker of this host may lead)"
+    )
+
+
+def test_a_fleet_without_a_leader() -> None:
+    line = format_fleet({**FLEET, "leader": None}).splitlines()[1]
+    assert line == "leader    none (no host holds the guard's lease)"
+
+
+def test_a_fleet_whose_store_is_unreachable() -> None:
+    fleet = {
+        **FLEET,
+        "hosts": [host("proxy-a", 0.0, local=True)],
+        "leader": None,
+        "store": {"up": False, "url": "redis://redis.lan:6379/0"},
+        "error": UNREACHABLE_DETAIL,
+    }
+    assert format_fleet(fleet).splitlines()[:2] == [
+        f"fleet     redis redis://redis.lan:6379/0 unreachable ({UNREACHABLE_DETAIL}); "
+        "1 host known, answered by proxy-a",
+        "leader    unknown while the store is unreachable",
+    ]
+
+
+def test_a_fleet_document_missing_fields_still_renders() -> None:
+    assert format_fleet({"hosts": [{}]}).splitlines() == [
+        "fleet     ? ?, 1 host",
+        "leader    none (no host holds the guard's lease)",
+        "HOST  PROXY  ADMIN  LAST SEEN  VERSION",
+        "?     ?      ?      ?          ?",
+    ]
