@@ -49,7 +49,7 @@ class TransitionFanout:
         event = {
             "event": "rollout_transition",
             "migration": migration,
-            **vars(transition),
+            **transition.to_json(),
             "at": iso(transition.at),
         }
         transitions_log.info(json.dumps(event, default=str))
