@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -24,6 +25,28 @@ def _hermetic_environment() -> Iterator[None]:
             if name.startswith("CUTOVER_") or name == "NEW_BACKEND_ADMIN_TOKEN":
                 patch.delenv(name)
         yield
+
+
+@pytest.fixture(autouse=True)
+def _logging_restored() -> Iterator[None]:
+    """A test that runs ``cutover run`` in process configures logging for the whole process
+    (uvicorn's dictConfig: handlers, levels, propagation); the next test's caplog must still
+    see every logger, so each logger is put back as it was."""
+    manager = logging.Logger.manager
+    loggers = [logging.getLogger(), *(
+        logger for logger in manager.loggerDict.values() if isinstance(logger, logging.Logger)
+    )]  # fmt: skip
+    saved = [(lg, lg.disabled, lg.propagate, lg.level, list(lg.handlers)) for lg in loggers]
+    yield
+    for logger, disabled, propagate, level, handlers in saved:
+        logger.disabled, logger.propagate, logger.level = disabled, propagate, level
+        logger.handlers[:] = handlers
+    known = {id(logger) for logger in loggers}
+    for logger in list(manager.loggerDict.values()):
+        # Made during the test (by the dictConfig): back to a plain logger that propagates.
+        if isinstance(logger, logging.Logger) and id(logger) not in known:
+            logger.disabled, logger.propagate, logger.level = False, True, logging.NOTSET
+            logger.handlers.clear()
 
 
 @pytest.fixture
