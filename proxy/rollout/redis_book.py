@@ -95,6 +95,9 @@ class RedisBook:
         self.guarding = False  # the guard is writing (led or alone)
         # Guard moves towards ``from`` made while Redis was unreachable, to write back.
         self.pending: dict[str, RolloutState] = {}
+        # A lost compare-and-set read the winner's document: the next refresh reports it,
+        # so the migrations adopt it (the revision is current already).
+        self._read_on_conflict = False
         self._saving = asyncio.Lock()
         self._cas = client.register_script(CAS_SCRIPT)
         self._sync_cas = sync_client.register_script(CAS_SCRIPT)
@@ -193,6 +196,7 @@ class RedisBook:
         if outcome == "fenced":
             raise Fenced(f"{name}: a newer guard leader (epoch {value}) holds the lease")
         await self._reread(name)
+        self._read_on_conflict = True
         raise StateConflict(f"{name}: another host changed it first (revision {int(value)})")
 
     async def refresh(self) -> bool:
@@ -219,7 +223,10 @@ class RedisBook:
             await self._reseed(lost)
         if self.pending:
             await self._write_back()
-        return bool(changed)
+        conflicted, self._read_on_conflict = self._read_on_conflict, False
+        if changed or conflicted:  # the cache is the last known state, not only our writes
+            await asyncio.to_thread(self._write_cache)
+        return bool(changed) or conflicted
 
     async def _reseed(self, names: list[str]) -> None:
         """Documents Redis no longer has (it restarted without its data, or was flushed):
