@@ -50,11 +50,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     except StateError as exc:
         for problem in exc.problems:
             print(f"state: {problem}", file=sys.stderr)
-        print(
-            f"state: fix or move {exc.path or 'the file'} away to start fresh "
-            "(its history is lost then)",
-            file=sys.stderr,
-        )
+        if exc.path is not None:
+            print(
+                f"state: fix or move {exc.path} away to start fresh (its history is lost then)",
+                file=sys.stderr,
+            )
         return EXIT_CONFIG
     except SaveError as exc:
         print(f"state: {exc}", file=sys.stderr)

@@ -30,7 +30,7 @@ def host_id(settings: Settings) -> str:
 class StateBackendParts:
     book: Book
     coordination: Coordinator
-    evaluations: EvaluationFile
+    evaluations: EvaluationFile | Any  # or RedisEvaluations: the same interface
     host: str
     clients: list[Any] = field(default_factory=list)  # to close at shutdown
     redis: Any = None  # the async client, with the redis backend
@@ -82,9 +82,11 @@ def open_state(settings: Settings, metrics: Metrics) -> StateBackendParts:
     coordination = RedisCoordination(
         keys, client, host=host, lease=config.lease, on_change=metrics.guard_leader.set
     )
-    return StateBackendParts(
-        book, coordination, EvaluationFile(config.cache_path), host, [client], client
-    )
+    from cutover.rollout.redis_evaluations import RedisEvaluations
+
+    # Kept 10 guard intervals without a newer one: past that, the leader is long gone.
+    evaluations = RedisEvaluations(sync_client, keys.evaluations, ttl=10 * settings.guard.interval)
+    return StateBackendParts(book, coordination, evaluations, host, [client], client)
 
 
 def _where(url: str) -> str:

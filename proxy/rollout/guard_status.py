@@ -100,8 +100,7 @@ class EvaluationFile:
         self.path = state_path.parent / f".{state_path.name}.guard"
 
     def write(self, evaluations: dict[str, SharedEvaluation]) -> None:
-        document = {"migrations": {name: e.to_json() for name, e in evaluations.items()}}
-        payload = json.dumps(document).encode("utf-8")
+        payload = encode_evaluations(evaluations)
         fd, tmp = tempfile.mkstemp(prefix=f"{self.path.name}.", dir=self.path.parent)
         try:
             with os.fdopen(fd, "wb") as handle:
@@ -126,20 +125,30 @@ class EvaluationFile:
         stamp = self.stamp()
         if stamp is None or stamp == seen:
             return stamp, None
-        try:
-            raw = json.loads(self.path.read_bytes())
-        except ValueError as exc:
-            raise EvaluationFileError(f"{self.path}: not valid JSON: {exc}") from None
-        if isinstance(raw, dict) and "migrations" not in raw:
-            # Written before migrations had names: the one rollout's, the default's.
-            raw = {"migrations": {DEFAULT_MIGRATION: raw}}
-        try:
-            model = _Evaluations.model_validate(raw)
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(part) for part in first["loc"]) or "file"
-            raise EvaluationFileError(f"{self.path}: {where}: {first['msg']}") from None
-        return stamp, {name: _shared(e) for name, e in model.migrations.items()}
+        return stamp, parse_evaluations(self.path.read_bytes(), str(self.path))
+
+
+def encode_evaluations(evaluations: dict[str, SharedEvaluation]) -> bytes:
+    document = {"migrations": {name: e.to_json() for name, e in evaluations.items()}}
+    return json.dumps(document).encode("utf-8")
+
+
+def parse_evaluations(payload: bytes, where: str) -> dict[str, SharedEvaluation]:
+    """The evaluations by migration; EvaluationFileError naming ``where`` and the field."""
+    try:
+        raw = json.loads(payload)
+    except ValueError as exc:
+        raise EvaluationFileError(f"{where}: not valid JSON: {exc}") from None
+    if isinstance(raw, dict) and "migrations" not in raw:
+        # Written before migrations had names: the one rollout's, the default's.
+        raw = {"migrations": {DEFAULT_MIGRATION: raw}}
+    try:
+        model = _Evaluations.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(part) for part in first["loc"]) or "file"
+        raise EvaluationFileError(f"{where}: {field}: {first['msg']}") from None
+    return {name: _shared(e) for name, e in model.migrations.items()}
 
 
 def _shared(model: _Evaluation) -> SharedEvaluation:
