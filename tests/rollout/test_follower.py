@@ -20,7 +20,7 @@ from cutover.rollout.control import Control
 from cutover.rollout.follower import StateFollower
 from cutover.rollout.redis_keys import RedisKeys
 from cutover.rollout.registry import Migrations
-from cutover.rollout.state import StateConflict
+from cutover.rollout.store_errors import StateConflict
 from cutover.vocabulary import Phase, TransitionKind
 from tests.redis_server import RedisServer, running_redis
 from tests.rollout.test_redis_book import PREFIX, settings_for

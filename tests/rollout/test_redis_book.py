@@ -17,14 +17,8 @@ from cutover.ops.state_backend import StateBackendParts, open_state
 from cutover.request.metrics import Metrics
 from cutover.rollout import transitions
 from cutover.rollout.redis_book import RedisBook
-from cutover.rollout.state import (
-    Fenced,
-    RolloutState,
-    StateConflict,
-    StateError,
-    StateStore,
-    StoreUnavailable,
-)
+from cutover.rollout.state import RolloutState, StateError, StateStore
+from cutover.rollout.store_errors import Fenced, StateConflict, StoreUnavailable
 from cutover.vocabulary import Actor, Phase, TransitionKind
 from tests.conftest import make_settings
 from tests.redis_server import RedisServer, running_redis
