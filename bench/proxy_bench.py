@@ -8,6 +8,8 @@ Targets, measured in interleaved rounds with wrk (``-t1 --latency``, 1 and 32 co
                    deprecation headers, the breaker, metrics);
 - ``cutover-200``: the same with 200 migrations configured (prefixes and methods), the
                    request's among them: routing must not get slower as migrations are added;
+- ``cutover-redis``: ``cutover`` with ``state.backend: redis`` on a redis-server the bench
+                   starts (its own ``key_prefix``): the request path must not wait on Redis;
 - ``nginx``:       nginx ``split_clients`` 50/50 with upstream keepalive (the reference proxy);
 - ``aiohttp-ref``: a bare ASGI + aiohttp proxy under uvicorn (the fastest-Python reference).
 
@@ -28,6 +30,7 @@ import datetime as dt
 import json
 import os
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
@@ -69,8 +72,11 @@ from wrk_lab import (
 
 BENCH_DIR = Path(__file__).resolve().parent
 RESULTS_FILE = BENCH_DIR / "results" / "latest.json"
-TARGETS = ("direct", "cutover", "cutover-200", "nginx", "aiohttp-ref")
-MIGRATIONS_PER_TARGET = {"cutover": 1, "cutover-200": 200}  # target: migrations configured
+TARGETS = ("direct", "cutover", "cutover-200", "cutover-redis", "nginx", "aiohttp-ref")
+# target: migrations configured
+MIGRATIONS_PER_TARGET = {"cutover": 1, "cutover-200": 200, "cutover-redis": 1}
+REDIS_TARGET = "cutover-redis"
+REDIS_KEY_PREFIX = "cutover:bench"
 BIG_BYTES = 1 << 30
 MB = 1_000_000
 STREAM_TIMEOUT = 600.0
@@ -79,6 +85,7 @@ CONTENDED_PCT = 10.0  # other% above this marks a figure as disturbed by other w
 
 GOAL_RPS_RATIO = 0.9
 GOAL_MANY_MIGRATIONS_RATIO = 0.95  # 200 migrations against one, req/s
+GOAL_REDIS_RATIO = 0.97  # state.backend redis against file, req/s
 GOAL_ADDED_P50_MS = 0.35
 GOAL_RSS_MB = 80.0
 GOAL_STREAM_GROWTH_MB = 10.0
@@ -217,6 +224,9 @@ class Lab:
     cutover_pid: int | None = None
     cutover_rss_start: int | None = None
     cutover_sanity: dict[str, Any] = field(default_factory=dict)
+    redis_url: str | None = None  # the redis-server started for cutover-redis
+    state_store: dict[str, float] = field(default_factory=dict)  # its metrics after the load
+    admin: dict[str, str] = field(default_factory=dict)  # target: its admin base URL
 
 
 def uvicorn_cmd(app: str, port: int, *extra: str) -> list[str]:
@@ -281,13 +291,13 @@ def start_cutover(
     binary = str(cutover) if cutover.exists() else shutil.which("cutover")
     if binary is None:
         raise BenchError("the cutover console script is not installed (pip install -e .)")
-    port = free_port()
+    port, admin_port = free_port(), free_port()
     state = tmp / f"{target}-state.json"
     config = tmp / f"{target}.yaml"
     yaml = cutover_yaml(
-        port, free_port(), lab.legacy_port, lab.new_port, MIGRATIONS_PER_TARGET[target]
+        port, admin_port, lab.legacy_port, lab.new_port, MIGRATIONS_PER_TARGET[target]
     )
-    config.write_text(yaml + f"state: {{path: {state}}}\n")
+    config.write_text(yaml + state_yaml(target, state, lab.redis_url))
     check = subprocess.run(
         [binary, "check-config", str(config)],
         capture_output=True,
@@ -301,11 +311,63 @@ def start_cutover(
     proc = children.start(target, cmd, env=clean_env())
     children.wait_ready(target, f"http://127.0.0.1:{port}{REQUEST_PATH}")
     lab.proxies[target] = f"http://127.0.0.1:{port}"
+    lab.admin[target] = f"http://127.0.0.1:{admin_port}"
     if target != "cutover":
         return
     lab.cutover_pid = proc.pid  # taskset execs the program: the pid is Cutover's
     lab.cutover_sanity = cutover_sanity(lab.proxies["cutover"])
     lab.cutover_rss_start = proc_status_bytes(proc.pid, "VmRSS")
+
+
+def state_yaml(target: str, path: Path, redis_url: str | None) -> str:
+    """The file backend, or for cutover-redis the redis-server the bench started."""
+    if target != REDIS_TARGET:
+        return f"state: {{path: {path}}}\n"
+    if redis_url is None:
+        raise BenchError("no redis-server for cutover-redis")
+    return (
+        f"state: {{backend: redis, url: {redis_url}, key_prefix: {REDIS_KEY_PREFIX}, "
+        f"cache_path: {path}}}\n"
+    )
+
+
+def start_redis(children: Children, pin: Pinning, lab: Lab) -> None:
+    """A redis-server on a free port, with nothing saved to disk, off the proxy's CPU."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise BenchError("redis-server is not installed (apt-get install -y redis-server)")
+    port = free_port()
+    cmd = [*pin.load, binary, "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
+    children.start("redis", [*cmd, "--appendonly", "no"])
+    deadline = time.monotonic() + 10.0
+    while time.monotonic() < deadline:
+        if children.procs["redis"].poll() is not None:
+            raise BenchError(f"redis-server exited:\n{children.log_tail('redis')}")
+        if redis_ping(port):
+            lab.redis_url = f"redis://127.0.0.1:{port}/0"
+            return
+        time.sleep(0.05)
+    raise BenchError(f"redis-server not ready after 10 s:\n{children.log_tail('redis')}")
+
+
+def redis_ping(port: int) -> bool:
+    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1.0) as s:
+        s.sendall(b"PING\r\n")
+        return s.recv(16).startswith(b"+PONG")
+    return False
+
+
+def state_metrics(admin: str) -> dict[str, float]:
+    """The state store's metrics of a cutover-redis target: proof that it ran on Redis."""
+    _, _, body = http_get(admin + "/metrics")
+    found = {}
+    for line in body.decode(errors="replace").splitlines():
+        name, _, value = line.rpartition(" ")
+        if name.startswith(
+            ("cutover_state_store_up", "cutover_state_writes_total", "cutover_guard_leader")
+        ):
+            found[name] = float(value)
+    return found
 
 
 def cutover_sanity(base: str, requests: int = 40) -> dict[str, Any]:
@@ -336,8 +398,13 @@ def start_proxies(
     """Start each wanted proxy; a failure is reported and that target skipped."""
     if "direct" in want:
         lab.proxies["direct"] = f"http://127.0.0.1:{lab.legacy_port}"
+    if REDIS_TARGET in want:
+        try:
+            start_redis(children, pin, lab)
+        except BenchError as exc:
+            lab.failures[REDIS_TARGET] = str(exc)
     for target in MIGRATIONS_PER_TARGET:
-        if target in want:
+        if target in want and target not in lab.failures:
             try:
                 start_cutover(children, tmp, pin, lab, target)
             except BenchError as exc:
@@ -383,6 +450,7 @@ TARGET_PROCESS = {
     "direct": "upstream-legacy",
     "cutover": "cutover",
     "cutover-200": "cutover-200",
+    "cutover-redis": "cutover-redis",
     "nginx": "nginx-proxy",
     "aiohttp-ref": "aiohttp-ref",
 }
@@ -450,7 +518,7 @@ def progress_line(number: int, rounds: int, target: str, conns: int, r: WrkResul
         flags = f"  (socket errors {r.socket_errors}, non-2xx {r.non_2xx})"
     other = "" if r.other_cpu_pct is None else f"  other load on proxy CPU {r.other_cpu_pct:3.0f}%"
     return (
-        f"  round {number}/{rounds}  {target:<12} c={conns:<3} {r.rps:>9.0f} req/s"
+        f"  round {number}/{rounds}  {target:<13} c={conns:<3} {r.rps:>9.0f} req/s"
         f"  p50 {r.p50_ms:6.3f} ms  p99 {r.p99_ms:7.3f} ms{other}{flags}"
     )
 
@@ -667,7 +735,16 @@ def ratio_checks(rows: list[Summary], conns: list[int]) -> list[Check]:
     many = find(rows, "cutover-200", high)
     vs_one = many.rps / cut_hi.rps if many and cut_hi else None
     many_vs_ref = many.rps / ref_hi.rps if many and ref_hi else None
+    redis_hi = find(rows, REDIS_TARGET, high)
+    vs_file = redis_hi.rps / cut_hi.rps if redis_hi and cut_hi else None
     return [
+        Check(
+            f"cutover-redis / cutover req/s @{conns_label(high)}",
+            vs_file,
+            "",
+            f">= {GOAL_REDIS_RATIO:.2f}",
+            None if vs_file is None else vs_file >= GOAL_REDIS_RATIO,
+        ),
         Check(
             f"cutover-200 / cutover req/s @{conns_label(high)}",
             vs_one,
@@ -737,7 +814,7 @@ def size_label(size: int) -> str:
 
 def results_table(rows: list[Summary]) -> str:
     lines = [
-        f"  {'target':<12} {'conns':>5} {'req/s':>9} {'(min-max)':>17} "
+        f"  {'target':<13} {'conns':>5} {'req/s':>9} {'(min-max)':>17} "
         f"{'p50 ms':>8} {'p99 ms':>8} {'other%':>6}  errors",
     ]
     for r in rows:
@@ -745,7 +822,7 @@ def results_table(rows: list[Summary]) -> str:
         errors = f"{r.socket_errors}/{r.non_2xx}" if r.socket_errors or r.non_2xx else "-"
         other = "-" if r.other_cpu_pct is None else f"{r.other_cpu_pct:.0f}"
         lines.append(
-            f"  {r.target:<12} {r.conns:>5} {r.rps:>9.0f} {spread:>17} "
+            f"  {r.target:<13} {r.conns:>5} {r.rps:>9.0f} {spread:>17} "
             f"{r.p50_ms:>8.3f} {r.p99_ms:>8.3f} {other:>6}  {errors}"
         )
     lines.append(
@@ -809,6 +886,9 @@ def print_report(report: dict[str, Any], rows: list[Summary], checks: list[Check
     print("\n" + results_table(rows))
     if report["sanity"]:
         print(f"\n  cutover sanity check: {report['sanity']}")
+    if report["state_store"]:
+        found = ", ".join(f"{k} {v:g}" for k, v in report["state_store"].items())
+        print(f"\n  cutover-redis after the load: {found}")
     print("\n  checks" + " " * 52 + "goal")
     for check in checks:
         print(check.line())
@@ -844,6 +924,8 @@ def run(args: argparse.Namespace, tmp: Path, children: Children) -> int:
     if not args.no_memory:
         memory = memory_phase(children, tools, pin, lab, args, tmp)
     info["loadavg_end"] = os.getloadavg()
+    if REDIS_TARGET in lab.admin and REDIS_TARGET in lab.proxies:
+        lab.state_store = state_metrics(lab.admin[REDIS_TARGET])
 
     checks = ratio_checks(rows, args.connections) + memory_checks(memory)
     report = {
@@ -857,6 +939,7 @@ def run(args: argparse.Namespace, tmp: Path, children: Children) -> int:
         "checks": checks,
         "memory": memory,
         "sanity": lab.cutover_sanity,
+        "state_store": lab.state_store,
         "failures": lab.failures,
     }
     print_report(report, rows, checks)
