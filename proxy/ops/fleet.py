@@ -12,7 +12,7 @@ from cutover.config import Settings
 from cutover.ops.state_backend import StateBackendParts
 from cutover.rollout.fleet import FileFleet, Fleet, RedisFleet
 from cutover.rollout.hosts import HostRecord, HostRegistry, address, cutover_version
-from cutover.rollout.redis_book import UNREACHABLE
+from cutover.rollout.redis_documents import UNREACHABLE
 from cutover.rollout.redis_keys import RedisKeys
 
 

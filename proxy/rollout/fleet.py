@@ -14,7 +14,7 @@ from urllib.parse import urlsplit, urlunsplit
 from cutover.rollout.control import iso
 from cutover.rollout.coordination import Coordinator
 from cutover.rollout.hosts import HostRecord, HostRegistry, record_document
-from cutover.rollout.redis_book import UNREACHABLE
+from cutover.rollout.redis_documents import UNREACHABLE
 
 if TYPE_CHECKING:
     from cutover.rollout.redis_coordination import RedisCoordination

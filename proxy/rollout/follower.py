@@ -13,7 +13,7 @@ from collections.abc import Callable
 import redis.asyncio as aioredis
 
 from cutover.rollout.coordination import Coordinator
-from cutover.rollout.redis_book import UNREACHABLE
+from cutover.rollout.redis_documents import UNREACHABLE
 from cutover.rollout.redis_keys import RedisKeys
 from cutover.rollout.registry import Migrations
 

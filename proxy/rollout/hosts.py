@@ -18,7 +18,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from cutover.rollout.redis_book import UNREACHABLE
+from cutover.rollout.redis_documents import UNREACHABLE
 from cutover.rollout.redis_keys import RedisKeys
 
 logger = logging.getLogger("cutover.state")

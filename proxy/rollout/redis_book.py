@@ -16,57 +16,29 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from typing import Any
 
 import redis
 import redis.asyncio as aioredis
 
+from cutover.rollout.redis_documents import (
+    CAS_SCRIPT,
+    UNREACHABLE,
+    document,
+    on_top,
+    towards_from,
+)
 from cutover.rollout.redis_keys import RedisKeys
 from cutover.rollout.state import (
     RolloutState,
     SaveError,
     StateError,
     StateStore,
-    parse_states,
 )
 from cutover.rollout.store_errors import Fenced, StateConflict, StoreUnavailable
-from cutover.vocabulary import Phase
 
 logger = logging.getLogger("cutover.state")
-
-# KEYS: the document, the epoch, the set of names. ARGV: the revision the writer read, the
-# new state's JSON, the writer's lease epoch ("" for an operator's write), the name.
-CAS_SCRIPT = """
-local rev = tonumber(redis.call('HGET', KEYS[1], 'rev') or '0')
-if rev ~= tonumber(ARGV[1]) then return {'conflict', rev} end
-if ARGV[3] ~= '' then
-  local epoch = tonumber(redis.call('GET', KEYS[2]) or '0')
-  if epoch ~= tonumber(ARGV[3]) then return {'fenced', epoch} end
-end
-redis.call('HSET', KEYS[1], 'rev', rev + 1, 'state', ARGV[2])
-redis.call('SADD', KEYS[3], ARGV[4])
-return {'ok', rev + 1}
-"""
-
-UNREACHABLE = (redis.ConnectionError, redis.TimeoutError, OSError)
-
-
-def _document(name: str, raw: Mapping[bytes, bytes]) -> tuple[int, RolloutState]:
-    """A migration's hash as (revision, state); StateError naming the field."""
-    try:
-        rev = int(raw[b"rev"])
-        data = json.loads(raw[b"state"])
-    except (KeyError, ValueError) as exc:
-        raise StateError([f"migrations.{name}: not a Cutover state document ({exc})"]) from None
-    return rev, parse_states({"version": 2, "migrations": {name: data}})[name]
-
-
-def towards_from(old: RolloutState | None, new: RolloutState) -> bool:
-    """Whether ``new`` only moves traffic back (a rollback, or a lower weight)."""
-    if new.phase == Phase.ROLLED_BACK:
-        return True
-    return old is not None and new.weight < old.weight
 
 
 class RedisBook:
@@ -132,12 +104,32 @@ class RedisBook:
             logger.warning("%s unreachable (%s): serving the cached state", self.where, exc)
             self.states, self.revs, self.available = cached, {}, False
             return
+        if not names and self._seed_from_cache():
+            return self.load()  # the cache's states, now the fleet's
         documents = {
-            name: _document(name, raw) for name, raw in zip(names, raws, strict=True) if raw
+            name: document(name, raw) for name, raw in zip(names, raws, strict=True) if raw
         }
         self.revs = {name: rev for name, (rev, _) in documents.items()}
         self.states = {name: state for name, (_, state) in documents.items()}
         self._write_cache()
+
+    def _seed_from_cache(self) -> bool:
+        """An empty Redis (a first start, or a move from the file backend with ``cache_path``
+        naming the old state file) takes the cached states, so nothing is reset; the first
+        host to write one wins. Whether any was written."""
+        cached = self.cache.load()
+        if not cached:
+            return False
+        written = 0
+        for name, state in cached.items():
+            outcome, _ = self._sync_cas(
+                keys=self._script_keys(name), args=[0, self._json(state), "", name]
+            )
+            written += outcome == b"ok"
+        if written:
+            logger.warning("%s had no state: %d migrations written from %s", self.where,
+                           written, self.cache.path)  # fmt: skip
+        return True
 
     def save_blocking(self, changes: dict[str, RolloutState]) -> None:
         """Start-up's writes (migrations with no document yet). One another host wrote first
@@ -242,7 +234,7 @@ class RedisBook:
     async def _reread(self, name: str) -> None:
         raw = await self.client.hgetall(self.keys.migration(name))
         if raw:
-            self.revs[name], self.states[name] = _document(name, raw)
+            self.revs[name], self.states[name] = document(name, raw)
 
     async def _write_back(self) -> None:
         """The rollbacks held during an outage, each on top of the document there now: the
@@ -251,14 +243,7 @@ class RedisBook:
             remote = self.states.get(name)
             state = held
             if remote is not None and remote is not held:
-                seen = {(t.at, t.kind) for t in remote.history}
-                extra = [t for t in held.history if (t.at, t.kind) not in seen]
-                state = RolloutState(
-                    phase=held.phase, weight=held.weight,
-                    baseline_memory_bytes=remote.baseline_memory_bytes,
-                    last_legacy_p95=remote.last_legacy_p95, reason=held.reason,
-                    failure=held.failure, history=[*remote.history, *extra],
-                )  # fmt: skip
+                state = on_top(remote, held)
             try:
                 async with self._saving:
                     await self._save_one(name, state)

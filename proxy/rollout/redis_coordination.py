@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 
 import redis.asyncio as aioredis
 
-from cutover.rollout.redis_book import UNREACHABLE
+from cutover.rollout.redis_documents import UNREACHABLE
 from cutover.rollout.redis_keys import RedisKeys
 
 logger = logging.getLogger("cutover.guard")
@@ -68,6 +68,7 @@ class RedisCoordination:
         self.epoch: int | None = None  # ours while we lead
         self.alone = False  # Redis unreachable: this host judges its own traffic, alone
         self._local: asyncio.Lock | None = None
+        self._trying: asyncio.Lock | None = None
         self._acquire = client.register_script(ACQUIRE_SCRIPT)
         self._renew = client.register_script(RENEW_SCRIPT)
         self._release = client.register_script(RELEASE_SCRIPT)
@@ -89,7 +90,14 @@ class RedisCoordination:
         return self.epoch is not None
 
     async def try_lead(self) -> bool:
-        """Renew our lease, or take it if nobody holds it; whether we lead now."""
+        """Renew our lease, or take it if nobody holds it; whether we lead now. One at a
+        time (the renewal task and the guard's tick both ask)."""
+        if self._trying is None:
+            self._trying = asyncio.Lock()
+        async with self._trying:
+            return await self._try_lead()
+
+    async def _try_lead(self) -> bool:
         try:
             if self.epoch is not None:
                 held = await self._renew(

@@ -15,7 +15,7 @@ from cutover.rollout.guard_status import (
     encode_evaluations,
     parse_evaluations,
 )
-from cutover.rollout.redis_book import UNREACHABLE
+from cutover.rollout.redis_documents import UNREACHABLE
 from cutover.rollout.state import Stamp
 
 

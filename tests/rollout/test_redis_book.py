@@ -298,3 +298,17 @@ async def test_two_deployments_never_see_each_others_state(
     assert loaded(open_host("c", prefix="cutover:prod")).states == prod.states
     keys = redis.Redis.from_url(redis_server.url).keys("*")
     assert all(k.startswith((b"cutover:prod:", b"cutover:staging:")) for k in keys), keys
+
+
+async def test_a_move_from_the_file_backend_carries_the_state_file_into_an_empty_redis(
+    open_host: Open, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """The file backend's state file as ``cache_path``: an empty Redis takes it, nothing reset;
+    a second host then reads Redis's copy, not its own (empty) cache."""
+    old = paused(promoted(started(10.0), 50.0))
+    StateStore(tmp_path / "a-cache.json").save({"trade-engine": old})
+    book = loaded(open_host("a"))
+    assert book.states == {"trade-engine": old} and book.revs == {"trade-engine": 1}
+    assert document(redis_server, f"{PREFIX}:migration:trade-engine")[1] == old.to_json()
+    other = loaded(open_host("b"))
+    assert other.states == {"trade-engine": old}
