@@ -94,6 +94,12 @@ class RedisBook:
             for name in names:
                 pipe.hgetall(self.keys.migration(name))
             raws = pipe.execute()
+        except (redis.AuthenticationError, redis.AuthorizationError) as exc:
+            # Not an outage: waiting or serving the cache would hide a wrong password.
+            reason = (
+                f"{self.where} refused this host: {exc} (the password is CUTOVER_STATE__PASSWORD)"
+            )
+            raise StateError([reason]) from None
         except UNREACHABLE as exc:
             cached = self.cache.load()
             if cached is None:

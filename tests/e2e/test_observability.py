@@ -113,6 +113,7 @@ ALERT_NAMES = (
     "CutoverBreakerOpen",
     "CutoverProxyDown",
     "CutoverConfigReloadFailed",
+    "CutoverStateStoreDown",
 )
 # The sample names whose series carry the migration label (issue 12): every query on them
 # filters by the dashboard's $migration, and no aggregation of them drops the label.
@@ -550,7 +551,10 @@ def test_alert_rules_mirror_the_guard_and_have_runbooks() -> None:
 
 # The rules on metrics without a migration label: the breaker is per backend, the other two
 # about the proxy as a whole.
-NOT_PER_MIGRATION = {"CutoverBreakerOpen", "CutoverProxyDown", "CutoverConfigReloadFailed"}
+NOT_PER_MIGRATION = {
+    "CutoverBreakerOpen", "CutoverProxyDown", "CutoverConfigReloadFailed",
+    "CutoverStateStoreDown",
+}  # fmt: skip
 
 
 def test_every_alert_on_a_migration_metric_keeps_the_migration_label() -> None:
@@ -657,6 +661,7 @@ def test_alert_rules_fire_on_each_fault_and_not_on_a_healthy_system(tmp_path: Pa
         series("cutover_breaker_state", "0x40", backend="new", state="open", **instance),
         series("up", "1x40", **instance),
         series("cutover_config_reload_failures_total", "0x40", **instance),
+        series("cutover_state_store_up", "1x40", **instance),
     ]
     for migration in ("trade-engine", "strategies"):
         healthy_series += [
@@ -926,6 +931,14 @@ def test_alert_rules_fire_on_each_fault_and_not_on_a_healthy_system(tmp_path: Pa
             "alert_rule_test": [
                 expect("CutoverConfigReloadFailed", "45s"),
                 expect("CutoverConfigReloadFailed", "1m15s", {**instance, **warning}),
+            ],
+        },
+        {  # Redis unreachable from 1m: warns a minute later, and not for a blip
+            "interval": "15s",
+            "input_series": [series("cutover_state_store_up", "1 1 1 1 0 0 1 1 0x32", **instance)],
+            "alert_rule_test": [
+                expect("CutoverStateStoreDown", "1m45s"),
+                expect("CutoverStateStoreDown", "3m30s", {**instance, **warning}),
             ],
         },
     ]

@@ -312,3 +312,22 @@ async def test_a_move_from_the_file_backend_carries_the_state_file_into_an_empty
     assert document(redis_server, f"{PREFIX}:migration:trade-engine")[1] == old.to_json()
     other = loaded(open_host("b"))
     assert other.states == {"trade-engine": old}
+
+
+async def test_the_password_comes_from_the_environment_and_a_wrong_one_stops_the_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with running_redis(tmp_path / "secured", password="s3cret-pass") as server:
+        monkeypatch.setenv("CUTOVER_STATE__PASSWORD", "s3cret-pass")
+        parts = open_state(settings_for(server, tmp_path, "a"), Metrics())
+        book = loaded(parts)
+        book.save_blocking({"trade-engine": started(10.0)})
+        assert book.states["trade-engine"].weight == 10.0
+        await parts.aclose()
+        monkeypatch.setenv("CUTOVER_STATE__PASSWORD", "wrong")
+        parts = open_state(settings_for(server, tmp_path, "b"), Metrics())
+        with pytest.raises(StateError) as refused:
+            redis_book(parts).load()
+        assert "refused this host" in str(refused.value)
+        assert "CUTOVER_STATE__PASSWORD" in str(refused.value)
+        await parts.aclose()
