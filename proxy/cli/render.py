@@ -23,13 +23,14 @@ HOSTS_HEADER = ("HOST", "PROXY", "ADMIN", "LAST SEEN", "VERSION")
 
 def format_status(document: Migrations) -> str:
     """``cutover status``: a line per migration; with exactly one, its detail below; then
-    the fleet, when the admin API shows one."""
+    the fleet, when there is one (the file backend's is this host alone: ``--json`` has it)."""
     migrations = document.get("migrations") or []
     blocks = [format_table(migrations)]
     if len(migrations) == 1:
         blocks.append(format_detail(migrations[0]))
-    if "fleet" in document:
-        blocks.append(format_fleet(document["fleet"]))
+    fleet = document.get("fleet")
+    if fleet is not None and fleet.get("backend") != "file":
+        blocks.append(format_fleet(fleet))
     return "\n\n".join(blocks)
 
 

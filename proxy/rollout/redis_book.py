@@ -94,7 +94,7 @@ class RedisBook:
             for name in names:
                 pipe.hgetall(self.keys.migration(name))
             raws = pipe.execute()
-        except (redis.AuthenticationError, redis.AuthorizationError) as exc:
+        except redis.AuthenticationError as exc:
             # Not an outage: waiting or serving the cache would hide a wrong password.
             reason = (
                 f"{self.where} refused this host: {exc} (the password is CUTOVER_STATE__PASSWORD)"

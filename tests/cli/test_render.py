@@ -240,6 +240,10 @@ def test_the_fleet_follows_the_migrations_and_their_detail() -> None:
     assert blocks == [format_table([MIGRATION]), format_detail(MIGRATION), format_fleet(FLEET)]
 
 
+def test_the_file_backends_one_host_is_no_fleet_block_in_the_status() -> None:
+    assert format_status({**ONE, "fleet": FILE_FLEET}) == format_status(ONE)
+
+
 def test_the_file_backend_s_fleet_is_one_host_and_its_leader_has_no_epoch() -> None:
     lines = format_fleet(FILE_FLEET).splitlines()
     assert lines[:2] == [
