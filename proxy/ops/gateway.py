@@ -66,6 +66,7 @@ class Gateway:
                 clock=clock, monotonic=monotonic,
             )  # fmt: skip
         self.evaluations = self.state.evaluations
+        self.metrics.state_store_up.set(1 if self.migrations.book.available else 0)
         self._tasks: list[asyncio.Task[Any]] = []
         self._resume_hold()
         self.proxy = create_app(settings, transport=transport, metrics=self.metrics)
@@ -155,7 +156,6 @@ class Gateway:
         from cutover.rollout.redis_keys import RedisKeys
 
         config = self.settings.state
-        self.metrics.state_store_up.set(1 if self.migrations.book.available else 0)
         follower = StateFollower(
             self.migrations, self.coordination, self.state.redis, RedisKeys(config.key_prefix),
             poll=config.poll, on_store=lambda up: self.metrics.state_store_up.set(1 if up else 0),

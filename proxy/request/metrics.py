@@ -132,7 +132,8 @@ class Metrics:
         )
         self.state_store_up = Gauge(
             "cutover_state_store_up",
-            "1 while the shared state store (Redis) answers, 0 while it is unreachable.",
+            "1 while the state store answers (Redis; the file backend's is always 1), "
+            "0 while it is unreachable.",
             registry=r, multiprocess_mode="liveall",
         )  # fmt: skip
         self.state_writes = Counter(
