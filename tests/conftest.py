@@ -3,6 +3,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -12,6 +13,7 @@ from starlette.testclient import TestClient
 
 from cutover.config import Settings, parse_settings
 from cutover.ops.assembly import create_app
+from tests.redis_server import RedisServer, running_redis
 
 LEGACY_URL = "http://legacy.test"
 NEW_URL = "http://new.test"
@@ -47,6 +49,13 @@ def _logging_restored() -> Iterator[None]:
         if isinstance(logger, logging.Logger) and id(logger) not in known:
             logger.disabled, logger.propagate, logger.level = False, True, logging.NOTSET
             logger.handlers.clear()
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A real redis-server of the test's own (``tests/redis_server.py``)."""
+    with running_redis(tmp_path / "redis") as server:
+        yield server
 
 
 @pytest.fixture

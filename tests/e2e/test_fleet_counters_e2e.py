@@ -22,7 +22,7 @@ from tests.processes import (
     wait_until,
     write_config,
 )
-from tests.redis_server import RedisServer, running_redis
+from tests.redis_server import RedisServer
 
 pytestmark = pytest.mark.e2e
 
@@ -30,12 +30,6 @@ ADMIN_TOKEN = "e2e-admin-token-0123456789"
 FAULTS_TOKEN = "e2e-faults-token-0123456789"
 DEADLINE = 20.0  # for anything the guard decides (normally 1-4 s)
 FOLLOW = 3.0  # for a host to follow a change (poll: 0.5 s)
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    with running_redis(tmp_path / "redis") as server:
-        yield server
 
 
 @pytest.fixture

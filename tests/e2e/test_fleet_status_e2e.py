@@ -8,7 +8,6 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import subprocess
-from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,7 @@ from tests.processes import (
     wait_until,
     write_config,
 )
-from tests.redis_server import RedisServer, running_redis
+from tests.redis_server import RedisServer
 
 pytestmark = pytest.mark.e2e
 
@@ -59,12 +58,6 @@ def cutover_status(proxy: ProxyProcess, *args: str) -> str:
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     return done.stdout
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    with running_redis(tmp_path / "redis") as server:
-        yield server
 
 
 def test_cutover_status_lists_the_fleet_and_its_leader(

@@ -5,7 +5,7 @@ every live host of the deployment, the guard leader and its epoch, and a 503 nam
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -18,7 +18,7 @@ from starlette.testclient import TestClient
 from cutover.rollout.fleet import public_url
 from cutover.rollout.hosts import cutover_version
 from tests.ops.conftest import ADMIN, AUTH, TOKEN, ByPort, make_gateway, write_config
-from tests.redis_server import RedisServer, running_redis
+from tests.redis_server import RedisServer
 
 DEADLINE = 10.0
 HOST_FIELDS = {
@@ -61,12 +61,6 @@ def test_the_file_backend_s_fleet_is_this_host(client: TestClient, gateway, tmp_
     assert host["version"] == cutover_version()
     assert host["local"] is True
     assert host["last_seen_ago"] < 1
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    with running_redis(tmp_path / "redis") as server:
-        yield server
 
 
 def redis_gateway(

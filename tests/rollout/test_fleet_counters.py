@@ -6,8 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
@@ -22,19 +21,13 @@ from cutover.rollout.fleet_counters import (
 from cutover.rollout.fleet_source import FleetSource
 from cutover.rollout.redis_keys import RedisKeys
 from cutover.rollout.sources import Subject, read_counters
-from tests.redis_server import RedisServer, running_redis
+from tests.redis_server import RedisServer
 
 pytestmark = pytest.mark.anyio
 
 KEYS = RedisKeys("cutover:test")
 ENGINE = Subject("trade-engine", source="legacy", target="new")
 DEADLINE = 5.0
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    with running_redis(tmp_path / "redis") as server:
-        yield server
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,7 @@ from cutover.rollout.redis_keys import RedisKeys
 from cutover.rollout.registry import Migrations
 from cutover.rollout.store_errors import StateConflict
 from cutover.vocabulary import Phase, TransitionKind
-from tests.redis_server import RedisServer, running_redis
+from tests.redis_server import RedisServer
 from tests.rollout.test_redis_book import PREFIX, settings_for
 
 pytestmark = pytest.mark.anyio
@@ -38,12 +38,6 @@ class Host:
     parts: StateBackendParts
     migrations: Migrations
     control: Control
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    with running_redis(tmp_path / "redis") as server:
-        yield server
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ import importlib.metadata
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import TypeVar
 
 import pytest
@@ -23,7 +22,7 @@ from cutover.rollout.hosts import (
     cutover_version,
 )
 from cutover.rollout.redis_keys import RedisKeys
-from tests.redis_server import RedisServer, running_redis
+from tests.redis_server import RedisServer
 
 T = TypeVar("T")
 KEYS = RedisKeys("cutover:test")
@@ -53,12 +52,6 @@ async def eventually(check: Callable[[], Awaitable[T]], what: str) -> T:
         if time.monotonic() > end:
             raise AssertionError(f"timed out waiting for {what}; last: {value!r}")
         await asyncio.sleep(0.05)
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path):
-    with running_redis(tmp_path / "redis") as server:
-        yield server
 
 
 def test_a_beat_writes_the_record_with_a_ttl_of_a_few_polls(redis_server: RedisServer) -> None:

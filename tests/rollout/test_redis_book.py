@@ -5,7 +5,7 @@ local cache a host starts from without Redis."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,12 +27,6 @@ pytestmark = pytest.mark.anyio
 
 PREFIX = "cutover:test"
 Open = Callable[..., StateBackendParts]
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    with running_redis(tmp_path / "redis") as server:
-        yield server
 
 
 @pytest.fixture

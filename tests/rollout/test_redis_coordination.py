@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -16,18 +16,12 @@ from cutover.ops.state_backend import open_state
 from cutover.request.metrics import Metrics
 from cutover.rollout.redis_coordination import RedisCoordination
 from cutover.rollout.redis_keys import RedisKeys
-from tests.redis_server import RedisServer, running_redis
+from tests.redis_server import RedisServer
 from tests.rollout.test_redis_book import PREFIX, settings_for
 
 pytestmark = pytest.mark.anyio
 
 LEASE = 0.4  # seconds
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    with running_redis(tmp_path / "redis") as server:
-        yield server
 
 
 @pytest.fixture
