@@ -310,6 +310,8 @@ def test_redis_down_under_load_is_served_around_and_the_fleet_converges_after(
         lambda: any(refused in fleet.hosts[n].stderr() for n in ("a", "c")), GUARD_DEADLINE,
         "a promotion tried and refused during the outage", *fleet.hosts.values(),
     )  # fmt: skip
+    # The outage: at least 10 s under load.
+    wait_until(lambda: time.monotonic() - outage >= 10, 15, "the outage to last 10 s")
     assert {n: (s["phase"], s["weight"]) for n, s in fleet.states().items()} == held
     for name, driver in zip(("a", "c"), drivers, strict=True):
         assert not failures(driver), (name, failures(driver))
