@@ -17,26 +17,13 @@ from cutover.config import load_settings
 from cutover.ops.gateway import Gateway
 from cutover.ops.listener import Listeners
 from tests.conftest import LEGACY_URL, NEW_URL
+from tests.migrations import STRATEGIES, TRADE_ENGINE
 
 TOKEN = "s3cret-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 PROXY = "http://testserver:8080"
 ADMIN = "http://testserver:9180"
 WEBHOOK = "http://hooks.test/cutover"
-TRADE_ENGINE = {
-    "name": "trade-engine",
-    "match": {"prefix": "/api/v1/backtests/", "methods": ["POST"]},
-    "from": "legacy",
-    "to": "new",
-    "rollout": {"stages": [10, 50, 100], "hold": 300},
-}
-STRATEGIES = {
-    "name": "strategies",
-    "match": {"prefix": "/api/v1/strategies"},
-    "from": "legacy",
-    "to": "new",
-    "rollout": {"stages": [25, 100], "hold": 600},
-}
 
 
 def write_config(path: Path, **sections) -> None:

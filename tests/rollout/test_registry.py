@@ -13,23 +13,10 @@ from cutover.vocabulary import Phase, TransitionKind
 from tests.clocks import Clock
 from tests.conftest import make_settings
 from tests.disks import Disk
+from tests.migrations import STRATEGIES, TRADE_ENGINE
 
 pytestmark = pytest.mark.anyio
 
-TRADE_ENGINE = {
-    "name": "trade-engine",
-    "match": {"prefix": "/api/v1/backtests/", "methods": ["POST"]},
-    "from": "legacy",
-    "to": "new",
-    "rollout": {"stages": [10, 50, 100], "hold": 300},
-}
-STRATEGIES = {
-    "name": "strategies",
-    "match": {"prefix": "/api/v1/strategies"},
-    "from": "legacy",
-    "to": "new",
-    "rollout": {"stages": [25, 100], "hold": 600},
-}
 DATA_LAYER = {
     "name": "data-layer",
     "match": {"prefix": "/api/v1/data"},
