@@ -22,7 +22,6 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import replace
 from typing import Any
 
 from cutover.config import RolloutConfig
@@ -77,12 +76,6 @@ class Rollout:
         self.pending_rollback: Verdict | None = None
         # judging_since() on the monotonic clock: (the transition's wall time, converted).
         self._judging: tuple[float, float] | None = None
-
-    async def sync(self) -> bool:
-        """Adopt this migration's saved state if another process saved it since we last
-        looked; True if so. Call with the coordination's state lock held."""
-        await self.book.refresh()
-        return self.adopt_saved()
 
     def adopt_saved(self) -> bool:
         """Take the book's state of this migration if it is not the one held; True if so."""
@@ -226,12 +219,6 @@ class Rollout:
         return self._judging[1]
 
     # -- bookkeeping -------------------------------------------------------------------
-
-    async def set_baseline_memory(self, value: float) -> None:
-        """Save new's memory baseline; SaveError (nothing changed) if it cannot be saved."""
-        state = replace(self.state, baseline_memory_bytes=value, history=list(self.state.history))
-        await self._save(state)
-        self.state = state
 
     async def _apply(self, transition: Transition, state: RolloutState) -> Transition:
         """Save first, then apply: SaveError (logged, nothing changed) if the save fails.

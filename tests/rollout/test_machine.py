@@ -390,11 +390,17 @@ async def test_a_promotion_that_cannot_be_saved_waits_for_the_next_passing_evalu
 
 async def test_a_memory_baseline_that_cannot_be_saved_changes_nothing(tmp_path, clock) -> None:
     disk = Disk()
-    rollout = make(tmp_path, clock, writer=disk)
+    settings = make_settings(
+        rollout={"stages": [10, 50, 100], "hold": 60}, state={"path": str(tmp_path / "s.json")}
+    )
+    migrations = Migrations.restore(
+        settings, StateStore(settings.state.path, writer=disk), clock=clock, monotonic=clock
+    )
     disk.full = True
     with pytest.raises(SaveError):
-        await rollout.set_baseline_memory(1e8)
-    assert rollout.state.baseline_memory_bytes is None
+        await migrations.set_baselines({"default": 1e8})
+    assert migrations.get("default").state.baseline_memory_bytes is None
+    assert StateStore(settings.state.path).load()["default"].baseline_memory_bytes is None
 
 
 # --------------------------------------------------------------------------- sharing the hold
