@@ -191,12 +191,10 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         if self._ignore_input:
             return
         self._unset_keepalive_if_required()
-        # httptools holds a header value until it is complete, so count what arrives
-        # while a head that began earlier is still unfinished.
-        continuing = self._in_head
+        continuing = self._in_head  # a head held by httptools until complete: count it
         size = len(data)
         cycle = self.cycle
-        body_before = -1 if cycle is None else len(cycle.body)
+        body_before = 0 if cycle is None else len(cycle.body)
         while data:
             try:
                 self.parser.feed_data(data)
@@ -216,10 +214,12 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             if self._head_bytes > self.max_head:
                 self._refusal = 414 if len(self.url) > self.max_url else 431
                 self.send_400_response("the request head is too large")
-        elif self._codings is not None and cycle is self.cycle and cycle and cycle.more_body:
-            # httptools holds a trailer field (or a chunk extension) until it ends: bound what
-            # a chunked request sends while its body does not grow, as the head is bounded.
-            self._trailing = 0 if len(cycle.body) > body_before else self._trailing + size
+        elif self._codings is not None and self.cycle is not None and self.cycle.more_body:
+            # httptools holds a trailer field (or a chunk extension) until it ends: bound what a
+            # chunked request sends beside its body (with the head, in the read that began it).
+            began = cycle is not self.cycle
+            grown = len(self.cycle.body) - (0 if began else body_before)
+            self._trailing = (0 if began or grown else self._trailing) + size - grown
             if self._trailing > self.max_head and not self.transport.is_closing():
                 self._refusal = 431
                 self.send_400_response("the chunked framing or trailer fields are too large")
