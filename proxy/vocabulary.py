@@ -57,3 +57,12 @@ class ShadowResult(StrEnum):
     MISMATCH = "mismatch"
     ERROR = "error"
     DROPPED = "dropped"
+
+
+class ClientIdentity(StrEnum):
+    """How the usage report tells one client of a deprecated API from another."""
+
+    HEADER = "header"
+    API_KEY = "api_key"
+    BEARER = "bearer"
+    CLIENT_IP = "client_ip"

@@ -13,7 +13,13 @@ import cutover
 
 PACKAGE = Path(cutover.__file__).parent
 HOT_PATH = ("cutover.request", "cutover.upstream")
-CONTROL_PLANE = ("cutover.rollout", "cutover.ops", "cutover.cli", "cutover.shadow")
+CONTROL_PLANE = (
+    "cutover.rollout",
+    "cutover.ops",
+    "cutover.cli",
+    "cutover.shadow",
+    "cutover.usage",
+)
 MAX_LINES = 300
 PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
 

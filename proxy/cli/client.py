@@ -140,6 +140,15 @@ class AdminClient:
             raise self._not_admin(response, "a JSON object that is not a fleet")
         return document
 
+    def usage(self, name: str | None, since: str) -> dict[str, Any]:
+        """GET /migrations/{name}/usage (or /usage for every migration) as JSON."""
+        path = "/usage" if name is None else f"/migrations/{quote(name, safe='')}/usage"
+        response = self._request("GET", f"{path}?since={quote(since, safe='')}")
+        document = self._object(response)
+        if not isinstance(document.get("clients"), list):
+            raise self._not_admin(response, "a JSON object that is not a usage report")
+        return document
+
     def pause(self, name: str) -> Migration:
         return self._migration("POST", name, "/pause")
 

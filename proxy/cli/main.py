@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 
 from cutover.cli.commands import add_admin_commands
+from cutover.cli.usage import add_usage_command
 from cutover.config import ConfigError, load_settings
 from cutover.shadow.report import add_diff_report_command, positive_int
 
@@ -150,6 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
         )  # fmt: skip
     demo.set_defaults(func=cmd_demo)
     add_admin_commands(commands)
+    add_usage_command(commands)
     add_diff_report_command(commands)
     return parser
 

@@ -18,6 +18,7 @@ from cutover.config.base import (
     ServiceUrl,
     Weight,
 )
+from cutover.config.clients import ClientsConfig, UsageConfig
 from cutover.config.deprecation import DeprecationConfig
 from cutover.config.environment import NOT_SETTINGS, unknown_setting
 from cutover.config.failover import BreakerConfig, FallbackConfig
@@ -55,6 +56,7 @@ __all__ = [
     "BackendConfig",
     "BackendName",
     "BreakerConfig",
+    "ClientsConfig",
     "ConfigError",
     "DeprecationConfig",
     "FallbackConfig",
@@ -82,6 +84,7 @@ __all__ = [
     "StateConfig",
     "TimeoutsConfig",
     "ToleranceConfig",
+    "UsageConfig",
     "Weight",
     "is_loopback",
     "listeners_overlap",

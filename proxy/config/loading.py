@@ -65,6 +65,11 @@ def parse_settings(data: Any) -> Settings:
     state = data.get("state")
     if isinstance(state, dict) and "password" in state:
         raise ConfigError(["state.password: keep it out of the file; set CUTOVER_STATE__PASSWORD"])
+    clients = data.get("clients")
+    if isinstance(clients, dict) and "hash_key" in clients:
+        raise ConfigError(
+            ["clients.hash_key: keep it out of the file; set CUTOVER_CLIENTS__HASH_KEY"]
+        )
     problems = environment_problems(os.environ) + key_problems(data)
     if problems:
         # Validating would only repeat an unknown variable's problem in other words.

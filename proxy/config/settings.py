@@ -19,6 +19,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from cutover.config.backends import BackendConfig
 from cutover.config.base import BackendName
+from cutover.config.clients import ClientsConfig, UsageConfig
 from cutover.config.deprecation import DeprecationConfig
 from cutover.config.failover import BreakerConfig, FallbackConfig
 from cutover.config.guard import GuardConfig
@@ -61,6 +62,8 @@ class Settings(BaseSettings):
     guard: GuardConfig = GuardConfig()
     shadow: ShadowConfig = ShadowConfig()
     state: StateConfig = StateConfig()
+    clients: ClientsConfig = ClientsConfig()
+    usage: UsageConfig = UsageConfig()
     # From CUTOVER_ADMIN_TOKEN only (load_settings refuses it in the file).
     admin_token: SecretStr | None = Field(None, validate_default=True)
 

@@ -22,6 +22,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from cutover.ops.admin_usage import usage_routes
+from cutover.ops.usage import UsageService
 from cutover.request.metrics import Metrics
 from cutover.request.problem import problem_body
 from cutover.rollout.control import Control
@@ -74,11 +76,17 @@ class BearerAuth:
 
 
 def create_admin_app(
-    control: Control, metrics: Metrics, token: SecretStr | None, *, fleet: Fleet | None = None
+    control: Control,
+    metrics: Metrics,
+    token: SecretStr | None,
+    *,
+    fleet: Fleet | None = None,
+    usage: UsageService | None = None,
 ) -> Any:
     """The admin API over ``control``; ``metrics`` for ``/metrics`` and counting refused
     calls; ``token`` the bearer token every call but the probes needs (None: open);
-    ``fleet`` what ``/fleet`` shows (None: no ``/fleet``)."""
+    ``fleet`` what ``/fleet`` shows (None: no ``/fleet``); ``usage`` the usage report
+    (None: no ``/usage``)."""
     # POST .../{action}: the actions that take no body (rollback takes a reason).
     actions: dict[str, Callable[[str], Awaitable[Transition]]] = {
         TransitionKind.PAUSE: control.pause,
@@ -205,6 +213,7 @@ def create_admin_app(
         return problem(500, "Internal Server Error", detail, "internal-error")
 
     routes = [] if fleet is None else [Route("/fleet", fleet_status)]
+    routes += [] if usage is None else usage_routes(usage)
     app = Starlette(
         exception_handlers={Exception: failed},
         routes=[

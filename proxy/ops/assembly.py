@@ -11,7 +11,9 @@ import httpx
 from cutover.config import ConfigError, Settings
 from cutover.request.app import CutoverApp
 from cutover.request.breaker import CircuitBreaker
+from cutover.request.clients import ClientIdentifier
 from cutover.request.metrics import Metrics
+from cutover.request.usage import UsageRecorder
 from cutover.shadow.log import ShadowLog
 from cutover.shadow.mirror import Shadower
 from cutover.upstream.base import Upstream
@@ -84,4 +86,6 @@ def create_app(
     upstreams = build_upstreams(settings, transport)
     shadower = build_shadower(settings, upstreams, metrics)
     breakers = build_breakers(settings, metrics)
-    return CutoverApp(settings, metrics, upstreams, shadower, breakers)
+    recorder = UsageRecorder(metrics.deprecated_request)
+    return CutoverApp(settings, metrics, upstreams, shadower, breakers,
+                      recorder=recorder, identifier=ClientIdentifier(settings.clients))  # fmt: skip

@@ -22,6 +22,8 @@ from cutover.ops.fleet import open_fleet
 from cutover.ops.guard_runner import BuiltGuard, GuardRunner, build_judges
 from cutover.ops.reload import Reloader, describe, reloadable
 from cutover.ops.state_backend import open_state
+from cutover.ops.usage import UsageService
+from cutover.request.clients import ClientIdentifier
 from cutover.request.forwarder import Forwarder
 from cutover.request.metrics import Metrics
 from cutover.request.splitter import Splitter
@@ -71,9 +73,12 @@ class Gateway:
         self._resume_hold()
         self.proxy = create_app(settings, transport=transport, metrics=self.metrics)
         self.control = Control(self.migrations, self.coordination, describe=self._describe)
+        assert self.proxy.recorder is not None  # create_app builds one
+        self.usage = UsageService(lambda: self.settings, self.proxy.recorder, clock=clock)
         self.admin = create_admin_app(
-            self.control, self.metrics, settings.admin_token, fleet=self.fleet.view
-        )
+            self.control, self.metrics, settings.admin_token, fleet=self.fleet.view,
+            usage=self.usage,
+        )  # fmt: skip
         self.guards = GuardRunner(
             self.migrations, self.metrics, self.coordination, self.evaluations,
             side_transport=side_transport, redis=self.state.redis, host=self.state.host,
@@ -127,6 +132,7 @@ class Gateway:
 
     async def startup(self) -> None:
         await self.proxy.startup()
+        await self.usage.start()
         await self.fanout.use_webhook(self.settings.guard.webhook)
         self._follow_the_fleet()
         self._run_guard(self.guards.build(self.settings))
@@ -144,6 +150,7 @@ class Gateway:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.fanout.aclose()
         await self.proxy.shutdown()
+        await self.usage.stop()  # after the proxy: the last requests' counts are written
         await self.coordination.release()  # another worker or host may lead the guard now
         await self.fleet.leave()
         await self.state.aclose()
@@ -229,6 +236,7 @@ class Gateway:
             settings, upstreams, splitter, forwarder,
         )  # fmt: skip
         proxy.shadower, proxy.breakers = shadower, breakers
+        proxy.identifier = ClientIdentifier(settings.clients)
         self.settings = settings
         self._show_migrations()
         if guard is None and self.guards.guard is not None:

@@ -8,18 +8,21 @@ clients, the dual run, the breaker) are built by ``cutover.ops.assembly`` and ha
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 
 from cutover.config import Settings
 from cutover.request.body import BadRequest, BodyTooLarge, ClientDisconnected
 from cutover.request.breaker import CircuitBreaker
+from cutover.request.clients import ClientIdentifier
 from cutover.request.forwarder import Forwarder
 from cutover.request.metrics import Metrics
 from cutover.request.mirror import DualRun
 from cutover.request.problem import send_problem
 from cutover.request.relay import UpstreamBodyError
-from cutover.request.splitter import Splitter
+from cutover.request.splitter import Decision, Splitter
+from cutover.request.usage import UsageRecorder
 from cutover.types import Receive, Scope, Send
 from cutover.upstream.base import Upstream
 
@@ -83,6 +86,9 @@ class CutoverApp:
         upstreams: dict[str, Upstream],
         shadower: DualRun | None = None,
         breakers: dict[str, CircuitBreaker] | None = None,
+        *,
+        recorder: UsageRecorder | None = None,
+        identifier: ClientIdentifier | None = None,
     ) -> None:
         self.settings = settings
         self.metrics = metrics
@@ -91,6 +97,8 @@ class CutoverApp:
         self.shadower = shadower
         self.breakers = breakers or {}
         self.forwarder = Forwarder(settings, upstreams, metrics, shadower, self.breakers)
+        self.recorder = recorder
+        self.identifier = identifier or ClientIdentifier(settings.clients)
 
     async def startup(self) -> None:
         for upstream in self.upstreams.values():
@@ -123,6 +131,8 @@ class CutoverApp:
         decision = self.splitter.decide(
             scope["path"], scope["method"], scope["headers"], scope.get("client")
         )
+        if self.recorder is not None:
+            self.count_deprecated(scope, decision)
         try:
             await self.forwarder.forward(scope, receive, send, decision)
         except ClientDisconnected:
@@ -140,6 +150,24 @@ class CutoverApp:
             # connection, so the client sees a truncated response, not a clean end.
             RESPONSE_ABANDONED.set(True)
             logger.warning("%s backend: %s", decision.backend, exc)
+
+    def count_deprecated(self, scope: Scope, decision: Decision) -> None:
+        """A request a migration with a deprecation sends to its ``from`` (by weight), for
+        the usage report."""
+        migration = decision.migration
+        if (
+            migration is None
+            or not migration.deprecation
+            or decision.backend != migration.source
+            or decision.reason not in ("weight", "default")
+        ):
+            return
+        headers = scope["headers"]
+        client = self.identifier.identify(headers, scope.get("client"))
+        agent = next((value for name, value in headers if name == b"user-agent"), None)
+        assert self.recorder is not None
+        self.recorder.record(migration.name, client, scope["method"], migration.prefix, agent,
+                             False, time.time(), scope["path"])  # fmt: skip
 
     async def lifespan(self, receive: Receive, send: Send) -> None:
         await run_lifespan(receive, send, self.startup, self.shutdown)

@@ -151,6 +151,13 @@ class Metrics:
             "Admin API calls refused for a missing or wrong token.",
             registry=r,
         )
+        self.deprecated_requests = Counter(
+            "cutover_deprecated_requests",
+            "Requests a migration with a deprecation sent to its from backend (the usage "
+            "report names the clients).",
+            ["migration"], registry=r,
+        )  # fmt: skip
+        self._deprecated_children: dict[str, Counter] = {}
         self._children: dict[tuple[str, str, str, str], tuple[Counter, Histogram]] = {}
         self._error_children: dict[tuple[str, str], Counter] = {}
 
@@ -199,6 +206,13 @@ class Metrics:
             self._children[key] = children
         children[0].inc()
         children[1].observe(seconds)
+
+    def deprecated_request(self, migration: str) -> None:
+        child = self._deprecated_children.get(migration)
+        if child is None:
+            child = self.deprecated_requests.labels(migration)
+            self._deprecated_children[migration] = child
+        child.inc()
 
     def upstream_error(self, backend: str, kind: str) -> None:
         key = (backend, kind)

@@ -75,6 +75,7 @@ class MigrationRule:
     threshold: int
     deprecation: RawHeaders  # stamped on its answers from ``from`` (empty: none)
     shadow: RouteShadowConfig | None
+    prefix: str = "/"  # its match prefix (the usage report's endpoint)
 
     @classmethod
     def from_config(cls, config: MigrationConfig) -> MigrationRule:
@@ -91,6 +92,7 @@ class MigrationRule:
             threshold=threshold(config.weight),
             deprecation=deprecation_headers(config.deprecation),
             shadow=shadow,
+            prefix=config.match.prefix,
         )
 
     def set_weight(self, weight: float) -> None:

@@ -1,0 +1,96 @@
+"""The usage report's part of one process: the store opened at start (in a thread), the
+flusher task fed by the proxy app's recorder, and the report documents the admin API
+serves. With ``--workers N`` each worker flushes its own recorder into the same store."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from cutover.config import Settings
+from cutover.request.usage import UsageRecorder
+from cutover.usage.flusher import UsageFlusher
+from cutover.usage.opening import open_usage_store
+from cutover.usage.report import parse_since, usage_document
+from cutover.usage.store import UsageStore
+
+logger = logging.getLogger("cutover.usage")
+
+
+class UnknownMigrationUsage(LookupError):
+    """No migration of that name is configured."""
+
+
+class NoDeprecation(LookupError):
+    """The migration has no deprecation: none of its calls are counted."""
+
+
+class UsageService:
+    def __init__(
+        self,
+        settings: Callable[[], Settings],
+        recorder: UsageRecorder,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        """``settings``: the running settings (a reload changes them)."""
+        self.settings = settings
+        self.recorder = recorder
+        self.clock = clock
+        self.store: UsageStore | None = None
+        self.flusher: UsageFlusher | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Open the store (UsageStoreError if it cannot be) and start flushing."""
+        settings = self.settings()
+        self.store = await asyncio.to_thread(open_usage_store, settings, clock=self.clock)
+        self.flusher = UsageFlusher(
+            self.recorder, self.store, interval=settings.usage.flush_interval,
+            retention_days=settings.usage.retention_days, sunsets=self._sunset, clock=self.clock,
+        )  # fmt: skip
+        self._task = asyncio.create_task(self.flusher.run())
+
+    def _sunset(self, migration: str) -> datetime | None:
+        config = self.settings().migration(migration)
+        if config is None or not config.deprecation:
+            return None
+        return config.deprecation.sunset_at
+
+    async def stop(self) -> None:
+        """The last counts written, the store closed."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        if self.flusher is not None:
+            await self.flusher.aclose()
+
+    async def report(self, migration: str | None, since: str) -> dict[str, Any]:
+        """The usage document; SinceError, UnknownMigrationUsage, NoDeprecation, or
+        UsageStoreError from the store."""
+        seconds = parse_since(since)
+        if migration is not None:
+            config = self.settings().migration(migration)
+            if config is None:
+                raise UnknownMigrationUsage(f"no migration named {migration!r}")
+            if not config.deprecation:
+                raise NoDeprecation(
+                    f"migration {migration!r} has no deprecation: its calls are not counted"
+                )
+        assert self.store is not None, "report() before start()"
+        rows = await asyncio.to_thread(self.store.rows_since, migration, self.clock() - seconds)
+        return usage_document(migration, since, rows)
+
+    async def clients_since(self, migration: str, since_seconds: float) -> int | None:
+        """For the status page: None until the store is open, or when it cannot be read."""
+        if self.store is None:
+            return None
+        try:
+            return await asyncio.to_thread(self.store.clients_since, migration, since_seconds)
+        except Exception as exc:
+            logger.warning("usage: clients of %s not counted: %s", migration, exc)
+            return None
