@@ -30,6 +30,7 @@ from cutover.request.splitter import Splitter
 from cutover.rollout.control import Control
 from cutover.rollout.guard_status import EvaluationFileError
 from cutover.rollout.registry import Migrations
+from cutover.usage.store import UsageStoreError
 
 logger = logging.getLogger("cutover.gateway")
 
@@ -237,6 +238,10 @@ class Gateway:
         )  # fmt: skip
         proxy.shadower, proxy.breakers = shadower, breakers
         proxy.identifier = ClientIdentifier(settings.clients)
+        try:
+            await self.usage.start()  # a migration may have a deprecation now
+        except UsageStoreError as exc:
+            logger.error("the usage report cannot be written: %s", exc)
         self.settings = settings
         self._show_migrations()
         if guard is None and self.guards.guard is not None:

@@ -1,6 +1,8 @@
-"""The usage report's part of one process: the store opened at start (in a thread), the
-flusher task fed by the proxy app's recorder, and the report documents the admin API
-serves. With ``--workers N`` each worker flushes its own recorder into the same store."""
+"""The usage report's part of one process: the store (opened in a thread), the flusher task
+fed by the proxy app's recorder, and the report documents the admin API serves. The store
+is opened at start when some migration has a deprecation (so a bad ``usage.path`` stops
+the start), else when a reload adds one or a report is asked for: a config that counts
+nothing creates no database. With ``--workers N`` each worker flushes into the same store."""
 
 from __future__ import annotations
 
@@ -44,11 +46,26 @@ class UsageService:
         self.store: UsageStore | None = None
         self.flusher: UsageFlusher | None = None
         self._task: asyncio.Task[None] | None = None
+        self._opening = asyncio.Lock()
 
     async def start(self) -> None:
-        """Open the store (UsageStoreError if it cannot be) and start flushing."""
+        """Open the store and start flushing if some migration has a deprecation
+        (UsageStoreError if the store cannot be opened); a reload calls it again."""
+        if self._task is None and any(m.deprecation for m in self.settings().migration_list):
+            await self._open()
+            self._flush()
+
+    async def _open(self) -> UsageStore:
+        async with self._opening:
+            if self.store is None:
+                self.store = await asyncio.to_thread(
+                    open_usage_store, self.settings(), clock=self.clock
+                )
+            return self.store
+
+    def _flush(self) -> None:
         settings = self.settings()
-        self.store = await asyncio.to_thread(open_usage_store, settings, clock=self.clock)
+        assert self.store is not None
         self.flusher = UsageFlusher(
             self.recorder, self.store, interval=settings.usage.flush_interval,
             retention_days=settings.usage.retention_days, sunsets=self._sunset, clock=self.clock,
@@ -68,6 +85,8 @@ class UsageService:
             await asyncio.gather(self._task, return_exceptions=True)
         if self.flusher is not None:
             await self.flusher.aclose()
+        elif self.store is not None:
+            await asyncio.to_thread(self.store.close)
 
     async def report(self, migration: str | None, since: str) -> dict[str, Any]:
         """The usage document; SinceError, UnknownMigrationUsage, NoDeprecation, or
@@ -81,8 +100,8 @@ class UsageService:
                 raise NoDeprecation(
                     f"migration {migration!r} has no deprecation: its calls are not counted"
                 )
-        assert self.store is not None, "report() before start()"
-        rows = await asyncio.to_thread(self.store.rows_since, migration, self.clock() - seconds)
+        store = await self._open()
+        rows = await asyncio.to_thread(store.rows_since, migration, self.clock() - seconds)
         return usage_document(migration, since, rows)
 
     async def clients_since(self, migration: str, since_seconds: float) -> int | None:

@@ -35,6 +35,7 @@ def write_config(path: Path, **sections) -> None:
         "rollout": {"stages": [10, 50, 100], "hold": 300},
         "guard": {"interval": 60, "webhook": WEBHOOK},
         "state": {"path": str(path.parent / "state.json")},
+        "usage": {"path": str(path.parent / "usage.sqlite3")},
         **sections,
     }
     path.write_text(yaml.safe_dump({k: v for k, v in config.items() if v is not None}))
