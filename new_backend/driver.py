@@ -169,6 +169,7 @@ def _run(
             **DEMO_GUARD,
             **address_overrides(addresses),
             "CUTOVER_STATE__PATH": str(Path(scratch) / "state.json"),
+            "CUTOVER_USAGE__PATH": str(Path(scratch) / "usage.sqlite3"),
         }
         try:
             demo_path, demo_config = write_demo_config(config_path, addresses, Path(scratch))

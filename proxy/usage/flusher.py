@@ -55,7 +55,11 @@ class UsageFlusher:
     async def run(self) -> None:
         while True:
             await asyncio.sleep(self.interval)
-            await self.flush()
+            try:
+                await self.flush()
+            except Exception:
+                # A bug must not end the counting: the next flush tries again.
+                logger.exception("usage: a flush failed")
 
     async def flush(self) -> bool:
         """Write what was counted since the last flush; False if the store failed (the
