@@ -18,6 +18,7 @@ from cutover.config.base import (
     ServiceUrl,
     Weight,
 )
+from cutover.config.brownouts import BrownoutConfig, BrownoutSchedule, Window, parse_duration
 from cutover.config.deprecation import DeprecationConfig
 from cutover.config.environment import NOT_SETTINGS, unknown_setting
 from cutover.config.failover import BreakerConfig, FallbackConfig
@@ -55,6 +56,8 @@ __all__ = [
     "BackendConfig",
     "BackendName",
     "BreakerConfig",
+    "BrownoutConfig",
+    "BrownoutSchedule",
     "ConfigError",
     "DeprecationConfig",
     "FallbackConfig",
@@ -83,10 +86,12 @@ __all__ = [
     "TimeoutsConfig",
     "ToleranceConfig",
     "Weight",
+    "Window",
     "is_loopback",
     "listeners_overlap",
     "load_settings",
     "mirrored",
+    "parse_duration",
     "parse_settings",
     "unknown_setting",
 ]
