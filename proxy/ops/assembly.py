@@ -5,13 +5,17 @@ none of them itself, so it needs nothing of the control plane (``cutover.shadow`
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 
 import httpx
 
 from cutover.config import ConfigError, Settings
 from cutover.request.app import CutoverApp
 from cutover.request.breaker import CircuitBreaker
+from cutover.request.clients import ClientIdentifier
 from cutover.request.metrics import Metrics
+from cutover.request.usage import UsageRecorder
 from cutover.shadow.log import ShadowLog
 from cutover.shadow.mirror import Shadower
 from cutover.upstream.base import Upstream
@@ -77,11 +81,16 @@ def create_app(
     *,
     transport: httpx.AsyncBaseTransport | None = None,
     metrics: Metrics | None = None,
+    recorder: UsageRecorder | None = None,
+    identifier: ClientIdentifier | None = None,
+    clock: Callable[[], float] = time.time,
 ) -> CutoverApp:
     """Build the proxy listener's app. ``transport`` replaces the HTTP/1.1 client (tests
-    pass respx); ``metrics`` shares a registry with the admin listener."""
+    pass respx); ``metrics`` shares a registry with the admin listener; ``clock`` (Unix
+    seconds) places the deprecation's brownouts and sunset."""
     metrics = metrics if metrics is not None else Metrics()
     upstreams = build_upstreams(settings, transport)
     shadower = build_shadower(settings, upstreams, metrics)
     breakers = build_breakers(settings, metrics)
-    return CutoverApp(settings, metrics, upstreams, shadower, breakers)
+    return CutoverApp(settings, metrics, upstreams, shadower, breakers,
+                      recorder=recorder, identifier=identifier, clock=clock)  # fmt: skip

@@ -23,6 +23,7 @@ from cutover.ops.guard_runner import BuiltGuard, GuardRunner, build_judges
 from cutover.ops.reload import Reloader, describe, reloadable
 from cutover.ops.state_backend import open_state
 from cutover.request.forwarder import Forwarder
+from cutover.request.lifecycle import build_gates
 from cutover.request.metrics import Metrics
 from cutover.request.splitter import Splitter
 from cutover.rollout.control import Control
@@ -69,7 +70,7 @@ class Gateway:
         self.metrics.state_store_up.set(1 if self.migrations.book.available else 0)
         self._tasks: list[asyncio.Task[Any]] = []
         self._resume_hold()
-        self.proxy = create_app(settings, transport=transport, metrics=self.metrics)
+        self.proxy = create_app(settings, transport=transport, metrics=self.metrics, clock=clock)
         self.control = Control(self.migrations, self.coordination, describe=self._describe)
         self.admin = create_admin_app(
             self.control, self.metrics, settings.admin_token, fleet=self.fleet.view
@@ -228,7 +229,7 @@ class Gateway:
         proxy.settings, proxy.upstreams, proxy.splitter, proxy.forwarder = (
             settings, upstreams, splitter, forwarder,
         )  # fmt: skip
-        proxy.shadower, proxy.breakers = shadower, breakers
+        proxy.shadower, proxy.breakers, proxy.gates = shadower, breakers, build_gates(settings)
         self.settings = settings
         self._show_migrations()
         if guard is None and self.guards.guard is not None:
