@@ -20,6 +20,7 @@ from cutover.ops.assembly import build_breakers, build_shadower, build_upstreams
 from cutover.ops.fanout import TransitionFanout
 from cutover.ops.fleet import open_fleet
 from cutover.ops.guard_runner import BuiltGuard, GuardRunner, build_judges
+from cutover.ops.lifecycle_status import deprecation_status
 from cutover.ops.reload import Reloader, describe, reloadable
 from cutover.ops.state_backend import open_state
 from cutover.request.forwarder import Forwarder
@@ -51,6 +52,10 @@ class Gateway:
         scrapes, Prometheus queries and webhooks (tests pass respx to both)."""
         self.settings = settings
         self._transport = transport
+        self._clock = clock
+        # How many clients called a migration's from in the last 7 days (None: not counted).
+        # Called from the admin API on the event loop: it must answer from memory.
+        self.clients_7d: Callable[[str], int | None] = lambda name: None
         self.metrics = Metrics(registry, multiprocess_dir=multiprocess_dir)
         # Without a config file there is nothing to reload.
         self.reloader = (
@@ -109,7 +114,11 @@ class Gateway:
             "from": config.source,
             "to": config.target,
             "breaker": None if breaker is None else breaker.status(),
-        }
+            "deprecation": deprecation_status(
+                config.deprecation or None, self.proxy.gates.get(name), self._clock(),
+                self.clients_7d(name) if config.deprecation else None,
+            ),
+        }  # fmt: skip
 
     def _resume_hold(self) -> None:
         """At start-up: the last evaluations saved (by this process before a restart, or by
