@@ -66,3 +66,19 @@ class ClientIdentity(StrEnum):
     API_KEY = "api_key"
     BEARER = "bearer"
     CLIENT_IP = "client_ip"
+
+
+class AfterSunset(StrEnum):
+    """What a deprecated migration's ``from`` requests get once its sunset has passed."""
+
+    KEEP = "keep"
+    GONE = "gone"
+    ROUTE_TO_NEW = "route_to_new"
+
+
+class Lifecycle(StrEnum):
+    """What a migration's deprecation is doing now."""
+
+    DEPRECATED = "deprecated"  # announced, serving
+    BROWNOUT = "brownout"  # inside a brownout window
+    SUNSET = "sunset"  # past sunset_at

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
+from cutover.cli.render_lifecycle import deprecation_lines
 from cutover.vocabulary import Actor, CheckResult
 
 if TYPE_CHECKING:
@@ -158,6 +159,7 @@ def format_detail(migration: Migration) -> str:
     breaker = migration.get("breaker")
     if breaker:
         lines.append(f"breaker   {breaker.get('state', '?')} ({to})")
+    lines += deprecation_lines(migration.get("deprecation"))
     lines += check_lines(migration.get("checks") or {})
     lines += history_lines(migration.get("history") or [])
     return "\n".join(lines)

@@ -18,6 +18,7 @@ from cutover.config.base import (
     ServiceUrl,
     Weight,
 )
+from cutover.config.brownouts import BrownoutConfig, BrownoutSchedule, Window, parse_duration
 from cutover.config.clients import ClientsConfig, UsageConfig
 from cutover.config.deprecation import DeprecationConfig
 from cutover.config.environment import NOT_SETTINGS, unknown_setting
@@ -56,6 +57,8 @@ __all__ = [
     "BackendConfig",
     "BackendName",
     "BreakerConfig",
+    "BrownoutConfig",
+    "BrownoutSchedule",
     "ClientsConfig",
     "ConfigError",
     "DeprecationConfig",
@@ -86,10 +89,12 @@ __all__ = [
     "ToleranceConfig",
     "UsageConfig",
     "Weight",
+    "Window",
     "is_loopback",
     "listeners_overlap",
     "load_settings",
     "mirrored",
+    "parse_duration",
     "parse_settings",
     "unknown_setting",
 ]

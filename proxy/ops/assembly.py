@@ -5,6 +5,8 @@ none of them itself, so it needs nothing of the control plane (``cutover.shadow`
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 
 import httpx
 
@@ -79,13 +81,20 @@ def create_app(
     *,
     transport: httpx.AsyncBaseTransport | None = None,
     metrics: Metrics | None = None,
+    recorder: UsageRecorder | None = None,
+    identifier: ClientIdentifier | None = None,
+    clock: Callable[[], float] = time.time,
 ) -> CutoverApp:
     """Build the proxy listener's app. ``transport`` replaces the HTTP/1.1 client (tests
-    pass respx); ``metrics`` shares a registry with the admin listener."""
+    pass respx); ``metrics`` shares a registry with the admin listener; ``clock`` (Unix
+    seconds) places the deprecation's brownouts and sunset."""
     metrics = metrics if metrics is not None else Metrics()
     upstreams = build_upstreams(settings, transport)
     shadower = build_shadower(settings, upstreams, metrics)
     breakers = build_breakers(settings, metrics)
-    recorder = UsageRecorder(metrics.deprecated_request)
+    if recorder is None:
+        recorder = UsageRecorder(metrics.deprecated_request)
+    if identifier is None:
+        identifier = ClientIdentifier(settings.clients)
     return CutoverApp(settings, metrics, upstreams, shadower, breakers,
-                      recorder=recorder, identifier=ClientIdentifier(settings.clients))  # fmt: skip
+                      recorder=recorder, identifier=identifier, clock=clock)  # fmt: skip

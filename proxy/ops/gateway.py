@@ -20,11 +20,13 @@ from cutover.ops.assembly import build_breakers, build_shadower, build_upstreams
 from cutover.ops.fanout import TransitionFanout
 from cutover.ops.fleet import open_fleet
 from cutover.ops.guard_runner import BuiltGuard, GuardRunner, build_judges
+from cutover.ops.lifecycle_status import deprecation_status
 from cutover.ops.reload import Reloader, describe, reloadable
 from cutover.ops.state_backend import open_state
 from cutover.ops.usage import UsageService
 from cutover.request.clients import ClientIdentifier
 from cutover.request.forwarder import Forwarder
+from cutover.request.lifecycle import build_gates
 from cutover.request.metrics import Metrics
 from cutover.request.splitter import Splitter
 from cutover.rollout.control import Control
@@ -53,6 +55,7 @@ class Gateway:
         scrapes, Prometheus queries and webhooks (tests pass respx to both)."""
         self.settings = settings
         self._transport = transport
+        self._clock = clock
         self.metrics = Metrics(registry, multiprocess_dir=multiprocess_dir)
         # Without a config file there is nothing to reload.
         self.reloader = (
@@ -72,10 +75,13 @@ class Gateway:
         self.metrics.state_store_up.set(1 if self.migrations.book.available else 0)
         self._tasks: list[asyncio.Task[Any]] = []
         self._resume_hold()
-        self.proxy = create_app(settings, transport=transport, metrics=self.metrics)
+        self.proxy = create_app(settings, transport=transport, metrics=self.metrics, clock=clock)
         self.control = Control(self.migrations, self.coordination, describe=self._describe)
         assert self.proxy.recorder is not None  # create_app builds one
         self.usage = UsageService(lambda: self.settings, self.proxy.recorder, clock=clock)
+        # How many clients called a migration's from in the last 7 days (None: not counted).
+        # Called from the admin API on the event loop: it answers from memory.
+        self.clients_7d: Callable[[str], int | None] = self.usage.clients_7d
         self.admin = create_admin_app(
             self.control, self.metrics, settings.admin_token, fleet=self.fleet.view,
             usage=self.usage,
@@ -114,7 +120,11 @@ class Gateway:
             "from": config.source,
             "to": config.target,
             "breaker": None if breaker is None else breaker.status(),
-        }
+            "deprecation": deprecation_status(
+                config.deprecation or None, self.proxy.gates.get(name), self._clock(),
+                self.clients_7d(name) if config.deprecation else None,
+            ),
+        }  # fmt: skip
 
     def _resume_hold(self) -> None:
         """At start-up: the last evaluations saved (by this process before a restart, or by
@@ -236,7 +246,7 @@ class Gateway:
         proxy.settings, proxy.upstreams, proxy.splitter, proxy.forwarder = (
             settings, upstreams, splitter, forwarder,
         )  # fmt: skip
-        proxy.shadower, proxy.breakers = shadower, breakers
+        proxy.shadower, proxy.breakers, proxy.gates = shadower, breakers, build_gates(settings)
         proxy.identifier = ClientIdentifier(settings.clients)
         try:
             await self.usage.start()  # a migration may have a deprecation now

@@ -21,6 +21,8 @@ from cutover.usage.report import parse_since, usage_document
 from cutover.usage.store import UsageStore
 
 logger = logging.getLogger("cutover.usage")
+WEEK = 7 * 86400.0
+COUNTED_EVERY = 10.0  # seconds between two counts of each migration's clients of the week
 
 
 class UnknownMigrationUsage(LookupError):
@@ -46,7 +48,11 @@ class UsageService:
         self.store: UsageStore | None = None
         self.flusher: UsageFlusher | None = None
         self._task: asyncio.Task[None] | None = None
+        self._counting: asyncio.Task[None] | None = None
         self._opening = asyncio.Lock()
+        # Each migration's clients of the last 7 days, counted off the loop every
+        # COUNTED_EVERY seconds, so a status document reads it from memory.
+        self.week_clients: dict[str, int] = {}
 
     async def start(self) -> None:
         """Open the store and start flushing if some migration has a deprecation
@@ -71,6 +77,23 @@ class UsageService:
             retention_days=settings.usage.retention_days, sunsets=self._sunset, clock=self.clock,
         )  # fmt: skip
         self._task = asyncio.create_task(self.flusher.run())
+        self._counting = asyncio.create_task(self._count_clients())
+
+    async def _count_clients(self) -> None:
+        while True:
+            counts: dict[str, int] = {}
+            for config in self.settings().migration_list:
+                if config.deprecation:
+                    count = await self.clients_since(config.name, WEEK)
+                    if count is not None:
+                        counts[config.name] = count
+            self.week_clients = counts
+            await asyncio.sleep(COUNTED_EVERY)
+
+    def clients_7d(self, migration: str) -> int | None:
+        """The clients that called the migration's from in the last 7 days, as last counted
+        (None: not counted yet)."""
+        return self.week_clients.get(migration)
 
     def _sunset(self, migration: str) -> datetime | None:
         config = self.settings().migration(migration)
@@ -80,9 +103,10 @@ class UsageService:
 
     async def stop(self) -> None:
         """The last counts written, the store closed."""
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        tasks = [task for task in (self._task, self._counting) if task is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         if self.flusher is not None:
             await self.flusher.aclose()
         elif self.store is not None:

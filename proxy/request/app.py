@@ -15,18 +15,21 @@ from contextvars import ContextVar
 from cutover.config import Settings
 from cutover.request.body import BadRequest, BodyTooLarge, ClientDisconnected
 from cutover.request.breaker import CircuitBreaker
-from cutover.request.clients import ClientIdentifier
+from cutover.request.clients import UNIDENTIFIED, ClientId, ClientIdentifier
 from cutover.request.forwarder import Forwarder
+from cutover.request.lifecycle import DeprecationGate, Refusal, build_gates, iso, send_refusal
 from cutover.request.metrics import Metrics
 from cutover.request.mirror import DualRun
 from cutover.request.problem import send_problem
 from cutover.request.relay import UpstreamBodyError
-from cutover.request.splitter import Decision, Splitter
+from cutover.request.splitter import Decision, MigrationRule, Splitter
 from cutover.request.usage import UsageRecorder
 from cutover.types import Receive, Scope, Send
 from cutover.upstream.base import Upstream
+from cutover.vocabulary import AfterSunset, Lifecycle
 
 logger = logging.getLogger("cutover.app")
+deprecation_logger = logging.getLogger("cutover.deprecation")
 
 # Set in a request's context when its response is abandoned on purpose (the backend failed
 # mid-body): uvicorn's ERROR about an unfinished response is then expected, not a bug.
@@ -57,6 +60,9 @@ async def run_lifespan(
 
 
 ALLOWED_METHODS = b"GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"
+# The decisions a brownout or a sunset applies to, and the usage report counts: what the
+# migration itself sends to its from. Not the override header (a tester's choice), nor a pin.
+GATED_REASONS = frozenset({"weight", "cohort"})
 REFUSAL_TITLES = {400: "Bad Request", 405: "Method Not Allowed"}
 
 
@@ -89,7 +95,9 @@ class CutoverApp:
         *,
         recorder: UsageRecorder | None = None,
         identifier: ClientIdentifier | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
+        """``identifier`` None: every client is unidentified (no exemption matches)."""
         self.settings = settings
         self.metrics = metrics
         self.splitter = Splitter(settings)
@@ -97,12 +105,20 @@ class CutoverApp:
         self.shadower = shadower
         self.breakers = breakers or {}
         self.forwarder = Forwarder(settings, upstreams, metrics, shadower, self.breakers)
+        self.gates = build_gates(settings)  # replaced by a reload
         self.recorder = recorder
-        self.identifier = identifier or ClientIdentifier(settings.clients)
+        self.identifier = identifier
+        self.clock = clock
 
     async def startup(self) -> None:
         for upstream in self.upstreams.values():
             await upstream.start()
+        now = self.clock()
+        for gate in self.gates.values():
+            state = gate.state(now)
+            kept = state.lifecycle == Lifecycle.SUNSET and gate.after_sunset == AfterSunset.KEEP
+            if kept and gate.keep_warning_due(now):
+                self.warn_kept(gate)
 
     async def shutdown(self) -> None:
         if self.shadower is not None:
@@ -131,8 +147,18 @@ class CutoverApp:
         decision = self.splitter.decide(
             scope["path"], scope["method"], scope["headers"], scope.get("client")
         )
-        if self.recorder is not None:
-            self.count_deprecated(scope, decision)
+        migration = decision.migration
+        if (
+            migration is not None
+            and decision.backend == migration.source
+            and decision.deprecation
+            and decision.reason in GATED_REASONS
+            and (gate := self.gates.get(migration.name)) is not None
+        ):
+            refusal = self.through_gate(gate, scope, decision, migration)
+            if refusal is not None:
+                await send_refusal(send, refusal)
+                return
         try:
             await self.forwarder.forward(scope, receive, send, decision)
         except ClientDisconnected:
@@ -151,23 +177,56 @@ class CutoverApp:
             RESPONSE_ABANDONED.set(True)
             logger.warning("%s backend: %s", decision.backend, exc)
 
-    def count_deprecated(self, scope: Scope, decision: Decision) -> None:
-        """A request a migration with a deprecation sends to its ``from`` (by weight), for
-        the usage report."""
-        migration = decision.migration
-        if (
-            migration is None
-            or not migration.deprecation
-            or decision.backend != migration.source
-            or decision.reason not in ("weight", "default")
-        ):
-            return
-        headers = scope["headers"]
-        client = self.identifier.identify(headers, scope.get("client"))
-        agent = next((value for name, value in headers if name == b"user-agent"), None)
-        assert self.recorder is not None
-        self.recorder.record(migration.name, client, scope["method"], migration.prefix, agent,
-                             False, time.time(), scope["path"])  # fmt: skip
+    def through_gate(
+        self, gate: DeprecationGate, scope: Scope, decision: Decision, migration: MigrationRule
+    ) -> Refusal | None:
+        """A request the migration sends to its deprecated from: the brownout's or the
+        sunset's refusal, or None (served, perhaps by ``to`` instead); counted either way."""
+        now = self.clock()
+        state = gate.state(now)
+        refusal = None
+        brownout = False
+        client: ClientId | None = None
+        if state.lifecycle != Lifecycle.DEPRECATED:
+            if state.lifecycle == Lifecycle.SUNSET:
+                if gate.after_sunset == AfterSunset.ROUTE_TO_NEW:
+                    self.metrics.lifecycle_outcome("sunset", gate.migration, "routed_to_new")
+                    decision.backend = migration.target
+                    return None  # served by to: not a call to the old API any more
+                if gate.after_sunset == AfterSunset.GONE:
+                    self.metrics.lifecycle_outcome("sunset", gate.migration, "gone")
+                    refusal = state.refusal
+                else:
+                    self.metrics.lifecycle_outcome("sunset", gate.migration, "served")
+                    if gate.keep_warning_due(now):
+                        self.warn_kept(gate)
+            else:
+                client = self.identify(scope)
+                if client.key in gate.exempt:
+                    self.metrics.lifecycle_outcome("brownout", gate.migration, "exempt")
+                else:
+                    brownout = True
+                    outcome = "dry_run" if gate.dry_run else "refused"
+                    self.metrics.lifecycle_outcome("brownout", gate.migration, outcome)
+                    refusal = None if gate.dry_run else state.refusal
+        if self.recorder is not None:
+            client = client if client is not None else self.identify(scope)
+            user_agent = next((v for n, v in scope["headers"] if n == b"user-agent"), None)
+            self.recorder.record(gate.migration, client, scope["method"], gate.prefix,
+                                 user_agent, brownout, now, scope["path"])  # fmt: skip
+        return refusal
+
+    def identify(self, scope: Scope) -> ClientId:
+        if self.identifier is None:
+            return UNIDENTIFIED
+        return self.identifier.identify(scope["headers"], scope.get("client"))
+
+    def warn_kept(self, gate: DeprecationGate) -> None:
+        deprecation_logger.warning(
+            "%s is past its sunset (%s) and after_sunset is keep: its requests under %s still "
+            "reach its from; set after_sunset to gone or route_to_new to finish the removal",
+            gate.migration, iso(gate.sunset or 0), gate.prefix,
+        )  # fmt: skip
 
     async def lifespan(self, receive: Receive, send: Send) -> None:
         await run_lifespan(receive, send, self.startup, self.shutdown)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterable
+from typing import Literal
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.metrics_core import Metric
@@ -158,7 +159,20 @@ class Metrics:
             ["migration"], registry=r,
         )  # fmt: skip
         self._deprecated_children: dict[str, Counter] = {}
+        self.brownout_requests = Counter(
+            "cutover_brownout_requests",
+            "Requests a brownout window met, by migration and outcome (refused; dry_run: would "
+            "have been refused; exempt: an exempt client, served).",
+            ["migration", "outcome"], registry=r,
+        )  # fmt: skip
+        self.sunset_requests = Counter(
+            "cutover_sunset_requests",
+            "Requests for a migration's from after its sunset, by outcome (gone: 410; "
+            "routed_to_new; served: after_sunset keep).",
+            ["migration", "outcome"], registry=r,
+        )  # fmt: skip
         self._children: dict[tuple[str, str, str, str], tuple[Counter, Histogram]] = {}
+        self._lifecycle_children: dict[tuple[str, str, str], Counter] = {}
         self._error_children: dict[tuple[str, str], Counter] = {}
 
     def collect(self) -> Iterable[Metric]:
@@ -219,6 +233,17 @@ class Metrics:
         child = self._error_children.get(key)
         if child is None:
             child = self._error_children[key] = self.upstream_errors.labels(backend, kind)
+        child.inc()
+
+    def lifecycle_outcome(
+        self, which: Literal["brownout", "sunset"], migration: str, outcome: str
+    ) -> None:
+        """One request a brownout (``which`` "brownout") or a sunset ("sunset") decided."""
+        key = (which, migration, outcome)
+        child = self._lifecycle_children.get(key)
+        if child is None:
+            counter = self.brownout_requests if which == "brownout" else self.sunset_requests
+            child = self._lifecycle_children[key] = counter.labels(migration, outcome)
         child.inc()
 
     def set_phase(self, migration: str, phase: Phase) -> None:

@@ -30,7 +30,7 @@ from tests.ops.conftest import (
 DOCUMENT = {
     "name", "match", "from", "to", "phase", "weight", "stage", "stages", "reason", "failure",
     "healthy_for", "next_promotion_in", "consecutive_failures", "baseline_memory_bytes",
-    "checks", "history", "breaker",
+    "checks", "history", "breaker", "deprecation",
 }  # fmt: skip
 # What the guard's evaluations change (its first runs as the gateway starts).
 JUDGED = ("checks", "healthy_for", "next_promotion_in")
