@@ -18,6 +18,7 @@ from cutover.config.base import (
     ServiceUrl,
     Weight,
 )
+from cutover.config.cohorts import CohortConfig, RegexConfig
 from cutover.config.deprecation import DeprecationConfig
 from cutover.config.environment import NOT_SETTINGS, unknown_setting
 from cutover.config.failover import BreakerConfig, FallbackConfig
@@ -55,6 +56,7 @@ __all__ = [
     "BackendConfig",
     "BackendName",
     "BreakerConfig",
+    "CohortConfig",
     "ConfigError",
     "DeprecationConfig",
     "FallbackConfig",
@@ -68,6 +70,7 @@ __all__ = [
     "PositiveSeconds",
     "PrometheusConfig",
     "PrometheusQueriesConfig",
+    "RegexConfig",
     "RolloutConfig",
     "RouteConfig",
     "RouteShadowConfig",
