@@ -121,8 +121,9 @@ class CutoverApp:
             await send_problem(send, status, title, detail, slug="refused", headers=headers)
             return
         decision = self.splitter.decide(
-            scope["path"], scope["method"], scope["headers"], scope.get("client")
-        )
+            scope["path"], scope["method"], scope["headers"], scope.get("client"),
+            scope.get("query_string", b""),
+        )  # fmt: skip
         try:
             await self.forwarder.forward(scope, receive, send, decision)
         except ClientDisconnected:

@@ -40,9 +40,10 @@ class Metrics:
         r = self.registry
         self.requests = Counter(
             "cutover_requests",
-            "Requests answered, by migration (none: outside every migration), backend, route and "
-            "status class (error: no upstream response).",
-            ["migration", "backend", "route", "code"],
+            "Requests answered, by migration (none: outside every migration), backend, route, "
+            "status class (error: no upstream response) and the cohort that decided (weight: "
+            "none did).",
+            ["migration", "backend", "route", "code", "cohort"],
             registry=r,
         )
         self.request_duration = Histogram(
@@ -151,7 +152,7 @@ class Metrics:
             "Admin API calls refused for a missing or wrong token.",
             registry=r,
         )
-        self._children: dict[tuple[str, str, str, str], tuple[Counter, Histogram]] = {}
+        self._children: dict[tuple[str, str, str, str, str], tuple[Counter, Histogram]] = {}
         self._error_children: dict[tuple[str, str], Counter] = {}
 
     def collect(self) -> Iterable[Metric]:
@@ -187,13 +188,22 @@ class Metrics:
                 with contextlib.suppress(KeyError):
                     gauge.remove(*values)
 
-    def observe(self, migration: str, backend: str, route: str, code: str, seconds: float) -> None:
-        """One answered request; ``code`` is a status class or ``error``."""
-        key = (migration, backend, route, code)
+    def observe(
+        self,
+        migration: str,
+        backend: str,
+        route: str,
+        code: str,
+        seconds: float,
+        cohort: str = "weight",
+    ) -> None:
+        """One answered request; ``code`` is a status class or ``error``, ``cohort`` the
+        label of the cohort that sent it (``weight``: none did)."""
+        key = (migration, backend, route, code, cohort)
         children = self._children.get(key)
         if children is None:
             children = (
-                self.requests.labels(migration, backend, route, code),
+                self.requests.labels(migration, backend, route, code, cohort),
                 self.request_duration.labels(migration, backend, route),
             )
             self._children[key] = children
