@@ -20,6 +20,7 @@ from cutover.config.base import (
 )
 from cutover.config.brownouts import BrownoutConfig, BrownoutSchedule, Window, parse_duration
 from cutover.config.clients import ClientsConfig, UsageConfig
+from cutover.config.cohorts import CohortConfig, RegexConfig
 from cutover.config.deprecation import DeprecationConfig
 from cutover.config.environment import NOT_SETTINGS, unknown_setting
 from cutover.config.failover import BreakerConfig, FallbackConfig
@@ -60,6 +61,7 @@ __all__ = [
     "BrownoutConfig",
     "BrownoutSchedule",
     "ClientsConfig",
+    "CohortConfig",
     "ConfigError",
     "DeprecationConfig",
     "FallbackConfig",
@@ -73,6 +75,7 @@ __all__ = [
     "PositiveSeconds",
     "PrometheusConfig",
     "PrometheusQueriesConfig",
+    "RegexConfig",
     "RolloutConfig",
     "RouteConfig",
     "RouteShadowConfig",

@@ -16,6 +16,7 @@ from cutover.config.base import (
     Sticky,
     Weight,
 )
+from cutover.config.cohorts import CohortConfig
 from cutover.config.deprecation import DeprecationConfig
 from cutover.config.guard import GuardConfig
 from cutover.config.rollout import RolloutConfig
@@ -76,6 +77,8 @@ class MigrationConfig(SectionConfig):
     # None: the top-level deprecation, if any; false: none for this migration.
     deprecation: DeprecationConfig | Literal[False] | None = None
     shadow: RouteShadowConfig | None = None
+    # Checked in order before the weight; settings.py checks them against from, to and sticky.
+    cohorts: list[CohortConfig] = []
 
     @model_validator(mode="after")
     def _two_backends(self) -> MigrationConfig:

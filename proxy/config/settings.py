@@ -20,6 +20,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from cutover.config.backends import BackendConfig
 from cutover.config.base import BackendName
 from cutover.config.clients import ClientsConfig, UsageConfig
+from cutover.config.cohorts import cohort_problems
 from cutover.config.deprecation import DeprecationConfig
 from cutover.config.failover import BreakerConfig, FallbackConfig
 from cutover.config.guard import GuardConfig
@@ -149,6 +150,19 @@ class Settings(BaseSettings):
                     f"{conflict.prefix} with overlapping methods; give one other methods or prefix"
                 )
                 problems.append((("migrations",), reason))
+        if problems:
+            raise _at_fields(type(self).__name__, problems)
+        return self
+
+    @model_validator(mode="after")
+    def _cohorts_fit(self) -> Settings:
+        """Each cohort names its migration's from or to; a users file needs a sticky key
+        (the migration's, or split.sticky)."""
+        problems = [
+            (("migrations", index, *loc), reason)
+            for index, m in enumerate(self.migration_list if self.migrations else [])
+            for loc, reason in cohort_problems(m.cohorts, m.source, m.target, m.sticky or "none")
+        ]
         if problems:
             raise _at_fields(type(self).__name__, problems)
         return self

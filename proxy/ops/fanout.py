@@ -36,6 +36,7 @@ class TransitionFanout:
 
     def on_sync(self, migration: str, state: RolloutState) -> None:
         self.proxy.splitter.set_weight(migration, state.weight)
+        self.proxy.splitter.set_phase(migration, state.phase)
         self.metrics.set_phase(migration, state.phase)
         self.metrics.set_weight(migration, state.weight)
 

@@ -145,8 +145,9 @@ class CutoverApp:
             await send_problem(send, status, title, detail, slug="refused", headers=headers)
             return
         decision = self.splitter.decide(
-            scope["path"], scope["method"], scope["headers"], scope.get("client")
-        )
+            scope["path"], scope["method"], scope["headers"], scope.get("client"),
+            scope.get("query_string", b""),
+        )  # fmt: skip
         migration = decision.migration
         if (
             migration is not None

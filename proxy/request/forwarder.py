@@ -245,9 +245,8 @@ class Forwarder:
             if watch is not None:
                 watch.stop()
             error = exc if isinstance(exc, UpstreamError) else UpstreamTimeout("timeouts.total")
-            self.metrics.observe(
-                decision.label, backend, decision.route, ERROR, perf_counter() - started
-            )
+            self.metrics.observe(decision.label, backend, decision.route, ERROR,
+                                 perf_counter() - started, decision.cohort)  # fmt: skip
             self.metrics.upstream_error(backend, error.kind)
             logger.warning("backend %s failed (%s): %s", backend, error.kind, error)
             return error
@@ -259,7 +258,7 @@ class Forwarder:
         if watch is not None:
             watch.stop()
         self.metrics.observe(decision.label, backend, decision.route, code_class(response.status),
-                             perf_counter() - started)  # fmt: skip
+                             perf_counter() - started, decision.cohort)  # fmt: skip
         return response
 
     async def finish(self, backend: str, response: UpstreamResponse) -> None:

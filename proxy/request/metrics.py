@@ -41,9 +41,10 @@ class Metrics:
         r = self.registry
         self.requests = Counter(
             "cutover_requests",
-            "Requests answered, by migration (none: outside every migration), backend, route and "
-            "status class (error: no upstream response).",
-            ["migration", "backend", "route", "code"],
+            "Requests answered, by migration (none: outside every migration), backend, route, "
+            "status class (error: no upstream response) and the cohort that decided (weight: "
+            "none did).",
+            ["migration", "backend", "route", "code", "cohort"],
             registry=r,
         )
         self.request_duration = Histogram(
@@ -171,7 +172,7 @@ class Metrics:
             "routed_to_new; served: after_sunset keep).",
             ["migration", "outcome"], registry=r,
         )  # fmt: skip
-        self._children: dict[tuple[str, str, str, str], tuple[Counter, Histogram]] = {}
+        self._children: dict[tuple[str, str, str, str, str], tuple[Counter, Histogram]] = {}
         self._lifecycle_children: dict[tuple[str, str, str], Counter] = {}
         self._error_children: dict[tuple[str, str], Counter] = {}
 
@@ -208,13 +209,22 @@ class Metrics:
                 with contextlib.suppress(KeyError):
                     gauge.remove(*values)
 
-    def observe(self, migration: str, backend: str, route: str, code: str, seconds: float) -> None:
-        """One answered request; ``code`` is a status class or ``error``."""
-        key = (migration, backend, route, code)
+    def observe(
+        self,
+        migration: str,
+        backend: str,
+        route: str,
+        code: str,
+        seconds: float,
+        cohort: str = "weight",
+    ) -> None:
+        """One answered request; ``code`` is a status class or ``error``, ``cohort`` the
+        label of the cohort that sent it (``weight``: none did)."""
+        key = (migration, backend, route, code, cohort)
         children = self._children.get(key)
         if children is None:
             children = (
-                self.requests.labels(migration, backend, route, code),
+                self.requests.labels(migration, backend, route, code, cohort),
                 self.request_duration.labels(migration, backend, route),
             )
             self._children[key] = children

@@ -1,6 +1,8 @@
-"""Which backend serves a request: the override header, then a route's pin or weight, then
-the weight of the request's migration (the longest prefix that matches, ``matcher.py``),
-then ``default_backend``.
+"""Which backend serves a request: the override header, then a route's pin, then the first
+of the migration's cohorts the request is in (``cohorts.py``), then a route's weight or the
+weight of the request's migration (the longest prefix that matches, ``matcher.py``), then
+``default_backend``. While a migration is rolled back its cohorts for ``to`` go to ``from``
+(a broken backend is broken for beta testers too) unless they say ``survive_rollback``.
 
 Sticky keys hash into 10,000 buckets with BLAKE2b (stable across processes and machines);
 a key goes to the migration's ``to`` when its bucket is below ``weight × 100``. The bucket
@@ -18,13 +20,16 @@ from dataclasses import dataclass
 from hashlib import blake2b
 
 from cutover.config import MigrationConfig, RouteShadowConfig, Settings
+from cutover.request.cohorts import Cohorts
 from cutover.request.deprecation import deprecation_headers
 from cutover.request.matcher import PrefixTable, Rule
 from cutover.types import RawHeaders
+from cutover.vocabulary import Phase
 
 BUCKETS = 10_000
 DEFAULT_ROUTE = "default"
 NO_MIGRATION = "none"  # the migration label of requests outside every migration
+NO_COHORT = "weight"  # the cohort label of requests no cohort decided
 
 
 def bucket(key: bytes) -> int:
@@ -76,6 +81,8 @@ class MigrationRule:
     deprecation: RawHeaders  # stamped on its answers from ``from`` (empty: none)
     shadow: RouteShadowConfig | None
     prefix: str = "/"  # its match prefix (the usage report's endpoint)
+    cohorts: Cohorts | None = None  # None: it has none (then nothing of them is read)
+    rolled_back: bool = False  # its phase, set live: its cohorts for ``to`` go to ``from``
 
     @classmethod
     def from_config(cls, config: MigrationConfig) -> MigrationRule:
@@ -93,6 +100,7 @@ class MigrationRule:
             deprecation=deprecation_headers(config.deprecation),
             shadow=shadow,
             prefix=config.match.prefix,
+            cohorts=Cohorts(config.cohorts) if config.cohorts else None,
         )
 
     def set_weight(self, weight: float) -> None:
@@ -110,7 +118,7 @@ class MigrationRule:
 class Decision:
     backend: str
     route: str
-    reason: str  # "override" | "pin" | "weight" | "default" | "breaker"
+    reason: str  # "override" | "pin" | "cohort" | "weight" | "default" | "breaker"
     migration: MigrationRule | None  # the migration whose prefix the request is under
     label: str  # the migration it counts for (NO_MIGRATION: pinned, static or outside)
     deprecation: bool  # the route allows the migration's deprecation headers
@@ -118,6 +126,7 @@ class Decision:
     shadow: RouteShadowConfig | None = None
     fallback: bool = False  # served by ``from`` after ``to`` failed
     judged: bool = False  # the breaker has this request's outcome
+    cohort: str = NO_COHORT  # the label of the cohort that decided
 
     def fallback_backend(self) -> str | None:
         """Who may serve this request when its backend fails: the migration's ``from``, when
@@ -160,6 +169,12 @@ class Splitter:
         if rule is not None:
             rule.set_weight(weight)
 
+    def set_phase(self, migration: str, phase: Phase) -> None:
+        """Follow a migration's phase (its cohorts' rollback rule); on the next request."""
+        rule = self.migrations.get(migration)
+        if rule is not None:
+            rule.rolled_back = phase == Phase.ROLLED_BACK
+
     def route_for(self, path: str) -> RouteRule | None:
         for rule in self.rules:
             if path.startswith(rule.below) or path == rule.prefix:
@@ -178,8 +193,14 @@ class Splitter:
         return any(address in network for network in self.override_allowed_from)
 
     def decide(
-        self, path: str, method: str, headers: RawHeaders, client: tuple[str, int] | None
+        self,
+        path: str,
+        method: str,
+        headers: RawHeaders,
+        client: tuple[str, int] | None,
+        query: bytes = b"",
     ) -> Decision:
+        """``query``: the raw query string, read only by a migration with query cohorts."""
         found = self.table.lookup(path, method)
         migration = found.value if found is not None else None
         kind = migration.sticky_kind if migration is not None else "none"
@@ -196,6 +217,7 @@ class Splitter:
                 sticky = cookie_value(value, sticky_name)
 
         set_cookie = None
+        sent = sticky  # the client's own key (a users file lists those, never a fresh one)
         if want_cookie and sticky is None:
             sticky = secrets.token_urlsafe(16).encode("ascii")
             set_cookie = sticky_name + b"=" + sticky + b"; Path=/; HttpOnly; SameSite=Lax"
@@ -220,6 +242,16 @@ class Splitter:
         if migration is None:
             return Decision(self.default_backend, route, "default", None, NO_MIGRATION,
                             deprecation, set_cookie, shadow)  # fmt: skip
+        if migration.cohorts is not None:
+            if kind == "client_ip":
+                sent = sticky
+            cohort = migration.cohorts.choose(headers, query, client, sent)
+            if cohort is not None:
+                backend = cohort.backend
+                if backend == migration.target and migration.rolled_back:
+                    backend = migration.target if cohort.survive_rollback else migration.source
+                return Decision(backend, route, "cohort", migration, label, deprecation,
+                                set_cookie, shadow, cohort=cohort.label)  # fmt: skip
         if rule is not None and rule.threshold is not None:
             limit, label = rule.threshold, NO_MIGRATION  # a static weight: not the rollout's
         else:

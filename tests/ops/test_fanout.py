@@ -88,6 +88,9 @@ def test_a_transition_reaches_its_migrations_splitter_gauges_counters_log_and_we
     registry = metrics.registry
     assert weights(out) == {"trade-engine": 0, "strategies": 25}
     assert gauges(metrics, "trade-engine") == (0, ["rolled_back"])
+    # The phase too: a rolled-back migration's cohorts for to go to from (the splitter's rule).
+    rolled = {name: rule.rolled_back for name, rule in out.proxy.splitter.migrations.items()}
+    assert rolled == {"trade-engine": True, "strategies": False}
     assert gauges(metrics, "strategies") == (25, ["manual"])  # the other one: untouched
     rolled_back = {"migration": "trade-engine", "reason": "error_rate"}
     assert registry.get_sample_value("cutover_rollbacks_total", rolled_back) == 1

@@ -373,7 +373,8 @@ def test_requests_are_counted_by_migration(upstreams, proxy) -> None:
     registry = client.app.metrics.registry
 
     def counted(migration: str, backend: str, route: str = "default") -> float | None:
-        labels = {"migration": migration, "backend": backend, "route": route, "code": "2xx"}
+        labels = {"migration": migration, "backend": backend, "route": route, "code": "2xx",
+                  "cohort": "weight"}  # fmt: skip
         return registry.get_sample_value("cutover_requests_total", labels)
 
     assert counted("engine", "new") == 2

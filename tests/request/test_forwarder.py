@@ -44,7 +44,13 @@ def test_idempotent_requests_fall_back_to_legacy(upstreams, proxy, failure) -> N
     counted = sum(
         registry(client).get_sample_value(
             "cutover_requests_total",
-            {"migration": "default", "backend": "new", "route": "default", "code": code},
+            {
+                "migration": "default",
+                "backend": "new",
+                "route": "default",
+                "code": code,
+                "cohort": "weight",
+            },
         )
         or 0
         for code in ("error", "5xx")
@@ -268,7 +274,8 @@ def test_each_migration_falls_back_to_its_own_from(upstreams, proxy) -> None:
     # deprecation, not the other's.
     assert strategies.headers["deprecation"] == "@1798761600"
     assert engine.headers["deprecation"] == "@1796083200"
-    failed = {"migration": "strategies", "backend": "v3", "route": "default", "code": "5xx"}
+    failed = {"migration": "strategies", "backend": "v3", "route": "default", "code": "5xx",
+              "cohort": "weight"}  # fmt: skip
     assert registry(client).get_sample_value("cutover_requests_total", failed) == 1
 
 

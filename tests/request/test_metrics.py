@@ -42,15 +42,16 @@ def test_observe_counts_and_times_each_request_by_migration() -> None:
     metrics.observe("strategies", "new", "default", "2xx", 0.001)
     metrics.observe("none", "legacy", "/health", "2xx", 0.001)
     engine = {"migration": "engine", "backend": "new", "route": "default"}
-    assert sample(metrics, "cutover_requests_total", code="2xx", **engine) == 2
-    assert sample(metrics, "cutover_requests_total", code="error", **engine) == 1
+    counted = {**engine, "cohort": "weight"}  # no cohort decided these
+    assert sample(metrics, "cutover_requests_total", code="2xx", **counted) == 2
+    assert sample(metrics, "cutover_requests_total", code="error", **counted) == 1
     assert sample(metrics, "cutover_request_duration_seconds_count", **engine) == 3
     assert sample(metrics, "cutover_request_duration_seconds_sum", **engine) == 0.506
     strategies = {**engine, "migration": "strategies"}
-    assert sample(metrics, "cutover_requests_total", code="2xx", **strategies) == 1
+    assert sample(metrics, "cutover_requests_total", code="2xx", cohort="weight", **strategies) == 1
     assert sample(metrics, "cutover_request_duration_seconds_count", **strategies) == 1
     outside = {"migration": "none", "backend": "legacy", "route": "/health"}
-    assert sample(metrics, "cutover_requests_total", code="2xx", **outside) == 1
+    assert sample(metrics, "cutover_requests_total", code="2xx", cohort="weight", **outside) == 1
 
 
 def test_upstream_errors_by_kind() -> None:
