@@ -63,10 +63,13 @@ def client_context(ca: trustme.CA, client: trustme.LeafCert | None = None) -> ss
     return context
 
 
-def served_serial(port: int, ca: trustme.CA, host: str = "127.0.0.1") -> int:
-    """The serial number of the certificate a new connection to ``host:port`` is served."""
+def served_serial(
+    port: int, ca: trustme.CA, client: trustme.LeafCert | None = None, host: str = "127.0.0.1"
+) -> int:
+    """The serial number of the certificate a new connection to ``host:port`` is served
+    (presenting ``client`` when given)."""
     with (
         socket.create_connection((host, port), timeout=5) as raw,
-        client_context(ca).wrap_socket(raw, server_hostname=host) as tls,
+        client_context(ca, client).wrap_socket(raw, server_hostname=host) as tls,
     ):
         return int(tls.getpeercert()["serialNumber"], 16)

@@ -317,8 +317,18 @@ def test_mutual_tls_accepts_a_client_signed_by_the_ca_and_refuses_any_other(
         for refused in (https_client(ca), https_client(ca, trustme.CA().issue_cert("x@y.test"))):
             with refused, pytest.raises(httpx.TransportError):
                 refused.get(url)
-        with https_client(ca, clients.issue_cert("client@example.test")) as client:
+        # A rotated certificate keeps asking for a client certificate.
+        client_cert = clients.issue_cert("client@example.test")
+        second = files.install(ca.issue_cert("127.0.0.1"))
+        os.kill(proxy.pid, signal.SIGHUP)
+        wait_until(
+            lambda: served_serial(proxy.ports.listen, ca, client_cert) == second, DEADLINE,
+            "the new certificate", proxy,
+        )  # fmt: skip
+        with https_client(ca, client_cert) as client:
             assert client.get(url).status_code == 200
+        with https_client(ca) as refused, pytest.raises(httpx.TransportError):
+            refused.get(url)
         no_traceback(proxy)
 
 
