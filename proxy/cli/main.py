@@ -25,6 +25,10 @@ def _config_path(args: argparse.Namespace) -> str:
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     settings = load_settings(args.file)
+    if settings.listen.tls is not None:
+        from cutover.ops.tls import build_context
+
+        build_context(settings.listen.tls)  # TlsError: as `cutover run` would stop
     migrations = settings.migration_list
     shown = ", ".join(f"{m.name} {m.weight:g}%" for m in migrations[:5])
     more = f", and {len(migrations) - 5} more" if len(migrations) > 5 else ""

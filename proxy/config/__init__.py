@@ -31,7 +31,13 @@ from cutover.config.guard import (
     PrometheusQueriesConfig,
 )
 from cutover.config.limits import LimitsConfig, ShutdownConfig, TimeoutsConfig
-from cutover.config.listeners import AdminConfig, ListenConfig, is_loopback, listeners_overlap
+from cutover.config.listeners import (
+    AdminConfig,
+    ListenConfig,
+    ListenerConfig,
+    is_loopback,
+    listeners_overlap,
+)
 from cutover.config.loading import ConfigError, load_settings, parse_settings
 from cutover.config.migrations import (
     DEFAULT_MIGRATION,
@@ -46,6 +52,7 @@ from cutover.config.routing import RouteConfig, SplitConfig
 from cutover.config.settings import ENV_PREFIX, Settings
 from cutover.config.shadow import RouteShadowConfig, ShadowConfig, ToleranceConfig
 from cutover.config.state import StateBackend, StateConfig
+from cutover.config.tls import TlsConfig
 
 __all__ = [
     "DEFAULT_MIGRATION",
@@ -69,6 +76,7 @@ __all__ = [
     "HttpMethods",
     "LimitsConfig",
     "ListenConfig",
+    "ListenerConfig",
     "MatchConfig",
     "MigrationConfig",
     "MigrationGuardConfig",
@@ -89,6 +97,7 @@ __all__ = [
     "StateBackend",
     "StateConfig",
     "TimeoutsConfig",
+    "TlsConfig",
     "ToleranceConfig",
     "UsageConfig",
     "Weight",

@@ -1,4 +1,5 @@
-"""The ``listen`` and ``admin`` sections, and whether two listeners' addresses overlap."""
+"""The ``listen`` and ``admin`` sections (``listen.tls`` is in ``tls``), and whether two
+listeners' addresses overlap."""
 
 from __future__ import annotations
 
@@ -7,15 +8,20 @@ import ipaddress
 from pydantic import Field
 
 from cutover.config.base import PositiveSeconds, SectionConfig
+from cutover.config.tls import TlsConfig
 
 
-class ListenConfig(SectionConfig):
+class ListenerConfig(SectionConfig):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
     keep_alive: PositiveSeconds = 5.0  # idle seconds before a client connection is closed
 
 
-class AdminConfig(ListenConfig):
+class ListenConfig(ListenerConfig):
+    tls: TlsConfig | None = None  # HTTPS for clients; plain HTTP without it
+
+
+class AdminConfig(ListenerConfig):
     port: int = Field(9180, ge=0, le=65535)
 
 
@@ -31,7 +37,7 @@ def _wildcard(host: str) -> bool:
     return host == "" or (not isinstance(key, str) and key.is_unspecified)
 
 
-def listeners_overlap(listen: ListenConfig, admin: ListenConfig) -> bool:
+def listeners_overlap(listen: ListenerConfig, admin: ListenerConfig) -> bool:
     """Whether one address could be both listeners': the same port (0 picks a free one,
     so never) on the same host, or on a wildcard host (0.0.0.0, ::) on either side."""
     if listen.port == 0 or listen.port != admin.port:

@@ -16,6 +16,8 @@ import uvicorn
 from uvicorn.server import ServerState
 
 from cutover.ops.gateway import Gateway
+from cutover.ops.tls import ServingTls
+from cutover.ops.tls_reload import CertificateReloader
 from cutover.request.app import run_lifespan
 from cutover.types import Receive, Scope, Send
 
@@ -65,11 +67,19 @@ class Listeners:
     """The ASGI app uvicorn runs on the proxy socket: every request on it goes to the
     proxy. Its lifespan starts and stops the gateway and the admin API, which is served on
     a socket of its own (``AppListener``): no request accepted on the proxy socket can
-    reach the admin app, whatever address or port it names."""
+    reach the admin app, whatever address or port it names. With ``tls`` (the proxy
+    socket's), the certificate is reloaded on SIGHUP and when its files change."""
 
-    def __init__(self, gateway: Gateway, admin: AppListener | None = None) -> None:
+    def __init__(
+        self, gateway: Gateway, admin: AppListener | None = None, tls: ServingTls | None = None
+    ) -> None:
         self.gateway = gateway
         self.admin = admin
+        self.certificates = (
+            None
+            if tls is None
+            else CertificateReloader(tls, gateway.metrics.config_reload_failures)
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -79,10 +89,16 @@ class Listeners:
 
     async def startup(self) -> None:
         await self.gateway.startup()
+        if self.certificates is not None:
+            self.certificates.start()
+            if self.gateway.reloader is not None:
+                self.gateway.reloader.on_hangup.append(self.certificates.request)
         if self.admin is not None:
             await self.admin.start()
 
     async def shutdown(self) -> None:
+        if self.certificates is not None:
+            await self.certificates.stop()
         if self.admin is not None:
             await self.admin.stop(self.gateway.settings.shutdown.grace)
         await self.gateway.shutdown()

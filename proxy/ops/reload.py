@@ -61,6 +61,7 @@ class Reloader:
         self._lock = asyncio.Lock()
         self._wanted = asyncio.Event()
         self._forced = False
+        self.on_hangup: list[Callable[[], None]] = []  # also asked on SIGHUP (certificates)
 
     def start(self) -> None:
         """Run the reloader and the file watcher, and reload on SIGHUP."""
@@ -68,7 +69,7 @@ class Reloader:
         self._tasks.append(asyncio.create_task(self._watch()))
         with contextlib.suppress(ValueError, NotImplementedError, RuntimeError):
             # Only possible in the main thread (not when tests run the server in one).
-            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self.request)
+            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self._hangup)
 
     async def stop(self) -> None:
         """Stop both; a reload under way finishes first."""
@@ -84,6 +85,11 @@ class Reloader:
             return hashlib.sha256(self.path.read_bytes()).digest()
         except OSError:
             return None
+
+    def _hangup(self) -> None:
+        self.request()
+        for hook in self.on_hangup:
+            hook()
 
     def request(self, *, changed_only: bool = False) -> None:
         """Ask for a reload (SIGHUP; the file watcher with ``changed_only``: skipped when

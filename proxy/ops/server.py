@@ -23,6 +23,7 @@ from cutover.config import Settings
 from cutover.ops.assembly import create_app
 from cutover.ops.gateway import Gateway
 from cutover.ops.listener import AppListener, Listeners
+from cutover.ops.tls import ServingTls
 from cutover.request.app import RESPONSE_ABANDONED
 from cutover.request.protocol import configure
 
@@ -120,6 +121,20 @@ def admin_listener(
         http=head_bounds(settings), timeout_keep_alive=settings.listen.keep_alive,
     )  # fmt: skip
     return AppListener(sock, config)
+
+
+def serving_tls(settings: Settings) -> ServingTls | None:
+    """The proxy listener's TLS, its files loaded (raises TlsError), or None without it."""
+    if settings.listen.tls is None:
+        return None
+    tls = ServingTls(settings.listen.tls)
+    tls.context  # noqa: B018 - loads the files: a bad pair stops us before binding
+    return tls
+
+
+def tls_options(tls: ServingTls | None) -> dict[str, Any]:
+    """uvicorn's options serving ``tls``'s front context (none without TLS)."""
+    return {} if tls is None else {"ssl_context_factory": tls.context_factory}
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -244,23 +259,27 @@ def serve(settings: Settings, *, config_path: str | Path | None, log_level: str 
     """Build the gateway (restoring the rollout state), bind both listeners, serve until
     SIGINT/SIGTERM, then drain (see DrainingServer) and return. Raises StateError or
     ListenError before serving anything, KeyboardInterrupt after a forced exit (a second
-    SIGINT while draining: requests cut, nothing flushed)."""
+    SIGINT while draining: requests cut, nothing flushed), TlsError (a ConfigError) when
+    ``listen.tls``'s files do not load."""
+    tls = serving_tls(settings)
     gateway = Gateway(settings, config_path=config_path)
     proxy_socket = bind(settings.listen.host, settings.listen.port)
     admin_socket = bind(settings.admin.host, settings.admin.port)
     admin = admin_listener(gateway, admin_socket, settings, log_level=log_level)
     config = server_config(
-        Listeners(gateway, admin), log_level=log_level,
+        Listeners(gateway, admin, tls), log_level=log_level,
         http=head_bounds(settings),
         timeout_keep_alive=settings.listen.keep_alive,
         timeout_graceful_shutdown=settings.shutdown.grace,
+        **tls_options(tls),
     )  # fmt: skip
     proxy_host, proxy_port = proxy_socket.getsockname()[:2]
     admin_host, admin_port = admin_socket.getsockname()[:2]
     migrations = ", ".join(f"{r.name} {r.phase} {r.weight:g}%" for r in gateway.migrations)
     logger.info(
-        "proxy on http://%s:%s, admin on http://%s:%s (%s)",
-        proxy_host, proxy_port, admin_host, admin_port, migrations,
+        "proxy on %s://%s:%s, admin on http://%s:%s (%s)",
+        "http" if tls is None else "https", proxy_host, proxy_port, admin_host, admin_port,
+        migrations,
     )  # fmt: skip
     server = DrainingServer(config, admin=admin)
     with signals_to(server):

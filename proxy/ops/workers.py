@@ -29,7 +29,8 @@ from uvicorn.supervisors import Multiprocess
 from cutover.config import Settings, StateBackend, load_settings
 from cutover.ops.gateway import Gateway
 from cutover.ops.listener import Listeners
-from cutover.ops.server import admin_listener, bind, server_config
+from cutover.ops.server import admin_listener, bind, server_config, serving_tls, tls_options
+from cutover.ops.tls import ServingTls
 from cutover.request.protocol import configure
 from cutover.rollout.state import StateStore
 
@@ -84,19 +85,23 @@ class DrainingSupervisor(Multiprocess):
 
 @dataclass(frozen=True)
 class WorkerApp:
-    """uvicorn's app factory, pickled into each worker process and called there once."""
+    """uvicorn's app factory, pickled into each worker process and called there once.
+    ``tls`` is pickled in the same object graph as the uvicorn config's
+    ``ssl_context_factory`` (its bound method), so in a worker both are one object: the
+    context the worker serves is the one its reloads swap."""
 
     config_path: str
     admin_socket: socket.socket
     metrics_dir: str
     log_level: str
+    tls: ServingTls | None = None
 
     def __call__(self) -> Listeners:
         settings = load_settings(self.config_path)
         configure(settings.limits.max_url_bytes, settings.limits.max_header_bytes)
         gateway = Gateway(settings, config_path=self.config_path, multiprocess_dir=self.metrics_dir)
         admin = admin_listener(gateway, self.admin_socket, settings, log_level=self.log_level)
-        return Listeners(gateway, admin)
+        return Listeners(gateway, admin, self.tls)
 
 
 def serve_workers(
@@ -105,11 +110,12 @@ def serve_workers(
     """Validate, bind both listeners, then supervise ``workers`` processes until a signal."""
     if settings.state.backend == StateBackend.FILE:
         StateStore(settings.state.path).load()  # a bad state file stops us before binding
+    tls = serving_tls(settings)  # as a bad certificate does
     proxy_socket = bind(settings.listen.host, settings.listen.port)
     admin_socket = bind(settings.admin.host, settings.admin.port)
     metrics_dir = tempfile.mkdtemp(prefix="cutover-metrics-")
     os.environ[ENV_METRICS_DIR] = metrics_dir
-    app = WorkerApp(str(Path(config_path).resolve()), admin_socket, metrics_dir, log_level)
+    app = WorkerApp(str(Path(config_path).resolve()), admin_socket, metrics_dir, log_level, tls)
     config = server_config(
         app,
         factory=True,
@@ -118,6 +124,7 @@ def serve_workers(
         http=configure(settings.limits.max_url_bytes, settings.limits.max_header_bytes),
         timeout_keep_alive=settings.listen.keep_alive,
         timeout_graceful_shutdown=settings.shutdown.grace,
+        **tls_options(tls),
     )
     try:
         DrainingSupervisor(config, [proxy_socket], admin_socket, metrics_dir=metrics_dir).run()
