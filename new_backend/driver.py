@@ -212,10 +212,26 @@ def _run(
                 else:
                     ended = "every migration settled" if done else "time is up"
                     print(f"demo: done ({ended}); served {total}", flush=True)
+                    print_usage(admin_url, admin_token)
         except (DemoError, DemoConfigError) as exc:
             print(f"demo: {exc}", file=sys.stderr)
             return 1
     return 0
+
+
+def print_usage(admin_url: str, token: str) -> None:
+    """Who called the old APIs during the demo: ``cutover usage``'s table."""
+    try:
+        response = httpx.get(
+            f"{admin_url}/usage", params={"since": "1d", "format": "table"},
+            headers={"Authorization": f"Bearer {token}"}, timeout=5.0, trust_env=False,
+        )  # fmt: skip
+    except httpx.HTTPError as exc:
+        print(f"demo: the usage report did not answer: {exc}", flush=True)
+        return
+    if response.is_success:
+        print("demo: who still calls the old APIs (cutover usage --since 1d):")
+        print(response.text.rstrip(), flush=True)
 
 
 def print_admin_access(admin_url: str, token: str, made: bool, migrations: list[str]) -> None:
@@ -232,3 +248,4 @@ def print_admin_access(admin_url: str, token: str, made: bool, migrations: list[
     print(f"    {cutover_script()} status", flush=True)
     if len(migrations) > 1:
         print(f"    {cutover_script()} status {migrations[0]}", flush=True)
+    print(f"    {cutover_script()} usage        # who still calls the old APIs", flush=True)

@@ -1,8 +1,9 @@
 """The ``cutover demo`` driver's traffic: a stream of requests through the proxy to every
 migration's endpoint (backtest executions and the strategy catalogue, with a sticky
-X-User-Id), each migration's progress read from the admin API's GET /migrations once a
-second, and the fault it injects into the new backend, under one migration's prefix only,
-when that migration reaches its second stage."""
+X-User-Id, from one of a few client applications named by X-Client-Id), each migration's
+progress read from the admin API's GET /migrations once a second, and the fault it injects
+into the new backend, under one migration's prefix only, when that migration reaches its
+second stage."""
 
 from __future__ import annotations
 
@@ -30,6 +31,9 @@ from cutover_demo.new_backend.driver_signals import StopSignals
 STRATEGIES = ("sma_crossover", "rsi_mean_reversion", "momentum", "buy_and_hold")
 SYMBOLS = ("AAPL", "MSFT", "GOOG", "AMZN", "NVDA", "TSLA")
 STRATEGIES_PATH = "/api/v1/strategies"
+# The applications the demo's users call from (X-Client-Id, the usage report's client): each
+# user always calls from the same one.
+CLIENT_APPS = ("mobile-app", "web-frontend", "partner-42", "reporting-job")
 FAULTS: dict[str, dict[str, Any]] = {
     "error-rate": {"error_rate": 0.3},
     "latency": {"extra_latency_ms": 120},
@@ -66,7 +70,8 @@ class Traffic:
     async def send_one(self) -> None:
         """The next request: backtest executions and catalogue reads in turn."""
         self._sent += 1
-        headers = {"X-User-Id": random.choice(self.users)}
+        user = random.randrange(len(self.users))
+        headers = {"X-User-Id": self.users[user], "X-Client-Id": CLIENT_APPS[user % 4]}
         if self._sent % 2:
             path, body = execute_request()
             method, request = "POST", self.proxy.post(path, json=body, headers=headers)

@@ -13,6 +13,7 @@ import respx
 
 from cutover_demo.new_backend.driver_signals import StopSignals
 from cutover_demo.new_backend.driver_traffic import (
+    CLIENT_APPS,
     FAULTS,
     STRATEGIES,
     SYMBOLS,
@@ -60,6 +61,9 @@ async def test_both_endpoints_in_turn_sticky_and_counted_by_migration(
     sent = [call.request for call in router.calls]
     assert [r.method for r in sent] == ["POST", "GET", "POST", "GET"]
     assert all(r.headers["x-user-id"].startswith("user-") for r in sent)
+    # One user, one client application: the usage report names the applications.
+    users = {r.headers["x-user-id"]: r.headers["x-client-id"] for r in sent}
+    assert all(app == CLIENT_APPS[int(user[5:]) % 4] for user, app in users.items())
     assert traffic.total == {"new": 4}
     lines = traffic.progress.lines(0.0, two())
     assert all("new=   2" in line for line in lines), lines
