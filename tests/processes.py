@@ -256,7 +256,11 @@ class ProxyProcess(Process):
         argv = [*cutover_command(), "run", "--config", str(config_path), "--log-level", "warning"]
         if workers > 1:
             argv += ["--workers", str(workers)]
-        super().__init__("proxy", argv, clean_env(CUTOVER_ADMIN_TOKEN=token), log_dir)
+        env = clean_env(CUTOVER_ADMIN_TOKEN=token)
+        if "usage" not in (yaml.safe_load(config_path.read_text()) or {}):
+            # The usage database goes with the test's files, never into the working tree.
+            env["CUTOVER_USAGE__PATH"] = str(log_dir / "cutover-usage.sqlite3")
+        super().__init__("proxy", argv, env, log_dir)
         self.config_path = config_path
         self.ports = ports
         self.token = token
