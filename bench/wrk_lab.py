@@ -23,11 +23,15 @@ JSON_BODY = (
 )
 
 WRK_SCRIPT = """\
--- A different X-User-Id on every request, so sticky splitting does real work.
+-- A different X-User-Id on every request, so sticky splitting does real work, from one of
+-- 50 client applications (X-Client-Id), so the usage count keeps rows for each.
 local counter = 0
 request = function()
   counter = counter + 1
-  return wrk.format(nil, nil, { ["X-User-Id"] = "user-" .. counter })
+  return wrk.format(nil, nil, {
+    ["X-User-Id"] = "user-" .. counter,
+    ["X-Client-Id"] = "app-" .. (counter % 50),
+  })
 end
 """
 

@@ -82,3 +82,13 @@ class Lifecycle(StrEnum):
     DEPRECATED = "deprecated"  # announced, serving
     BROWNOUT = "brownout"  # inside a brownout window
     SUNSET = "sunset"  # past sunset_at
+
+
+class CohortKind(StrEnum):
+    """What of a request a cohort reads."""
+
+    QUERY = "query"
+    HEADER = "header"
+    COOKIE = "cookie"
+    NETWORK = "network"
+    USERS_FILE = "users_file"

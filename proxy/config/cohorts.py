@@ -22,10 +22,11 @@ from pydantic import (
 )
 
 from cutover.config.base import BackendName, SectionConfig
+from cutover.vocabulary import CohortKind
 
 MAX_PATTERN = 512  # characters of a regex in the config
 MAX_SUBJECT = 4096  # characters of a value a regex is tried on; longer ones never match
-KINDS = ("query", "header", "cookie", "network", "users_file")
+KINDS = tuple(CohortKind)
 _TOKEN_RE = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 
 
@@ -131,7 +132,7 @@ class CohortConfig(SectionConfig):
         return self
 
     @property
-    def kind(self) -> str:
+    def kind(self) -> CohortKind:
         return next(kind for kind in KINDS if getattr(self, kind) is not None)
 
     def label(self, index: int) -> str:

@@ -22,6 +22,7 @@ from urllib.parse import unquote_to_bytes
 
 from cutover.config.cohorts import MAX_SUBJECT, CohortConfig, RegexConfig
 from cutover.types import RawHeaders
+from cutover.vocabulary import CohortKind
 
 # An address as (4 or 16 bytes, its integer), a network as (bytes, network integer, mask):
 # inet_pton and a mask are several times cheaper per request than ipaddress's objects.
@@ -99,7 +100,7 @@ class Cohort:
     label: str  # its name, else its index: the ``cohort`` label of the metrics
     backend: str
     survive_rollback: bool
-    kind: str
+    kind: CohortKind
     matchers: tuple[tuple[bytes, ValueMatcher], ...] = ()  # query, header, cookie: all match
     networks: tuple[Network, ...] = ()
     users: frozenset[bytes] = frozenset()
@@ -109,14 +110,14 @@ class Cohort:
         kind = config.kind
         common = {"label": config.label(index), "backend": config.backend,
                   "survive_rollback": config.survive_rollback, "kind": kind}  # fmt: skip
-        if kind == "network":
+        if kind == CohortKind.NETWORK:
             return cls(**common, networks=tuple(network(n) for n in config.network or ()))
-        if kind == "users_file":
+        if kind == CohortKind.USERS_FILE:
             keys = config.users_file.keys if config.users_file is not None else ()
             return cls(**common, users=frozenset(key.encode("utf-8") for key in keys))
         mapping = getattr(config, kind) or {}
         # Header names are case-insensitive (ASGI lowercases them); query and cookie names not.
-        names = [name.lower() if kind == "header" else name for name in mapping]
+        names = [name.lower() if kind == CohortKind.HEADER else name for name in mapping]
         matchers = tuple(
             (name.encode("utf-8"), value_matcher(value))
             for name, value in zip(names, mapping.values(), strict=True)
@@ -128,13 +129,13 @@ class Cohort:
 
     def matches(self, request: CohortRequest) -> bool:
         kind = self.kind
-        if kind == "network":
+        if kind == CohortKind.NETWORK:
             address = request.address
             return address is not None and in_networks(address, self.networks)
-        if kind == "users_file":
+        if kind == CohortKind.USERS_FILE:
             return request.sticky is not None and request.sticky in self.users
-        found = request.query if kind == "query" else (
-            request.headers if kind == "header" else request.cookies
+        found = request.query if kind == CohortKind.QUERY else (
+            request.headers if kind == CohortKind.HEADER else request.cookies
         )  # fmt: skip
         return all(any(map(match, found.get(name, ()))) for name, match in self.matchers)
 
@@ -156,13 +157,13 @@ class Cohorts:
     def __init__(self, configs: list[CohortConfig]) -> None:
         self.cohorts = tuple(Cohort.from_config(c, i) for i, c in enumerate(configs))
 
-        def names(kind: str) -> frozenset[bytes]:
+        def names(kind: CohortKind) -> frozenset[bytes]:
             return frozenset(n for c in self.cohorts if c.kind == kind for n in c.names())
 
-        self.query_names = names("query")
-        self.header_names = names("header")
-        self.cookie_names = names("cookie")
-        self.reads_address = any(c.kind == "network" for c in self.cohorts)
+        self.query_names = names(CohortKind.QUERY)
+        self.header_names = names(CohortKind.HEADER)
+        self.cookie_names = names(CohortKind.COOKIE)
+        self.reads_address = any(c.kind == CohortKind.NETWORK for c in self.cohorts)
 
     def choose(
         self,
