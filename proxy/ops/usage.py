@@ -22,7 +22,8 @@ from cutover.usage.store import UsageStore
 
 logger = logging.getLogger("cutover.usage")
 WEEK = 7 * 86400.0
-COUNTED_EVERY = 10.0  # seconds between two counts of each migration's clients of the week
+COUNTED_EVERY = 1.0  # seconds between two looks at whether the store was written
+RECOUNT_EVERY = 60.0  # seconds after which the week's clients are counted anyway
 
 
 class UnknownMigrationUsage(LookupError):
@@ -80,14 +81,23 @@ class UsageService:
         self._counting = asyncio.create_task(self._count_clients())
 
     async def _count_clients(self) -> None:
+        """Each migration's clients of the week, counted again after the flusher wrote (or
+        once a minute, as the week's window slides), never on the loop."""
+        counted_at, writes = -RECOUNT_EVERY, -1
         while True:
-            counts: dict[str, int] = {}
-            for config in self.settings().migration_list:
-                if config.deprecation:
-                    count = await self.clients_since(config.name, WEEK)
-                    if count is not None:
-                        counts[config.name] = count
-            self.week_clients = counts
+            flusher = self.flusher
+            now = self.clock()
+            if flusher is not None and (
+                flusher.writes != writes or now - counted_at >= RECOUNT_EVERY
+            ):
+                counted_at, writes = now, flusher.writes
+                counts: dict[str, int] = {}
+                for config in self.settings().migration_list:
+                    if config.deprecation:
+                        count = await self.clients_since(config.name, WEEK)
+                        if count is not None:
+                            counts[config.name] = count
+                self.week_clients = counts
             await asyncio.sleep(COUNTED_EVERY)
 
     def clients_7d(self, migration: str) -> int | None:

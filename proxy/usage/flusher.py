@@ -50,6 +50,7 @@ class UsageFlusher:
         self.max_keys = max_keys
         self.pending: dict[RowKey, UsageRow] = {}  # drained but not written yet
         self.failing = False
+        self.writes = 0  # batches written: a reader of the store knows when to look again
         self._retained_at: float | None = None
 
     async def run(self) -> None:
@@ -95,6 +96,7 @@ class UsageFlusher:
             logger.warning("usage: the store answers again; the counts kept are written")
         self.failing = False
         self.pending = {}
+        self.writes += 1
         return True
 
     async def _retain(self, now: float) -> None:

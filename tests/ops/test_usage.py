@@ -16,6 +16,7 @@ from starlette.testclient import TestClient
 from cutover.ops.gateway import Gateway
 from tests.migrations import STRATEGIES, TRADE_ENGINE
 from tests.ops.conftest import ADMIN, AUTH, PROXY, TOKEN, ByPort, make_gateway, write_migrations
+from tests.processes import wait_until
 
 DEPRECATION = {"deprecated_at": "2026-01-01", "sunset_at": "2027-06-01"}
 STRATEGIES_PATH = "/api/v1/strategies"
@@ -113,3 +114,20 @@ def test_without_a_deprecation_no_database_is_created(
     with TestClient(ByPort(make_gateway(path, router))) as client:
         call(client, "partner-a")
     assert not (tmp_path / "usage.sqlite3").exists()
+
+
+def test_the_status_counts_the_clients_of_the_week(
+    client: TestClient, usage_gateway: Gateway
+) -> None:
+    for who in ["partner-a", "partner-b", "partner-a"]:
+        call(client, who)
+    client.portal.call(flushed, usage_gateway)  # type: ignore[union-attr]
+
+    def clients_7d() -> int | None:
+        response = client.get(ADMIN + "/migrations/strategies", headers=AUTH)
+        return response.json()["deprecation"]["clients_7d"]
+
+    # Counted off the loop once the flusher has written: within a second or so.
+    assert wait_until(lambda: clients_7d() == 2, 10.0, "clients_7d == 2")
+    trade_engine = client.get(ADMIN + "/migrations/trade-engine", headers=AUTH).json()
+    assert trade_engine["deprecation"] is None  # no deprecation: nothing counted
