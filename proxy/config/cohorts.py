@@ -8,6 +8,8 @@ one is a config error) and matched against the whole value (``fullmatch``)."""
 from __future__ import annotations
 
 import re
+import re._constants as re_constants
+import re._parser as re_parser
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
@@ -43,7 +45,50 @@ def regex_problem(pattern: object) -> str | None:
         re.compile(pattern)
     except re.error as exc:
         return f"regex: is not a valid regular expression: {exc}"
+    if nested_repeat(re_parser.parse(pattern)):
+        return (
+            "regex: repeats a group that is itself only a repetition, like (a+)+ or (x*)*: "
+            "backtracking on such a pattern can take exponential time on a client's value; "
+            "repeat once (a+), or use a possessive quantifier (a++) or an atomic group (?>...)"
+        )
     return None
+
+
+_REPEATS = (re_constants.MAX_REPEAT, re_constants.MIN_REPEAT)
+
+
+def _repeat(item: object) -> tuple[int, int, object] | None:
+    """A variable repetition's (low, high, body), None for anything else (a{2} is fixed)."""
+    if isinstance(item, tuple) and len(item) == 2 and item[0] in _REPEATS:
+        low, high, body = item[1]
+        return (low, high, body) if low != high else None
+    return None
+
+
+def _only_repeat(body: object) -> bool:
+    """Whether ``body`` is one variable repetition, through any groups around it."""
+    while isinstance(body, re_parser.SubPattern | list) and len(body) == 1:
+        item = body[0]
+        if isinstance(item, tuple) and item[0] == re_constants.SUBPATTERN:
+            body = item[1][-1]
+            continue
+        return _repeat(item) is not None
+    return False
+
+
+def nested_repeat(parsed: object) -> bool:
+    """Whether the parsed pattern (``re._parser``) repeats a group that is only a repetition:
+    the classic exponential form. Possessive repeats and atomic groups never backtrack, and
+    a separator in the group (``(\\.[0-9]+)*``) keeps the iterations apart, so neither is
+    refused; the 4096-byte cap on values bounds the rest."""
+    if isinstance(parsed, re_parser.SubPattern | list):
+        return any(nested_repeat(item) for item in parsed)
+    if not isinstance(parsed, tuple):
+        return False
+    repeat = _repeat(parsed)
+    if repeat is not None and _only_repeat(repeat[2]):
+        return True
+    return any(nested_repeat(item) for item in parsed)
 
 
 def match_value(value: object) -> str | RegexConfig:

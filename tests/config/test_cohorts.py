@@ -145,3 +145,21 @@ def test_a_config_with_cohorts_dumps_as_it_was_written() -> None:
     cohort = {"header": {"X-B": {"regex": "y"}}, "backend": "new"}
     dumped = parse_settings(config(cohort)).model_dump(mode="json")
     assert dumped["migrations"][0]["cohorts"][0]["header"] == {"X-B": {"regex": "y"}}
+
+
+@pytest.mark.parametrize("pattern", ["(a+)+b", "(x*)*", "(?:(?:[a-z]+))*", "id-(?:[0-9]*)+"])
+def test_a_regex_that_can_backtrack_exponentially_is_refused(pattern: str) -> None:
+    cohort = {"header": {"X-B": {"regex": pattern}}, "backend": "new"}
+    [problem] = problems(config(cohort))
+    assert problem.startswith(
+        "migrations.0.cohorts.0.header.X-B: regex: repeats a group that is itself only a repetition"
+    )
+
+
+@pytest.mark.parametrize(
+    "pattern", ["v[0-9]+(\\.[0-9]+)*", "(a{2})*", "(a++)+", "(?>a+)+", "(?:a|ab)*c", "yes|y"]
+)
+def test_a_regex_whose_repetitions_cannot_blow_up_is_accepted(pattern: str) -> None:
+    settings = parse_settings(config({"header": {"X-B": {"regex": pattern}}, "backend": "new"}))
+    [cohort] = settings.migration_list[0].cohorts
+    assert cohort.header == {"X-B": RegexConfig(regex=pattern)}
