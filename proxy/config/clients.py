@@ -74,3 +74,6 @@ class UsageConfig(SectionConfig):
     path: Path = Path("./cutover-usage.sqlite3")
     retention_days: int = Field(90, ge=1)
     flush_interval: PositiveSeconds = 1.0
+    # Distinct clients counted per migration per day (per process); the calls of any further
+    # one count as (overflow): a client naming itself anew on every call cannot fill the disk.
+    max_clients: int = Field(10_000, ge=1)

@@ -17,6 +17,7 @@ from typing import Protocol
 from cutover.request.clients import ClientId
 
 MAX_KEYS = 100_000
+MAX_CLIENTS = 10_000
 LOG_INTERVAL = 3600.0  # seconds between two log lines about one client of one migration
 PRUNE_EVERY = 60.0  # seconds between forgetting the clients quiet for a log_interval
 OVERFLOW = "(overflow)"
@@ -99,10 +100,15 @@ class UsageRecorder:
         counted: CountsDeprecated | None = None,
         *,
         max_keys: int = MAX_KEYS,
+        max_clients: int = MAX_CLIENTS,
         log_interval: float = LOG_INTERVAL,
     ) -> None:
+        """``max_clients``: distinct clients counted per migration per UTC day; the calls of
+        any further one go to the migration's overflow row."""
         self.counted = counted
         self.max_keys = max_keys
+        self.max_clients = max_clients
+        self._clients: dict[str, set[str]] = {}  # by migration: today's clients
         self.log_interval = log_interval
         self.overflowed = 0  # calls counted as (overflow) since the last drain
         self.notices_dropped = 0
@@ -127,6 +133,14 @@ class UsageRecorder:
             self.counted(migration)
         day = self._day_of(now)
         agent = None if user_agent is None else user_agent[:MAX_USER_AGENT].decode("latin-1")
+        known = self._clients.get(migration)
+        if known is None:
+            known = self._clients[migration] = set()
+        if client.key not in known:
+            if len(known) >= self.max_clients:
+                client = ClientId(OVERFLOW, None)
+            else:
+                known.add(client.key)
         key = (migration, client.key, method, prefix, day)
         row = self._rows.get(key)
         if row is None and len(self._rows) >= self.max_keys:
@@ -164,6 +178,7 @@ class UsageRecorder:
     def _day_of(self, now: float) -> str:
         index = int(now // 86400)
         if self._day[0] != index:
+            self._clients = {}  # a new day: every client is counted anew
             self._day = (index, time.strftime("%Y-%m-%d", time.gmtime(index * 86400)))
         return self._day[1]
 

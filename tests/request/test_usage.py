@@ -72,3 +72,18 @@ def test_the_metric_counts_by_migration() -> None:
         "cutover_deprecated_requests_total", {"migration": "trade-engine"}
     )
     assert value == 2
+
+
+def test_a_migration_counts_at_most_max_clients_a_day() -> None:
+    # A caller that names itself anew on every request ends in one overflow row, not a
+    # row per name, however many flushes there are; the next day starts over.
+    recorder = UsageRecorder(max_clients=2)
+    for n in range(5):
+        record(recorder, ClientId(f"random-{n}", None), DAY1 + n)
+        if n == 2:
+            recorder.drain()  # a flush in between forgets nothing of the day's clients
+    record(recorder, ClientId("random-0", None), DAY1 + 9)  # known today: still itself
+    rows = {r.client: r.count for r in recorder.drain()}
+    assert rows == {OVERFLOW: 2, "random-0": 1}
+    record(recorder, ClientId("random-4", None), DAY1 + 86400)
+    assert [r.client for r in recorder.drain()] == ["random-4"]
