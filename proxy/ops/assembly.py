@@ -93,9 +93,7 @@ def create_app(
     shadower = build_shadower(settings, upstreams, metrics)
     breakers = build_breakers(settings, metrics)
     if recorder is None:
-        recorder = UsageRecorder(
-            metrics.deprecated_request, max_clients=settings.usage.max_clients
-        )
+        recorder = UsageRecorder(metrics.deprecated_request, max_clients=settings.usage.max_clients)
     if identifier is None:
         identifier = ClientIdentifier(settings.clients)
     return CutoverApp(settings, metrics, upstreams, shadower, breakers,
