@@ -8,12 +8,10 @@ as ``None`` for the caller to stop at."""
 
 from __future__ import annotations
 
-import ipaddress
 import re
+import socket
 
 from cutover.types import RawHeaders
-
-Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 MAX_HOPS = 32  # nodes read from the right of a chain; past them the chain is not believed
 
@@ -26,9 +24,19 @@ _ESCAPE = re.compile(rb"\\(.)")
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 
 
-def parse_node(text: bytes) -> tuple[Address, int] | None:
+def normalized(host: str) -> str | None:
+    """An IP address in its canonical text (``2001:DB8:0::1`` → ``2001:db8::1``), else None."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        return socket.inet_ntop(family, socket.inet_pton(family, host))
+    except (OSError, ValueError):
+        return None
+
+
+def parse_node(text: bytes) -> tuple[str, int] | None:
     """``1.2.3.4``, ``1.2.3.4:80``, ``2001:db8::1``, ``[2001:db8::1]`` or
-    ``[2001:db8::1]:80`` as (address, port; 0 when none or obfuscated); None otherwise."""
+    ``[2001:db8::1]:80`` as (canonical address, port; 0 when none or obfuscated); None
+    otherwise."""
     text = text.strip()
     port = b""
     if text.startswith(b"["):
@@ -41,8 +49,10 @@ def parse_node(text: bytes) -> tuple[Address, int] | None:
     else:
         host = text
     try:
-        address = ipaddress.ip_address(host.decode("ascii"))
-    except (UnicodeDecodeError, ValueError):
+        address = normalized(host.decode("ascii"))
+    except UnicodeDecodeError:
+        return None
+    if address is None:
         return None
     return address, int(port) if port.isdigit() and len(port) <= 5 else 0
 
@@ -96,15 +106,12 @@ def _quoted(value: bytes) -> bytes:
 def node_text(host: str | None) -> bytes:
     """A peer's address as an RFC 7239 node: IPv6 bracketed and quoted (§6), anything
     that is not an address ``unknown``."""
-    if host is None:
+    address = None if host is None else normalized(host)
+    if address is None:
         return b"unknown"
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        return b"unknown"
-    if address.version == 6:
-        return b'"[' + str(address).encode("ascii") + b']"'
-    return str(address).encode("ascii")
+    if ":" in address:
+        return b'"[' + address.encode("ascii") + b']"'
+    return address.encode("ascii")
 
 
 def forwarded_element(peer: str | None, scheme: str, host: bytes | None) -> bytes:

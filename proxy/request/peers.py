@@ -18,8 +18,8 @@ from __future__ import annotations
 import ipaddress
 from functools import lru_cache
 
+from cutover.request.cohorts import client_address, in_networks, network
 from cutover.request.forwarded import (
-    Address,
     forwarded_for_nodes,
     joined,
     parse_node,
@@ -37,20 +37,15 @@ _PEERS_CACHED = 4096  # distinct peer addresses whose trust is remembered
 
 class TrustedProxies:
     def __init__(self, networks: list[Network], header: ForwardedHeader) -> None:
-        self.networks = tuple(networks)
+        self.networks = tuple(network(n) for n in networks)  # as ints: a mask and a compare
         self.header = header
-        self.trusted_host = lru_cache(maxsize=_PEERS_CACHED)(self._trusted_host)
+        self.trusted_host = lru_cache(maxsize=_PEERS_CACHED)(self.trusts)
 
-    def trusts(self, address: Address) -> bool:
-        if address.version == 6 and address.ipv4_mapped is not None:
-            address = address.ipv4_mapped  # a dual-stack socket's view of an IPv4 peer
-        return any(address in network for network in self.networks)
-
-    def _trusted_host(self, host: str) -> bool:
-        try:
-            return self.trusts(ipaddress.ip_address(host))
-        except ValueError:
-            return False
+    def trusts(self, host: str) -> bool:
+        """Whether ``host`` (an address; a dual-stack socket's ::ffff:a.b.c.d is a.b.c.d)
+        is in a trusted network."""
+        address = client_address((host, 0))
+        return address is not None and in_networks(address, self.networks)
 
     def resolve(self, scope: Scope) -> None:
         """From a trusted peer: ``scope["client"]`` the client its headers name, the peer
@@ -77,9 +72,8 @@ class TrustedProxies:
             parsed = None if node is None else parse_node(node)
             if parsed is None:
                 break
-            address, port = parsed
-            client = (str(address), port)
-            if not self.trusts(address):
+            client = parsed
+            if not self.trusts(parsed[0]):
                 break
         return client
 
