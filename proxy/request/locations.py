@@ -54,7 +54,7 @@ class LocationRewriter:
 
 def client_origin(scope: Scope) -> bytes | None:
     """``scheme://Host`` of the request as the client sent it (https under listen.tls)."""
-    host = next((value for name, value in scope["headers"] if name == b"host"), None)
-    if host is None:
-        return None
-    return scope.get("scheme", "http").encode("latin-1") + b"://" + host
+    for name, value in scope["headers"]:
+        if name == b"host":
+            return scope.get("scheme", "http").encode("latin-1") + b"://" + value
+    return None
