@@ -92,3 +92,11 @@ class CohortKind(StrEnum):
     COOKIE = "cookie"
     NETWORK = "network"
     USERS_FILE = "users_file"
+
+
+class ForwardedHeader(StrEnum):
+    """Which forwarding headers Cutover writes upstream (and reads from a trusted proxy)."""
+
+    X_FORWARDED = "x-forwarded"  # X-Forwarded-For, -Proto, -Host
+    RFC7239 = "rfc7239"  # Forwarded (RFC 7239)
+    BOTH = "both"

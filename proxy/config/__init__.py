@@ -24,6 +24,7 @@ from cutover.config.cohorts import CohortConfig, RegexConfig
 from cutover.config.deprecation import DeprecationConfig
 from cutover.config.environment import NOT_SETTINGS, unknown_setting
 from cutover.config.failover import BreakerConfig, FallbackConfig
+from cutover.config.forwarding import ForwardedConfig
 from cutover.config.guard import (
     DEFAULT_QUERIES,
     GuardConfig,
@@ -72,6 +73,7 @@ __all__ = [
     "ConfigError",
     "DeprecationConfig",
     "FallbackConfig",
+    "ForwardedConfig",
     "GuardConfig",
     "HttpMethods",
     "LimitsConfig",

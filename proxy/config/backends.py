@@ -17,6 +17,9 @@ class BackendConfig(SectionConfig):
     # PEM bundle of the CAs an https:// backend's certificate is checked against;
     # None: the system's store.
     ca_file: Path | None = None
+    preserve_host: bool = False  # send the client's Host (TLS still checks the URL's host)
+    # Location / Content-Location on this backend's origin → the origin the client used.
+    rewrite_location: bool = True
 
     @field_validator("ca_file")
     @classmethod

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 
-from pydantic import Field
+from pydantic import Field, IPvAnyNetwork, field_validator
 
 from cutover.config.base import PositiveSeconds, SectionConfig
 from cutover.config.tls import TlsConfig
@@ -19,6 +19,18 @@ class ListenerConfig(SectionConfig):
 
 class ListenConfig(ListenerConfig):
     tls: TlsConfig | None = None  # HTTPS for clients; plain HTTP without it
+    # Load balancers in front: from these peers X-Forwarded-For / Forwarded name the client.
+    trusted_proxies: list[IPvAnyNetwork] = []
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _networks(cls, value: object) -> object:
+        for item in value if isinstance(value, list) else ():
+            try:
+                ipaddress.ip_network(item)
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"{item!r} is not a network in CIDR notation ({exc})") from None
+        return value
 
 
 class AdminConfig(ListenerConfig):

@@ -23,6 +23,7 @@ from cutover.config.clients import ClientsConfig, UsageConfig
 from cutover.config.cohorts import cohort_problems
 from cutover.config.deprecation import DeprecationConfig
 from cutover.config.failover import BreakerConfig, FallbackConfig
+from cutover.config.forwarding import ForwardedConfig
 from cutover.config.guard import GuardConfig
 from cutover.config.limits import LimitsConfig, ShutdownConfig, TimeoutsConfig
 from cutover.config.listeners import AdminConfig, ListenConfig, is_loopback, listeners_overlap
@@ -59,6 +60,7 @@ class Settings(BaseSettings):
     fallback: FallbackConfig = FallbackConfig()
     breaker: BreakerConfig = BreakerConfig()
     shutdown: ShutdownConfig = ShutdownConfig()
+    forwarded: ForwardedConfig = ForwardedConfig()
     rollout: RolloutConfig | None = None
     guard: GuardConfig = GuardConfig()
     shadow: ShadowConfig = ShadowConfig()

@@ -137,6 +137,7 @@ class CutoverApp:
             await send({"type": "websocket.close", "code": 1008})
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self.resolve_client(scope)
         refusal = refuse(scope)
         if refusal is not None:
             status, detail = refusal
@@ -216,6 +217,13 @@ class CutoverApp:
             self.recorder.record(gate.migration, client, scope["method"], gate.prefix,
                                  user_agent, brownout, now, scope["path"])  # fmt: skip
         return refusal
+
+    def resolve_client(self, scope: Scope) -> None:
+        """Behind a trusted proxy, ``scope["client"]`` becomes the client its forwarding
+        header names, once, before anything reads it (``listen.trusted_proxies``)."""
+        peers = self.forwarder.hops.peers
+        if peers is not None:
+            peers.resolve(scope)
 
     def identify(self, scope: Scope) -> ClientId:
         if self.identifier is None:

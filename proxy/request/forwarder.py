@@ -21,12 +21,8 @@ from cutover.request.body import (
 )
 from cutover.request.breaker import CircuitBreaker
 from cutover.request.disconnect import ClientWatch, SlowAnswers
-from cutover.request.headers import (
-    BACKEND_HEADER,
-    client_response_headers,
-    header_value,
-    upstream_request_headers,
-)
+from cutover.request.headers import BACKEND_HEADER, header_value
+from cutover.request.hops import Hops
 from cutover.request.metrics import ERROR, Metrics, code_class
 from cutover.request.mirror import DualRun, Mirror, mirror_for
 from cutover.request.problem import send_overloaded, send_upstream_failure
@@ -75,6 +71,7 @@ class Forwarder:
         self.replay = ReplayPolicy.from_settings(settings)
         self.fallback_statuses = self.replay.statuses  # read on every answer from new
         self.base_urls = {name: backend.url for name, backend in settings.backends.items()}
+        self.hops = Hops(settings)
         self._backend_headers = {
             name: [(BACKEND_HEADER, name.encode("ascii"))] for name in settings.backends
         }
@@ -113,13 +110,7 @@ class Forwarder:
             admitted = breaker.allow()
             if not admitted:
                 decision.backend, decision.reason = fallback, "breaker"
-        client = scope.get("client")
-        upstream_headers = upstream_request_headers(
-            scope["headers"],
-            client_host=client[0] if client else None,
-            scheme=scope.get("scheme", "http"),
-            http_version=scope.get("http_version", "1.1"),
-        )
+        upstream_headers = self.hops.request_headers(scope)
         mirror = None
         if decision.shadow is not None:
             mirror = mirror_for(
@@ -204,7 +195,7 @@ class Forwarder:
                 send, outcome, backend, scope.get("path"), self._backend_headers[backend]
             )
             return
-        await self.respond(outcome, decision, receive, send, stream, mirror)
+        await self.respond(outcome, decision, scope, receive, send, stream, mirror)
 
     async def call(
         self,
@@ -226,6 +217,7 @@ class Forwarder:
             await slot.acquire()  # free: returns without suspending
         started = perf_counter()
         watch = ClientWatch(receive, self.slow) if body_read else None
+        headers = self.hops.for_backend(backend, headers, scope)
         try:
             send_request = self.upstreams[backend].send(
                 scope["method"], target_url(self.base_urls[backend], scope), headers, body
@@ -271,12 +263,14 @@ class Forwarder:
         self,
         response: UpstreamResponse,
         decision: Decision,
+        scope: Scope,
         receive: Receive,
         send: Send,
         stream: BodyStream | None,
         mirror: Mirror | None,
     ) -> None:
-        headers = client_response_headers(response.headers, self.response_extras(decision))
+        extras = self.response_extras(decision)
+        headers = self.hops.response_headers(decision.backend, response.headers, extras, scope)
         if response.status in BODILESS:
             headers = [(n, v) for n, v in headers if n != b"content-length"]
         if mirror is not None:

@@ -1,11 +1,15 @@
-"""RFC 9110 proxy header rules: hop-by-hop removal, ``Via`` and ``X-Forwarded-*``."""
+"""RFC 9110 proxy header rules: hop-by-hop removal, ``Via``, ``X-Forwarded-*`` and RFC 7239
+``Forwarded``, the client's Host for a backend that preserves it."""
 
 from __future__ import annotations
 
 import re
 
 from cutover.request.body import BadRequest
-from cutover.types import RawHeaders
+from cutover.request.forwarded import forwarded_element
+from cutover.request.locations import LOCATION_HEADERS, LocationRewriter
+from cutover.types import RawHeaders, Scope
+from cutover.vocabulary import ForwardedHeader
 
 HOP_BY_HOP = frozenset(
     {
@@ -24,6 +28,7 @@ HOP_BY_HOP = frozenset(
 # Not hop-by-hop by definition, but the proxy re-derives them for the next hop:
 # Host comes from the backend URL, Expect was answered by the server already.
 _REQUEST_DROPPED = HOP_BY_HOP | {b"host", b"expect", b"x-forwarded-proto", b"x-forwarded-host"}
+_TRUSTED_KEPT = frozenset({b"x-forwarded-proto", b"x-forwarded-host"})  # a trusted peer's
 
 PSEUDONYM = b"cutover"
 BACKEND_HEADER = b"x-cutover-backend"
@@ -64,22 +69,36 @@ def upstream_request_headers(
     client_host: str | None,
     scheme: str,
     http_version: str,
+    trusted: bool = False,
+    forwarded: ForwardedHeader = ForwardedHeader.X_FORWARDED,
 ) -> RawHeaders:
     """The headers to send upstream for a client request's (lowercased ASGI) headers;
-    BadRequest if its Host headers make it unforwardable."""
+    BadRequest if its Host headers make it unforwardable. ``client_host``: the TCP peer,
+    ``trusted`` when it is one of ``listen.trusted_proxies``.
+
+    X-Forwarded-For is appended to (from any peer: its last entry is always true). From a
+    trusted peer its X-Forwarded-Proto/-Host are kept and its Forwarded is appended to;
+    from any other peer they are Cutover's own, and its Forwarded is replaced. The
+    vocabulary ``forwarded`` does not name is not sent at all."""
     dropped = _REQUEST_DROPPED
     if any(name == b"connection" for name, _ in headers):
         dropped = dropped | connection_tokens(headers)
     out: RawHeaders = []
     hosts: list[bytes] = []
-    forwarded_for = via = None
+    forwarded_for = via = chain = None
+    kept: dict[bytes, bytes] = {}
     for name, value in headers:
         if name in dropped:
             if name == b"host":
                 hosts.append(value)
+            elif trusted and name in _TRUSTED_KEPT:
+                kept.setdefault(name, value)
             continue
         if name == b"x-forwarded-for":
             forwarded_for = value if forwarded_for is None else forwarded_for + b", " + value
+            continue
+        if name == b"forwarded":
+            chain = value if chain is None else chain + b", " + value
             continue
         if name == b"via":
             via = value if via is None else via + b", " + value
@@ -90,14 +109,19 @@ def upstream_request_headers(
     if problem is not None:
         raise BadRequest(problem)
     host = hosts[0] if hosts else None
-    if client_host is not None:
-        client = client_host.encode("latin-1")
-        forwarded_for = client if forwarded_for is None else forwarded_for + b", " + client
-    if forwarded_for is not None:
-        out.append((b"x-forwarded-for", forwarded_for))
-    out.append((b"x-forwarded-proto", scheme.encode("latin-1")))
-    if host is not None:
-        out.append((b"x-forwarded-host", host))
+    if forwarded != ForwardedHeader.RFC7239:
+        if client_host is not None:
+            client = client_host.encode("latin-1")
+            forwarded_for = client if forwarded_for is None else forwarded_for + b", " + client
+        if forwarded_for is not None:
+            out.append((b"x-forwarded-for", forwarded_for))
+        out.append((b"x-forwarded-proto", kept.get(b"x-forwarded-proto", scheme.encode())))
+        host_seen = kept.get(b"x-forwarded-host", host)
+        if host_seen is not None:
+            out.append((b"x-forwarded-host", host_seen))
+    if forwarded != ForwardedHeader.X_FORWARDED:
+        element = forwarded_element(client_host, scheme, host)
+        out.append((b"forwarded", chain + b", " + element if trusted and chain else element))
     hop = via_value(http_version)
     out.append((b"via", hop if via is None else via + b", " + hop))
     return out
@@ -107,9 +131,15 @@ _RESPONSE_VIA = via_value("1.1")
 _CONNECTION_OPTIONS = frozenset({b"keep-alive", b"close", b""})
 
 
-def client_response_headers(raw: RawHeaders, extra: RawHeaders) -> RawHeaders:
+def client_response_headers(
+    raw: RawHeaders,
+    extra: RawHeaders,
+    locations: LocationRewriter | None = None,
+    scope: Scope | None = None,
+) -> RawHeaders:
     """An upstream response's headers for the client: lowercased, hop-by-hop removed,
-    ``Via`` appended, then ``extra`` (backend name, deprecation, cookies) added."""
+    ``Via`` appended, then ``extra`` (backend name, deprecation, cookies) added; with
+    ``locations`` (and the request's ``scope``), Location and Content-Location rewritten."""
     dropped = _RESPONSE_DROPPED
     out: RawHeaders = []
     for name, value in raw:
@@ -119,6 +149,8 @@ def client_response_headers(raw: RawHeaders, extra: RawHeaders) -> RawHeaders:
             named = {token.strip().lower() for token in value.split(b",")} - _CONNECTION_OPTIONS
             if named:
                 dropped = dropped | named
+        elif locations is not None and name in LOCATION_HEADERS:
+            value = locations.rewrite(value, scope)  # type: ignore[arg-type]
         out.append((name, value))
     out = [(name, value) for name, value in out if name not in dropped]
     out.append((b"via", _RESPONSE_VIA))
@@ -132,3 +164,10 @@ def header_value(headers: RawHeaders, name: bytes) -> str | None:
         if key.lower() == name:
             return value.decode("latin-1")
     return None
+
+
+def with_client_host(headers: RawHeaders, scope: Scope) -> RawHeaders:
+    """``headers`` led by the client's Host (``backends.*.preserve_host``); the upstream
+    client sends a leading ``host`` instead of its own. Without one, as they are."""
+    host = next((value for name, value in scope["headers"] if name == b"host"), None)
+    return headers if host is None else [(b"host", host), *headers]

@@ -50,6 +50,8 @@ class Http1Upstream:
         self._port = parts.port or (443 if parts.scheme == "https" else 80)
         self._tls = parts.scheme == "https"
         self._origin_fields = origin_fields(parts)
+        # Without its host line: for a request that leads with the client's (preserve_host).
+        self._other_host_fields = self._origin_fields.partition(b"\r\n")[2]
         self._timeouts = timeouts
         self._ca_file = ca_file
         self._pool: ConnectionPool | None = None
@@ -65,7 +67,10 @@ class Http1Upstream:
     ) -> Http1Response:
         pool = self._pool
         assert pool is not None, "start() was not awaited"
-        head, chunked = request_head(method, url, self._origin, self._origin_fields, headers, body)
+        fields = self._origin_fields
+        if headers and headers[0][0] == b"host":
+            fields = self._other_host_fields  # TLS (SNI, the certificate) keeps the URL's host
+        head, chunked = request_head(method, url, self._origin, fields, headers, body)
         while True:
             connection = await pool.acquire()
             response = Http1Response(connection, method == "HEAD", self._timeouts.read)

@@ -55,3 +55,14 @@ def test_backend_urls_lose_their_trailing_slash() -> None:
     backends = {**BACKENDS, "new": {"url": "https://new.test/", "metrics_url": "http://n:9/m/"}}
     new = parse_settings({"backends": backends}).backends["new"]
     assert (new.url, new.metrics_url) == ("https://new.test", "http://n:9/m")
+
+
+def test_host_and_location_rules_default_to_the_backends_host_and_rewriting() -> None:
+    settings = parse_settings({"backends": BACKENDS})
+    assert all(not b.preserve_host and b.rewrite_location for b in settings.backends.values())
+    flipped = {"url": "http://127.0.0.1:8002", "preserve_host": True, "rewrite_location": False}
+    backend = parse_settings({"backends": {**BACKENDS, "new": flipped}}).backends["new"]
+    assert (backend.preserve_host, backend.rewrite_location) == (True, False)
+    assert problems({"backends": {**BACKENDS, "new": {**flipped, "preserve_host": "maybe"}}}) == [
+        "backends.new.preserve_host: Input should be a valid boolean, unable to interpret input"
+    ]

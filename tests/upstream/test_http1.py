@@ -153,3 +153,19 @@ async def test_a_backend_url_with_a_path_prefix_keeps_it() -> None:
     ):
         await body_of(await upstream.send("GET", server.url + "/base/x?y=1", [], None))
     assert heads[0].startswith(b"GET /base/x?y=1 HTTP/1.1\r\n")
+
+
+async def test_a_leading_host_replaces_the_backends_and_its_credentials_stay() -> None:
+    heads: list[bytes] = []
+    async with scripted(answering(OK, OK, heads=heads)) as server:
+        url = server.url.replace("http://", "http://user:pw@")
+        async with client(url) as upstream:
+            for headers in ([(b"host", b"shop.example:8080")], []):
+                response = await upstream.send("GET", url + "/x", headers, None)
+                assert (response.status, await body_of(response)) == (200, b"ok")
+    hosts = [
+        [line for line in head.split(b"\r\n") if line.lower().startswith(b"host:")]
+        for head in heads
+    ]
+    assert hosts == [[b"host: shop.example:8080"], [b"host: " + server.url[7:].encode()]]
+    assert all(b"authorization: Basic dXNlcjpwdw==" in head for head in heads)

@@ -87,3 +87,31 @@ async def test_an_https_backend_that_fails_the_check_is_a_connect_error(
                 await upstream.send("GET", server.url + "/", [], None)
         finally:
             await upstream.aclose()
+
+
+async def test_a_preserved_host_goes_in_the_head_while_sni_and_the_check_keep_the_urls(
+    tmp_path,
+) -> None:
+    ca = trustme.CA()
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("localhost").configure_cert(context)
+    names: list[str | None] = []
+    context.sni_callback = lambda sock, name, ctx: names.append(name)  # type: ignore[assignment]
+    heads: list[bytes] = []
+    server = Server(answering(OK, heads=heads))
+    listener = await asyncio.start_server(server.serve, "127.0.0.1", 0, ssl=context)
+    url = f"https://localhost:{listener.sockets[0].getsockname()[1]}"
+    upstream = Http1Upstream(url, TimeoutsConfig(read=5.0), ca_file=ca_file)
+    await upstream.start()
+    try:
+        headers = [(b"host", b"shop.example"), (b"accept", b"*/*")]
+        response = await upstream.send("GET", url + "/p", headers, None)
+        assert (response.status, await body_of(response)) == (200, b"ok")
+    finally:
+        await upstream.aclose()
+        listener.close()
+    assert names == ["localhost"]  # the certificate was checked for localhost too
+    lines = heads[0].split(b"\r\n")
+    assert [line for line in lines if line.lower().startswith(b"host:")] == [b"host: shop.example"]
