@@ -92,3 +92,11 @@ class CohortKind(StrEnum):
     COOKIE = "cookie"
     NETWORK = "network"
     USERS_FILE = "users_file"
+
+
+class HandshakeResult(StrEnum):
+    """How a WebSocket handshake sent to a backend ended."""
+
+    ACCEPTED = "accepted"  # the backend's 101: the socket is open
+    REFUSED = "refused"  # another answer of the backend's, relayed
+    FAILED = "failed"  # no answer (502/504)

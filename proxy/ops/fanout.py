@@ -11,6 +11,7 @@ import httpx
 
 from cutover.request.app import CutoverApp
 from cutover.request.metrics import Metrics
+from cutover.request.ws_forwarder import SERVICE_RESTART
 from cutover.rollout.control import iso
 from cutover.rollout.state import RolloutState, Transition
 from cutover.rollout.webhook import Webhook
@@ -47,6 +48,7 @@ class TransitionFanout:
         elif transition.kind == TransitionKind.ROLLBACK:
             reason = transition.failure["check"] if transition.failure else Actor.OPERATOR
             self.metrics.rollbacks.labels(migration, reason).inc()
+            self._close_sockets(migration)
         event = {
             "event": "rollout_transition",
             "migration": migration,
@@ -56,6 +58,17 @@ class TransitionFanout:
         transitions_log.info(json.dumps(event, default=str))
         if self.webhook is not None:
             self.webhook.notify(event)
+
+    def _close_sockets(self, migration: str) -> None:
+        """With ``websocket.close_on_rollback``: the migration's sockets on its to get 1012
+        (service restart), so their clients reconnect, to its from."""
+        config = self.proxy.settings.migration(migration)
+        if config is None or not self.proxy.settings.websocket.close_on_rollback:
+            return
+        closed = self.proxy.sockets.close(migration, config.target, SERVICE_RESTART)
+        if closed:
+            transitions_log.info("%s rolled back: %d WebSocket(s) on %s closed with %d",
+                                 migration, closed, config.target, SERVICE_RESTART)  # fmt: skip
 
     async def use_webhook(self, url: str | None) -> None:
         """Deliver to ``url`` from now on (None: to no webhook); one to another URL is
