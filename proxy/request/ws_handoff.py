@@ -49,6 +49,12 @@ def websocket_scope(http: Any, client_end: ClientEnd) -> Scope:
 
 def hand_over(http: Any, rest: bytes) -> None:
     """Called by the HTTP protocol instead of uvicorn's handover to its ws protocol."""
+    cycle = http.cycle
+    if cycle is not None and not cycle.response_complete:
+        # Pipelined behind a request still being answered: its 101 would overtake that
+        # answer. Refused after it (the protocol's refusals wait their turn), then closed.
+        http.send_400_response("a WebSocket handshake must not be pipelined")
+        return
     http.connections.discard(http)
     client_end = http.ws_protocol_class(http.server_state)
     try:

@@ -121,6 +121,8 @@ class ClientEnd(asyncio.Protocol):
         self.pending = bytearray()
         self.pipe: Pipe | None = None  # to the backend, once spliced
         self.lost = asyncio.Event()
+        self._status = 500
+        self._headers: RawHeaders = []
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport

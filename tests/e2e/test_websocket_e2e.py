@@ -329,3 +329,21 @@ def test_sockets_get_1001_at_the_end_of_the_shutdown_grace(setup: Setup) -> None
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 1001
     wait_until(lambda: 1001 in setup.backends["legacy"].closes + setup.backends["new"].closes,
                DEADLINE, "the backend's close")  # fmt: skip
+
+
+def test_a_handshake_pipelined_behind_a_request_waits_its_turn_and_is_refused(
+    setup: Setup,
+) -> None:
+    plain = b"GET /echo HTTP/1.1\r\nHost: example.test\r\n\r\n"
+    answer = raw_exchange(setup, plain + handshake())
+    first, _, second = answer.partition(b"HTTP/1.1 400 ")
+    assert first.startswith(b"HTTP/1.1 426 ")  # the websockets server's answer to a plain GET
+    assert b"must not be pipelined" in second
+    assert b"HTTP/1.1 101" not in answer
+
+
+def test_the_admin_listener_does_not_upgrade(setup: Setup) -> None:
+    with socket.create_connection(("127.0.0.1", setup.ports.admin), timeout=5) as sock:
+        sock.sendall(handshake(target=b"/healthz"))
+        answer = sock.recv(65536)
+    assert answer.startswith(b"HTTP/1.1 200 ")  # an ordinary request to the admin app
