@@ -15,7 +15,7 @@ from cutover.request.ws_forwarder import SERVICE_RESTART
 from cutover.rollout.control import iso
 from cutover.rollout.state import RolloutState, Transition
 from cutover.rollout.webhook import Webhook
-from cutover.vocabulary import Actor, TransitionKind
+from cutover.vocabulary import Actor, Phase, TransitionKind
 
 transitions_log = logging.getLogger("cutover.rollout")
 
@@ -34,8 +34,13 @@ class TransitionFanout:
         self.metrics = metrics
         self.side_transport = side_transport
         self.webhook: Webhook | None = None
+        self._phases: dict[str, Phase] = {}
 
     def on_sync(self, migration: str, state: RolloutState) -> None:
+        # A rollback here or in another worker or host (synced): either reaches this one.
+        if state.phase == Phase.ROLLED_BACK and self._phases.get(migration) != Phase.ROLLED_BACK:
+            self._close_sockets(migration)
+        self._phases[migration] = state.phase
         self.proxy.splitter.set_weight(migration, state.weight)
         self.proxy.splitter.set_phase(migration, state.phase)
         self.metrics.set_phase(migration, state.phase)
@@ -48,7 +53,6 @@ class TransitionFanout:
         elif transition.kind == TransitionKind.ROLLBACK:
             reason = transition.failure["check"] if transition.failure else Actor.OPERATOR
             self.metrics.rollbacks.labels(migration, reason).inc()
-            self._close_sockets(migration)
         event = {
             "event": "rollout_transition",
             "migration": migration,
