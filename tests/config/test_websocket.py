@@ -14,5 +14,5 @@ def test_sockets_stay_open_on_a_rollback_by_default() -> None:
 
 
 def test_an_unknown_key_names_the_field() -> None:
-    with pytest.raises(ConfigError, match="websocket.close_on_rolback"):
+    with pytest.raises(ConfigError, match=r"websocket\.close_on_rolback"):
         make_settings(websocket={"close_on_rolback": True})
