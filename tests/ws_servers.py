@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import http
+import ssl
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -30,10 +31,11 @@ class WsBackend:
     port: int = 0
     handshakes: list[Headers] = field(default_factory=list)
     closes: list[int | None] = field(default_factory=list)  # codes received from the proxy
+    tls: bool = False
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"https://localhost:{self.port}" if self.tls else f"http://127.0.0.1:{self.port}"
 
     def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         self.handshakes.append(request.headers)
@@ -68,9 +70,9 @@ def prefer_v2(connection: ServerConnection, offered: Sequence[str]) -> str | Non
 
 
 @contextmanager
-def ws_backends(*names: str) -> Iterator[dict[str, WsBackend]]:
-    """Started servers by name, stopped on exit."""
-    backends = {name: WsBackend(name) for name in names}
+def ws_backends(*names: str, tls: ssl.SSLContext | None = None) -> Iterator[dict[str, WsBackend]]:
+    """Started servers by name (``wss://`` with ``tls``, a server context), stopped on exit."""
+    backends = {name: WsBackend(name, tls=tls is not None) for name in names}
     loop = asyncio.new_event_loop()
     ready = threading.Event()
     stop = asyncio.Event()
@@ -80,7 +82,7 @@ def ws_backends(*names: str) -> Iterator[dict[str, WsBackend]]:
         for backend in backends.values():
             server = await serve(
                 backend.handle, "127.0.0.1", 0, process_request=backend.process_request,
-                select_subprotocol=prefer_v2, max_size=None, ping_interval=None,
+                select_subprotocol=prefer_v2, max_size=None, ping_interval=None, ssl=tls,
             )  # fmt: skip
             backend.port = server.sockets[0].getsockname()[1]
             servers.append(server)

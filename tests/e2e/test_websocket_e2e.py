@@ -8,15 +8,18 @@ import asyncio
 import os
 import signal
 import socket
+import ssl
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import trustme
 from websockets.asyncio.client import connect as aconnect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
+from tests.certificates import CertFiles, client_context
 from tests.processes import ProxyPorts, ProxyProcess, free_port, wait_until, write_config
 from tests.ws_servers import WsBackend, ws_backends
 
@@ -32,10 +35,11 @@ def config_for(backends: dict[str, WsBackend], ports: ProxyPorts, tmp: Path, **e
     migration = {"name": NAME, "match": {"prefix": "/"}, "from": "legacy", "to": "new",
                  "weight": 50, "sticky": "header:X-User-Id"}  # fmt: skip
     migration.update(extra.pop("migration", {}))
+    trusted = extra.pop("ca_file", {})  # for wss:// backends: {"ca_file": PATH}
     return {
-        "listen": {"host": "127.0.0.1", "port": ports.listen},
+        "listen": {"host": "127.0.0.1", "port": ports.listen, **extra.pop("listen", {})},
         "admin": {"host": "127.0.0.1", "port": ports.admin},
-        "backends": {name: {"url": b.url} for name, b in backends.items()},
+        "backends": {name: {"url": b.url, **trusted} for name, b in backends.items()},
         "split": {"override_allowed_from": ["127.0.0.1/32"]},
         "migrations": [migration],
         "state": {"path": str(tmp / "state.json")},
@@ -347,3 +351,24 @@ def test_the_admin_listener_does_not_upgrade(setup: Setup) -> None:
         sock.sendall(handshake(target=b"/healthz"))
         answer = sock.recv(65536)
     assert answer.startswith(b"HTTP/1.1 200 ")  # an ordinary request to the admin app
+
+
+def test_wss_from_the_client_to_a_wss_backend(tmp_path: Path) -> None:
+    ca = trustme.CA()
+    files = CertFiles(tmp_path)
+    files.install(ca.issue_cert("127.0.0.1", "localhost"))
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("localhost").configure_cert(server)
+    with ws_backends("legacy", "new", tls=server) as backends:
+        running = Setup(tmp_path, backends, listen={"tls": files.config()},
+                        ca_file={"ca_file": str(tmp_path / "ca.pem")})  # fmt: skip
+        try:
+            url = f"wss://127.0.0.1:{running.ports.listen}/echo"
+            with connect(url, ssl=client_context(ca), open_timeout=5) as ws:
+                ws.send("over TLS both ways")
+                assert ws.recv() == "over TLS both ways"
+            handshake = backends[ws.response.headers["X-Cutover-Backend"]].handshakes[-1]
+            assert handshake["X-Forwarded-Proto"] == "https"
+        finally:
+            running.proxy.close()
