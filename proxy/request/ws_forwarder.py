@@ -138,7 +138,13 @@ class WebSocketForwarder:
         breaker = self.breakers.get(decision.backend)
         fallback = decision.fallback_backend()
         admitted = False
-        if breaker is not None and fallback is not None and decision.reason != "override":
+        pinned = decision.reason == "pin" and self.replay.pin_holds(decision.route, "GET")
+        if (
+            breaker is not None
+            and fallback is not None
+            and decision.reason != "override"
+            and not pinned
+        ):
             admitted = breaker.allow()
             if not admitted:
                 decision.backend, decision.reason = fallback, "breaker"
@@ -206,9 +212,11 @@ class WebSocketForwarder:
                     await end.head
             except TimeoutError:
                 raise UpstreamTimeout("no answer to the handshake in time") from None
-        except UpstreamError as exc:
+        except BaseException as exc:
             if end is not None:
                 end.transport.abort()
+            if not isinstance(exc, UpstreamError):
+                raise
             self.metrics.observe(decision.label, backend, decision.route, ERROR,
                                  perf_counter() - started, decision.cohort)  # fmt: skip
             self.metrics.upstream_error(backend, exc.kind)
@@ -250,5 +258,9 @@ class WebSocketForwarder:
         except asyncio.CancelledError:
             sock.close(GOING_AWAY)  # the shutdown grace ran out
             raise
+        else:
+            # Either end may have gone before the splice took it in: close both.
+            client.transport.close()
+            upstream.transport.close()
         finally:
             self.sockets.discard(sock)

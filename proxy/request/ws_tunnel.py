@@ -201,9 +201,11 @@ class BackendEnd(asyncio.Protocol):
         self._headers_done = True
 
     def on_body(self, body: bytes) -> None:
+        if self.head.done():
+            return
         self.body += body
         if len(self.body) > REFUSAL_BODY_LIMIT:
-            raise UpstreamProtocolError("the answer to the handshake is over 1 MiB")
+            self._resolve(UpstreamProtocolError("the answer to the handshake is over 1 MiB"))
 
     def on_message_complete(self) -> None:
         if self.status != 101:
@@ -228,8 +230,6 @@ class BackendEnd(asyncio.Protocol):
         except httptools.HttpParserUpgrade as upgrade:
             self.rest = data[upgrade.args[0] :]
             self._resolve(None)
-        except UpstreamProtocolError as exc:
-            self._resolve(exc)
         except httptools.HttpParserError as exc:
             self._resolve(UpstreamProtocolError(f"malformed answer to the handshake: {exc}"))
 
