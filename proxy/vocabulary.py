@@ -100,3 +100,11 @@ class ForwardedHeader(StrEnum):
     X_FORWARDED = "x-forwarded"  # X-Forwarded-For, -Proto, -Host
     RFC7239 = "rfc7239"  # Forwarded (RFC 7239)
     BOTH = "both"
+
+
+class HandshakeResult(StrEnum):
+    """How a WebSocket handshake sent to a backend ended."""
+
+    ACCEPTED = "accepted"  # the backend's 101: the socket is open
+    REFUSED = "refused"  # another answer of the backend's, relayed
+    FAILED = "failed"  # no answer (502/504)

@@ -62,6 +62,10 @@ RELIED_ON: dict[type, dict[str, tuple[str, ...] | None]] = {
         "_should_upgrade": (),
         "on_response_complete": (),
         "cycle": None,  # DrainingServer.shutdown reads connection.cycle
+        # proxy/request/ws_handoff.py: what a WebSocket handshake's handover reads
+        **dict.fromkeys(("url", "scope", "headers", "scheme", "server", "client", "app"), None),
+        **dict.fromkeys(("transport", "loop", "connections", "tasks", "server_state"), None),
+        "ws_protocol_class": None,
     },
     # proxy/ops/server.py
     uvicorn.Server: {
@@ -93,7 +97,7 @@ RELIED_ON: dict[type, dict[str, tuple[str, ...] | None]] = {
 CONFIG_KEYWORDS = {
     "app", "host", "port", "loop", "http", "lifespan", "log_level", "log_config",
     "access_log", "server_header", "date_header", "proxy_headers", "timeout_keep_alive",
-    "timeout_graceful_shutdown", "factory", "workers",
+    "timeout_graceful_shutdown", "factory", "workers", "ws",
 }  # fmt: skip
 
 

@@ -54,6 +54,7 @@ from cutover.config.settings import ENV_PREFIX, Settings
 from cutover.config.shadow import RouteShadowConfig, ShadowConfig, ToleranceConfig
 from cutover.config.state import StateBackend, StateConfig
 from cutover.config.tls import TlsConfig
+from cutover.config.websocket import WebSocketConfig
 
 __all__ = [
     "DEFAULT_MIGRATION",
@@ -102,6 +103,7 @@ __all__ = [
     "TlsConfig",
     "ToleranceConfig",
     "UsageConfig",
+    "WebSocketConfig",
     "Weight",
     "Window",
     "is_loopback",

@@ -32,6 +32,7 @@ from cutover.config.rollout import RolloutConfig
 from cutover.config.routing import RouteConfig, SplitConfig
 from cutover.config.shadow import ShadowConfig
 from cutover.config.state import StateConfig
+from cutover.config.websocket import WebSocketConfig
 from cutover.request.matcher import Rule, conflicts, matches
 
 ENV_PREFIX = "CUTOVER_"
@@ -67,6 +68,7 @@ class Settings(BaseSettings):
     state: StateConfig = StateConfig()
     clients: ClientsConfig = ClientsConfig()
     usage: UsageConfig = UsageConfig()
+    websocket: WebSocketConfig = WebSocketConfig()
     # From CUTOVER_ADMIN_TOKEN only (load_settings refuses it in the file).
     admin_token: SecretStr | None = Field(None, validate_default=True)
 

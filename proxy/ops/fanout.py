@@ -11,10 +11,11 @@ import httpx
 
 from cutover.request.app import CutoverApp
 from cutover.request.metrics import Metrics
+from cutover.request.ws_forwarder import SERVICE_RESTART
 from cutover.rollout.control import iso
 from cutover.rollout.state import RolloutState, Transition
 from cutover.rollout.webhook import Webhook
-from cutover.vocabulary import Actor, TransitionKind
+from cutover.vocabulary import Actor, Phase, TransitionKind
 
 transitions_log = logging.getLogger("cutover.rollout")
 
@@ -33,8 +34,13 @@ class TransitionFanout:
         self.metrics = metrics
         self.side_transport = side_transport
         self.webhook: Webhook | None = None
+        self._phases: dict[str, Phase] = {}
 
     def on_sync(self, migration: str, state: RolloutState) -> None:
+        # A rollback here or in another worker or host (synced): either reaches this one.
+        if state.phase == Phase.ROLLED_BACK and self._phases.get(migration) != Phase.ROLLED_BACK:
+            self._close_sockets(migration)
+        self._phases[migration] = state.phase
         self.proxy.splitter.set_weight(migration, state.weight)
         self.proxy.splitter.set_phase(migration, state.phase)
         self.metrics.set_phase(migration, state.phase)
@@ -56,6 +62,17 @@ class TransitionFanout:
         transitions_log.info(json.dumps(event, default=str))
         if self.webhook is not None:
             self.webhook.notify(event)
+
+    def _close_sockets(self, migration: str) -> None:
+        """With ``websocket.close_on_rollback``: the migration's sockets on its to get 1012
+        (service restart), so their clients reconnect, to its from."""
+        config = self.proxy.settings.migration(migration)
+        if config is None or not self.proxy.settings.websocket.close_on_rollback:
+            return
+        closed = self.proxy.sockets.close(migration, config.target, SERVICE_RESTART)
+        if closed:
+            transitions_log.info("%s rolled back: %d WebSocket(s) on %s closed with %d",
+                                 migration, closed, config.target, SERVICE_RESTART)  # fmt: skip
 
     async def use_webhook(self, url: str | None) -> None:
         """Deliver to ``url`` from now on (None: to no webhook); one to another URL is

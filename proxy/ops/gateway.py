@@ -29,6 +29,7 @@ from cutover.request.forwarder import Forwarder
 from cutover.request.lifecycle import build_gates
 from cutover.request.metrics import Metrics
 from cutover.request.splitter import Splitter
+from cutover.request.ws_forwarder import WebSocketForwarder
 from cutover.rollout.control import Control
 from cutover.rollout.guard_status import EvaluationFileError
 from cutover.rollout.registry import Migrations
@@ -240,12 +241,14 @@ class Gateway:
         if settings.breaker != old.breaker or set(targets) != set(breakers):
             breakers = build_breakers(settings, self.metrics)
         forwarder = Forwarder(settings, upstreams, self.metrics, shadower, breakers)
+        websockets = WebSocketForwarder(settings, self.metrics, breakers, proxy.sockets)
         # No await between these: a request sees either the old or the new parts.
         if shadower is not None:
             shadower.upstreams = upstreams
         proxy.settings, proxy.upstreams, proxy.splitter, proxy.forwarder = (
             settings, upstreams, splitter, forwarder,
         )  # fmt: skip
+        proxy.websockets = websockets  # the open sockets stay as they are
         proxy.shadower, proxy.breakers, proxy.gates = shadower, breakers, build_gates(settings)
         proxy.identifier = ClientIdentifier(settings.clients)
         try:

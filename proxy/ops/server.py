@@ -26,6 +26,7 @@ from cutover.ops.listener import AppListener, Listeners
 from cutover.ops.tls import ServingTls
 from cutover.request.app import RESPONSE_ABANDONED
 from cutover.request.protocol import configure
+from cutover.request.ws_tunnel import ClientEnd
 
 logger = logging.getLogger("cutover.server")
 
@@ -93,6 +94,8 @@ def server_config(app: Any, *, log_level: str = "info", **overrides: Any) -> uvi
         "date_header": False,
         # X-Forwarded-* from clients are data to append to, not facts about the peer.
         "proxy_headers": False,
+        # A WebSocket handshake's connection is handed to the proxy's splice (ws_handoff).
+        "ws": ClientEnd,
     }
     options.update(overrides)
     return uvicorn.Config(app, **options)
@@ -117,7 +120,7 @@ def admin_listener(
 ) -> AppListener:
     """The admin API on ``sock``, with the proxy listener's protocol options."""
     config = server_config(
-        gateway.admin, log_level=log_level, log_config=None, lifespan="off",
+        gateway.admin, log_level=log_level, log_config=None, lifespan="off", ws="none",
         http=head_bounds(settings), timeout_keep_alive=settings.listen.keep_alive,
     )  # fmt: skip
     return AppListener(sock, config)

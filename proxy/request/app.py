@@ -24,6 +24,9 @@ from cutover.request.problem import send_problem
 from cutover.request.relay import UpstreamBodyError
 from cutover.request.splitter import Decision, MigrationRule, Splitter
 from cutover.request.usage import UsageRecorder
+from cutover.request.ws_forwarder import OpenSockets, WebSocketForwarder
+from cutover.request.ws_handoff import TUNNEL
+from cutover.request.ws_handshake import asks_for_websocket, handshake_problem
 from cutover.types import Receive, Scope, Send
 from cutover.upstream.base import Upstream
 from cutover.vocabulary import AfterSunset, Lifecycle
@@ -63,7 +66,7 @@ ALLOWED_METHODS = b"GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"
 # The decisions a brownout or a sunset applies to, and the usage report counts: what the
 # migration itself sends to its from. Not the override header (a tester's choice), nor a pin.
 GATED_REASONS = frozenset({"weight", "cohort"})
-REFUSAL_TITLES = {400: "Bad Request", 405: "Method Not Allowed"}
+REFUSAL_TITLES = {400: "Bad Request", 405: "Method Not Allowed", 426: "Upgrade Required"}
 
 
 def refuse(scope: Scope) -> tuple[int, str] | None:
@@ -105,6 +108,8 @@ class CutoverApp:
         self.shadower = shadower
         self.breakers = breakers or {}
         self.forwarder = Forwarder(settings, upstreams, metrics, shadower, self.breakers)
+        self.sockets = OpenSockets(metrics)  # kept by a reload, as the sockets are
+        self.websockets = WebSocketForwarder(settings, metrics, self.breakers, self.sockets)
         self.gates = build_gates(settings)  # replaced by a reload
         self.recorder = recorder
         self.identifier = identifier
@@ -133,18 +138,26 @@ class CutoverApp:
         elif kind == "lifespan":
             await self.lifespan(receive, send)
         elif kind == "websocket":
-            # WebSocket proxying is not supported: refuse the handshake (403).
-            await send({"type": "websocket.close", "code": 1008})
+            await self.websocket(scope, send)
 
-    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def route(self, scope: Scope, send: Send) -> Decision | None:
+        """The request's decision, or None once it is refused (the answer sent)."""
         self.resolve_client(scope)
-        refusal = refuse(scope)
+        refusal, headers = refuse(scope), []
+        if refusal is not None and refusal[0] == 405:
+            headers = [(b"allow", ALLOWED_METHODS)]
+        elif refusal is None and scope["type"] == "websocket":
+            problem = handshake_problem(scope)
+            if problem is not None:
+                refusal, headers = problem[:2], problem[2]
+        elif refusal is None and scope["method"] == "GET" and asks_for_websocket(scope["headers"]):
+            # A handshake that was not handed over (RFC 6455 §4.1): it has a body.
+            refusal = 400, "a WebSocket handshake has no body"
         if refusal is not None:
             status, detail = refusal
-            headers = [(b"allow", ALLOWED_METHODS)] if status == 405 else []
             title = REFUSAL_TITLES[status]
             await send_problem(send, status, title, detail, slug="refused", headers=headers)
-            return
+            return None
         decision = self.splitter.decide(
             scope["path"], scope["method"], scope["headers"], scope.get("client"),
             scope.get("query_string", b""),
@@ -157,10 +170,29 @@ class CutoverApp:
             and decision.reason in GATED_REASONS
             and (gate := self.gates.get(migration.name)) is not None
         ):
-            refusal = self.through_gate(gate, scope, decision, migration)
-            if refusal is not None:
-                await send_refusal(send, refusal)
-                return
+            gated = self.through_gate(gate, scope, decision, migration)
+            if gated is not None:
+                await send_refusal(send, gated)
+                return None
+        return decision
+
+    async def websocket(self, scope: Scope, send: Send) -> None:
+        client = scope.get("extensions", {}).get(TUNNEL)
+        if client is None:  # a server that cannot hand the connection over: refused (403)
+            await send({"type": "websocket.close", "code": 1008})
+            return
+        decision = await self.route(scope, client.respond)
+        if decision is None:
+            return
+        try:
+            await self.websockets.forward(scope, client, decision, self.forwarder.response_extras)
+        except BadRequest as exc:
+            await send_problem(client.respond, 400, "Bad Request", str(exc), slug="bad-request")
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        decision = await self.route(scope, send)
+        if decision is None:
+            return
         try:
             await self.forwarder.forward(scope, receive, send, decision)
         except ClientDisconnected:

@@ -132,6 +132,17 @@ class Metrics:
             ["backend", "state"],
             registry=r,
         )
+        self.websocket_connections = Gauge(
+            "cutover_websocket_connections",
+            "Open WebSockets, by migration and the backend they were routed to.",
+            ["migration", "backend"], registry=r, multiprocess_mode="livesum",
+        )  # fmt: skip
+        self.websocket_handshakes = Counter(
+            "cutover_websocket_handshakes",
+            "WebSocket handshakes sent to a backend, by migration, backend and result "
+            "(accepted: its 101; refused: another answer, relayed; failed: none, 502/504).",
+            ["migration", "backend", "result"], registry=r,
+        )  # fmt: skip
         self.state_store_up = Gauge(
             "cutover_state_store_up",
             "1 while the state store answers (Redis; the file backend's is always 1), "

@@ -10,11 +10,10 @@ proxy enforces before a request reaches the app (README.md, "Request framing").
 - Trailer fields of a chunked request are dropped, never merged into the header section that
   routing and every header rule read (RFC 9110 §6.5.1).
 - Upgrade: llhttp stops at the head of a request it flags as an upgrade, and httptools skips
-  that request's body, so the body would be parsed as the next request. A request with a body
-  is never upgraded here: its body is read through a fresh parser and the request goes to the
-  app as an ordinary one. After a bodiless upgrade request parsing goes on with the bytes that
-  followed it. ``CONNECT`` opens no tunnel: once it is answered the connection closes and what
-  followed its head is never parsed.
+  that request's body. A request with a body is never upgraded: its body is read through a
+  fresh parser and it goes to the app as an ordinary request. A bodiless WebSocket handshake
+  hands the connection over (``ws_handoff``); after another bodiless upgrade request parsing
+  goes on. ``CONNECT`` opens no tunnel: what followed its head is never parsed.
 - HTTP/1.0 has no chunked coding: a response without a length goes to a 1.0 client
   close-delimited.
 - A refusal is written after the responses to the requests before it on the connection, so
@@ -29,6 +28,8 @@ from typing import Any, NoReturn
 
 import httptools
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
+
+from cutover.request.ws_handoff import hand_over
 
 REFUSALS = {
     400: b"HTTP/1.1 400 Bad Request\r\n",
@@ -200,8 +201,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
                 self.parser.feed_data(data)
                 data = b""
             except httptools.HttpParserUpgrade as upgrade:
-                if self._should_upgrade():
-                    self.handle_websocket_upgrade()
+                if self._should_upgrade():  # a WebSocket handshake: the rest is not HTTP
+                    hand_over(self, data[upgrade.args[0] :])
                     return
                 data = self._after_upgrade(data[upgrade.args[0] :])
             except httptools.HttpParserError as exc:

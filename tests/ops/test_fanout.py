@@ -152,3 +152,31 @@ async def test_the_webhook_follows_its_url(anyio_backend: str) -> None:
     await out.use_webhook(None)
     assert out.webhook is None
     await out.aclose()
+
+
+class Sockets:
+    """Records which sockets a rollback closes."""
+
+    def __init__(self) -> None:
+        self.closed: list[tuple[str, str, int]] = []
+
+    def close(self, migration: str, backend: str, code: int) -> int:
+        self.closed.append((migration, backend, code))
+        return 1
+
+
+@pytest.mark.parametrize("close_on_rollback", [True, False])
+def test_a_rollback_closes_the_migrations_sockets_on_to_when_configured(
+    close_on_rollback: bool,
+) -> None:
+    metrics = Metrics()
+    settings = make_settings(migrations=MIGRATIONS,
+                             websocket={"close_on_rollback": close_on_rollback})  # fmt: skip
+    proxy = create_app(settings, metrics=metrics)
+    proxy.sockets = sockets = Sockets()  # type: ignore[assignment]
+    out = TransitionFanout(proxy, metrics)
+    out.on_sync("strategies", RolloutState(Phase.PROGRESSING, 50.0))
+    _, state = rollback(None)
+    out.on_sync("strategies", state)  # another worker's rollback, synced
+    out.on_sync("strategies", state)  # seen again: nothing more
+    assert sockets.closed == ([("strategies", "new", 1012)] if close_on_rollback else [])

@@ -277,7 +277,9 @@ def test_refuse(scope: dict, refusal: int | None) -> None:
     assert (got if got is None else got[0]) == refusal
 
 
-def test_websockets_are_refused(proxy) -> None:
+def test_a_websocket_scope_without_the_handover_is_refused(proxy) -> None:
+    """Only Cutover's own protocol hands a handshake's connection over (ws_handoff); from
+    any other server the app refuses it (403) rather than speak WebSocket itself."""
     from starlette.websockets import WebSocketDisconnect
 
     with pytest.raises(WebSocketDisconnect) as refused, proxy().websocket_connect("/ws"):
