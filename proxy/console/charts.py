@@ -72,7 +72,7 @@ def line_chart(series: Sequence[Series], *, start: float, end: float, title: str
         f'<text x="{width - pad}" y="14" text-anchor="end">{legend}</text>'
         f'<line class="axis" x1="{pad}" y1="{bottom}" x2="{width - pad}" y2="{bottom}"/>'
         f'<line class="grid" x1="{pad}" y1="{pad}" x2="{width - pad}" y2="{pad}"/>'
-        f'<text x="{pad}" y="{pad - 3}" class="tick">{top:.3g}{escape(unit)}</text>'
+        f'<text x="{pad + 2}" y="{pad + 11}" class="tick">{top:.3g}{escape(unit)}</text>'
         f'<text x="{pad}" y="{bottom + 14}" class="tick">{since}</text>'
         f'<text x="{width - pad}" y="{bottom + 14}" class="tick" text-anchor="end">now</text>'
         f"{''.join(lines)}</svg>"
