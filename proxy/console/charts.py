@@ -35,12 +35,15 @@ def _paths(points: Sequence[Point], x0: float, x1: float, top: float, h: float, 
     return [" ".join(run) for run in runs if run]
 
 
-def sparkline(values: Sequence[float | None], *, width: int = 120, height: int = 22,
-              label: str = "") -> Markup:  # fmt: skip
-    """A small line of ``values`` (oldest first), scaled to its own maximum."""
+def sparkline(values: Sequence[float | None], *, slots: int = 60, width: int = 120,
+              height: int = 22, label: str = "") -> Markup:  # fmt: skip
+    """A small line of ``values`` (oldest first, one per slot; fewer than ``slots`` end at
+    the right edge: now), scaled to its own maximum."""
     top = max((v for v in values if v is not None), default=0.0)
-    points = [(float(i), v) for i, v in enumerate(values)]
-    lines = _paths(points, 0.0, float(max(1, len(values) - 1)), top, height - 4, width, 2)
+    span = max(slots, len(values)) - 1
+    first = span - (len(values) - 1)
+    points = [(float(first + i), v) for i, v in enumerate(values)]
+    lines = _paths(points, 0.0, float(max(1, span)), top, height - 4, width, 2)
     body = "".join(f'<polyline points="{p}"/>' for p in lines)
     title = escape(f"{label} (max {top:.3g})")
     return Markup(

@@ -9,10 +9,11 @@ from typing import Any
 from markupsafe import Markup
 
 from cutover.console.charts import Series, line_chart, sparkline
-from cutover.console.samples import Sample
+from cutover.console.samples import SAMPLE_EVERY, Sample
 from cutover.vocabulary import Phase, TransitionKind
 
 SPARK_SECONDS = 600.0  # the overview's sparklines: the last 10 minutes
+SPARK_SLOTS = round(SPARK_SECONDS / SAMPLE_EVERY)
 CHART_SECONDS = 3600.0  # the migration page's charts: the last hour
 WEIGHT = "weight"  # the set-weight action's name in the console's URLs
 
@@ -74,7 +75,7 @@ def sparklines(document: dict[str, Any], samples: list[Sample]) -> list[dict[str
         lines.append({
             "backend": backend,
             "now": values[-1] if values else None,
-            "svg": sparkline(values, label=f"{backend} requests/s"),
+            "svg": sparkline(values, slots=SPARK_SLOTS, label=f"{backend} requests/s"),
         })  # fmt: skip
     return lines
 

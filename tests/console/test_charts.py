@@ -20,3 +20,9 @@ def test_labels_are_escaped_and_an_empty_series_draws_no_line() -> None:
     assert "<b>" not in svg and "&lt;b&gt;" in svg and "<polyline" not in svg
     assert "-60 min" in svg
     assert "<polyline" in sparkline([0.0, 1.0, None, 2.0], label="rps")
+
+
+def test_a_short_sparkline_ends_at_the_right_edge() -> None:
+    # Two samples of 60 slots: the last two slots, at the right edge (2 px padding).
+    assert 'points="116.0,2.0 118.0,2.0"' in sparkline([1.0, 1.0], slots=60, width=120)
+    assert 'points="2.0,2.0 118.0,2.0"' in sparkline([1.0, 1.0], slots=2, width=120)

@@ -53,7 +53,7 @@ MAX_PAGE_BYTES = 300 * 1024
 ROOT = Path(__file__).resolve().parents[2]
 # Set, the overview's screenshot replaces docs/console-overview.png (the README's), taken
 # once the sparklines have a few samples (one every 10 s).
-UPDATE_SCREENSHOT = bool(os.environ.get("CUTOVER_UPDATE_SCREENSHOT"))
+UPDATE_SCREENSHOT = bool(os.environ.get("CONSOLE_UPDATE_SCREENSHOT"))
 
 
 def config_for(backends: Backends, ports: ProxyPorts, tmp_path: Path) -> dict[str, Any]:
@@ -98,7 +98,7 @@ def config_for(backends: Backends, ports: ProxyPorts, tmp_path: Path) -> dict[st
 
 @pytest.fixture(scope="module")
 def artifacts(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    where = os.environ.get("CUTOVER_TEST_ARTIFACTS")
+    where = os.environ.get("CONSOLE_TEST_ARTIFACTS")
     path = Path(where) if where else tmp_path_factory.mktemp("console-screenshots")
     path.mkdir(parents=True, exist_ok=True)
     print(f"\nconsole screenshots: {path}")
