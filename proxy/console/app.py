@@ -5,7 +5,6 @@ the admin role and the session's CSRF token, and is recorded with the role."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator, Callable
@@ -79,9 +78,8 @@ class Console:
         weights = lambda: {rollout.name: rollout.weight for rollout in control.migrations}  # noqa: E731
         options = {} if sample_every is None else {"every": sample_every}
         self.sampler = Sampler(metrics, weights, **options)
-        self.watcher = Watcher(control)
+        self.watcher = Watcher(control, tick=self._last_sample)
         self.pages = Pages(control, settings, self.sampler, HERE / "templates", usage, fleet)
-        self.sampler.on_sample.append(self._sampled)
         self.actions = {
             TransitionKind.PAUSE: control.pause,
             TransitionKind.RESUME: control.resume,
@@ -115,8 +113,9 @@ class Console:
         await self.watcher.stop()
         await self.sampler.stop()
 
-    def _sampled(self) -> None:
-        asyncio.get_running_loop().create_task(self.watcher.bump())
+    def _last_sample(self) -> float | None:
+        """When the newest sample was taken: a new one redraws the charts."""
+        return self.sampler.samples[-1].at if self.sampler.samples else None
 
     # -- sign-in ---------------------------------------------------------------------------
 

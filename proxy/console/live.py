@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from cutover.rollout.control import Control
@@ -31,9 +31,13 @@ def fingerprint(documents: list[dict[str, Any]]) -> str:
 
 
 class Watcher:
-    def __init__(self, control: Control, *, poll: float = POLL) -> None:
+    def __init__(
+        self, control: Control, *, poll: float = POLL, tick: Callable[[], object] = lambda: None
+    ) -> None:
+        """``tick``: something else the pages show that changes on its own (the samples)."""
         self.control = control
         self.poll = poll
+        self.tick = tick
         self.version = 0
         self.documents: list[dict[str, Any]] = []
         self.closed = False
@@ -70,7 +74,7 @@ class Watcher:
                     self._problem = str(exc)
             else:
                 self.documents = documents
-                seen = fingerprint(documents)
+                seen = fingerprint(documents) + repr(self.tick())
                 if seen != self._seen:
                     self._seen = seen
                     await self.bump()

@@ -74,7 +74,6 @@ class Sampler:
         self.samples: deque[Sample] = deque(maxlen=max(1, int(kept_for / every)))
         self._last: tuple[float, CounterSnapshot] | None = None
         self._task: asyncio.Task[None] | None = None
-        self.on_sample: list[Callable[[], None]] = []
 
     def take(self, snapshot: CounterSnapshot, at: float) -> Sample | None:
         """The interval since the previous snapshot as a sample (None for the first)."""
@@ -83,8 +82,6 @@ class Sampler:
             return None
         sample = Sample(at, self.weights(), between(last[1], snapshot, at - last[0]))
         self.samples.append(sample)
-        for listener in self.on_sample:
-            listener()
         return sample
 
     async def run(self) -> None:

@@ -64,6 +64,24 @@ async def test_nobody_watching_nothing_is_polled(
     await watcher.stop()
 
 
+async def test_a_new_sample_is_a_new_version(
+    migrations_path: Path, router: respx.MockRouter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CUTOVER_ADMIN_TOKEN", TOKEN)
+    sampled = [1.0]
+    watcher = Watcher(make_gateway(migrations_path, router).control, poll=0.01,
+                      tick=lambda: sampled[-1])  # fmt: skip
+    watcher.start()
+    try:
+        async with watcher.watching():
+            first = await watcher.next_version(0, 5.0)
+            assert await watcher.next_version(first, 0.1) == first
+            sampled.append(11.0)
+            assert await watcher.next_version(first, 5.0) > first
+    finally:
+        await watcher.stop()
+
+
 def test_the_fingerprint_ignores_what_moves_by_itself() -> None:
     doc = {"name": "m", "phase": "progressing", "healthy_for": 1.0, "next_promotion_in": 9.0}
     moved = {**doc, "healthy_for": 2.0, "next_promotion_in": 8.0}
