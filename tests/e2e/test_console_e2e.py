@@ -271,6 +271,15 @@ def test_the_console_in_chromium(proxy: ProxyProcess, browser: Any, artifacts: P
         assert driver.find_element(By.ID, "act-restart").get_attribute("disabled") is None
         document = proxy.migrations()[STRATEGIES]
         assert (document["phase"], document["history"][-1]["role"]) == ("rolled_back", "admin")
+
+        def clients_listed() -> list[Any]:
+            rows = driver.find_elements(By.CSS_SELECTOR, "table.clients tbody tr")
+            if not rows:
+                driver.refresh()  # the usage store is written every second
+            return rows
+
+        row = wait_until(clients_listed, 10, "the old API's clients", proxy)[0]
+        assert int(row.find_elements(By.TAG_NAME, "td")[1].text) > 0, row.text
         shot("migration")
 
         # The view token: no action, and its own forged POST is refused.
