@@ -3,8 +3,9 @@ real processes (both demo backends and ``cutover run``, with traffic on two migr
 
 Sign in (a wrong token first), see both migrations, inject a fault under trade-engine's
 prefix and watch its row turn rolled_back in the same document, roll strategies back from
-its page with a reason and find it in the history with the role, then the view token: no
-buttons, and a POST with its own session and a valid CSRF token refused. From Chromium's
+its page with a reason and find it in the history with the role, kill -9 the proxy and
+start it again under the open page (the stream reconnects, the page goes on updating), then
+the view token: no buttons, and a POST with its own session and a valid CSRF token refused. From Chromium's
 performance log: no request leaves the admin listener, and a page weighs under 300 KB.
 Screenshots of each page (and of the failure) go to the directory the test prints."""
 
@@ -171,6 +172,14 @@ def row_phase(driver: Any, name: str) -> str:
     return driver.execute_script(script, f'tr[data-migration="{name}"]')
 
 
+def live_class(driver: Any) -> str:
+    return driver.execute_script("return document.getElementById('live').className;")
+
+
+def live_on(driver: Any, proxy: ProxyProcess) -> None:
+    wait_until(lambda: live_class(driver) == "live on", 10, "the live stream", proxy)
+
+
 def spark_points(driver: Any, name: str) -> int:
     script = (
         "const line = document.querySelector(arguments[0]);"
@@ -219,10 +228,7 @@ def test_the_console_in_chromium(proxy: ProxyProcess, browser: Any, artifacts: P
         assert f"{admin}/console/static/console.js" in urls, urls
         assert size < MAX_PAGE_BYTES, f"the overview weighs {size} bytes"
         print(f"the overview: {size} bytes")
-        wait_until(
-            lambda: driver.find_element(By.ID, "live").get_attribute("class") == "live on",
-            10, "the live stream", proxy,
-        )  # fmt: skip
+        live_on(driver, proxy)
 
         if UPDATE_SCREENSHOT:
             wait_until(lambda: spark_points(driver, STRATEGIES) >= 5, 90, "samples", proxy)
@@ -281,6 +287,22 @@ def test_the_console_in_chromium(proxy: ProxyProcess, browser: Any, artifacts: P
         row = wait_until(clients_listed, 10, "the old API's clients", proxy)[0]
         assert int(row.find_elements(By.TAG_NAME, "td")[1].text) > 0, row.text
         shot("migration")
+
+        # The stream dropped (the proxy killed and started again): the page reconnects and
+        # goes on updating, the session still valid (its key comes from the tokens).
+        driver.get(f"{admin}/")
+        live_on(driver, proxy)
+        driver.execute_script("window.cutoverSameDocument = 'again';")
+        proxy.kill9()
+        wait_until(lambda: live_class(driver) == "live off", 10, "the stream to drop", proxy)
+        proxy.restart()
+        live_on(driver, proxy)
+        assert proxy.admin.post(f"/migrations/{STRATEGIES}/restart").status_code == 200
+        wait_until(
+            lambda: row_phase(driver, STRATEGIES) == "progressing", 10,
+            "strategies' row after the reconnect", proxy, interval=0.05,
+        )  # fmt: skip
+        assert driver.execute_script("return window.cutoverSameDocument;") == "again"
 
         # The view token: no action, and its own forged POST is refused.
         driver.find_element(By.CSS_SELECTOR, "form.signout button").click()
