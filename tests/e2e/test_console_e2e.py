@@ -5,8 +5,9 @@ Sign in (a wrong token first), see both migrations, inject a fault under trade-e
 prefix and watch its row turn rolled_back in the same document, roll strategies back from
 its page with a reason and find it in the history with the role, kill -9 the proxy and
 start it again under the open page (the stream reconnects, the page goes on updating), then
-the view token: no buttons, and a POST with its own session and a valid CSRF token refused. From Chromium's
-performance log: no request leaves the admin listener, and a page weighs under 300 KB.
+the view token: no buttons, and a POST with its own session and a valid CSRF token
+refused. From Chromium's performance log: no request leaves the admin listener, and a page
+weighs under 300 KB.
 Screenshots of each page (and of the failure) go to the directory the test prints."""
 
 from __future__ import annotations
