@@ -52,6 +52,7 @@ INTERVAL = 1.0  # the guard's
 DEADLINE = 30.0
 LIVE_WITHIN = 1.5  # s from a transition to the page showing it (1 s, plus this test's polls)
 MAX_PAGE_BYTES = 300 * 1024
+SHUTDOWN_GRACE = 10.0  # shutdown.grace: an event stream left open would hold the stop this long
 ROOT = Path(__file__).resolve().parents[2]
 # Set, the overview's screenshot replaces docs/console-overview.png (the README's), taken
 # once the sparklines have a few samples (one every 10 s).
@@ -95,6 +96,7 @@ def config_for(backends: Backends, ports: ProxyPorts, tmp_path: Path) -> dict[st
             "max_latency_ratio": 10,
         },
         "state": {"path": str(tmp_path / "state.json")},
+        "shutdown": {"grace": SHUTDOWN_GRACE},
     }
 
 
@@ -329,6 +331,14 @@ def test_the_console_in_chromium(proxy: ProxyProcess, browser: Any, artifacts: P
         network.read()
         outside = [url for url in network.urls if not url.startswith((f"{admin}/", "data:"))]
         assert network.urls and outside == [], outside
+
+        # An open page does not hold up a clean stop: its stream ends at once.
+        live_on(driver, proxy)
+        stopping = time.monotonic()
+        proxy.stop()
+        took = time.monotonic() - stopping
+        assert proxy.popen is not None and proxy.popen.returncode == 0, proxy.describe()
+        assert took < SHUTDOWN_GRACE, f"the stop took {took:.2f} s"
     except BaseException:
         shot("failure")
         raise
