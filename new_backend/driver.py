@@ -241,6 +241,7 @@ def print_admin_access(admin_url: str, token: str, made: bool, migrations: list[
         print(f"demo: admin API token (made for this demo): {token}")
     else:
         print("demo: admin API token: the one in CUTOVER_ADMIN_TOKEN")
+    print(f"demo: the console: {admin_url.rstrip('/')}/ (sign in with the admin token)")
     print("demo: to run cutover commands against the demo, paste into another terminal:")
     print(f"    export CUTOVER_ADMIN_URL={shlex.quote(admin_url)}")
     if made:

@@ -25,6 +25,14 @@ class Actor(StrEnum):
     STARTUP = "startup"
 
 
+class Role(StrEnum):
+    """Who is signed in to the console: the admin token acts, the view token only looks.
+    An operator's transition made from the console carries the role."""
+
+    ADMIN = "admin"
+    VIEWER = "viewer"
+
+
 class TransitionKind(StrEnum):
     START = "start"
     PROMOTE = "promote"

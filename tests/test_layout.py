@@ -19,6 +19,7 @@ CONTROL_PLANE = (
     "cutover.cli",
     "cutover.shadow",
     "cutover.usage",
+    "cutover.console",
 )
 MAX_LINES = 300
 PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"

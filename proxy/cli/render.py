@@ -256,7 +256,9 @@ def history_line(entry: dict[str, Any]) -> str:
     )
     line = f"  {entry.get('at', '?')}  {entry.get('actor', '?'):<{ACTOR_WIDTH}}  {change}"
     reason = entry.get("reason")
-    return f"{line}  {reason}" if reason else line
+    line = f"{line}  {reason}" if reason else line
+    role = entry.get("role")  # made from the console, by that role
+    return f"{line}  [console: {role}]" if role else line
 
 
 def history_lines(history: list[dict[str, Any]]) -> list[str]:

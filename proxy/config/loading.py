@@ -62,6 +62,8 @@ def parse_settings(data: Any) -> Settings:
         raise ConfigError([f"config: must be a mapping of keys, got {type(data).__name__}"])
     if "admin_token" in data:
         raise ConfigError(["admin_token: keep it out of the file; set CUTOVER_ADMIN_TOKEN"])
+    if "view_token" in data:
+        raise ConfigError(["view_token: keep it out of the file; set CUTOVER_VIEW_TOKEN"])
     state = data.get("state")
     if isinstance(state, dict) and "password" in state:
         raise ConfigError(["state.password: keep it out of the file; set CUTOVER_STATE__PASSWORD"])

@@ -71,6 +71,8 @@ class Settings(BaseSettings):
     websocket: WebSocketConfig = WebSocketConfig()
     # From CUTOVER_ADMIN_TOKEN only (load_settings refuses it in the file).
     admin_token: SecretStr | None = Field(None, validate_default=True)
+    # From CUTOVER_VIEW_TOKEN only: signs in to the console read-only (proxy/console/).
+    view_token: SecretStr | None = None
 
     @field_validator("admin_token")
     @classmethod
@@ -87,6 +89,18 @@ class Settings(BaseSettings):
         if value is not None and not _PRINTABLE_ASCII.fullmatch(value.get_secret_value()):
             # A bearer token travels in a header: clients could never send anything else.
             raise ValueError("must be printable ASCII, without spaces (it is a bearer token)")
+        return value
+
+    @field_validator("view_token")
+    @classmethod
+    def _view_token(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        if value is not None and not value.get_secret_value():
+            return None
+        if value is not None and not _PRINTABLE_ASCII.fullmatch(value.get_secret_value()):
+            raise ValueError("must be printable ASCII, without spaces (like the admin token)")
+        admin = info.data.get("admin_token")
+        if value is not None and admin is not None and value == admin:
+            raise ValueError("must differ from the admin token (it signs in read-only)")
         return value
 
     @field_validator("backends")

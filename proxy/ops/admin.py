@@ -4,7 +4,8 @@ config with exactly one migration), and ``/fleet`` (the hosts sharing the state)
 
 Every endpoint but the three probes needs ``Authorization: Bearer <CUTOVER_ADMIN_TOKEN>``
 when a token is configured (tokens are compared in constant time). Without a token the
-API is open, which config validation allows only on a loopback address.
+API is open, which config validation allows only on a loopback address. The console
+(``cutover.console``: ``/`` and ``/console/...``) signs its visitors in itself.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from cutover.console.app import Console, is_console_path
 from cutover.ops.admin_usage import usage_routes
 from cutover.ops.usage import UsageService
 from cutover.request.metrics import Metrics
@@ -49,13 +51,21 @@ def problem(status: int, title: str, detail: str, slug: str, **headers: str) -> 
 class BearerAuth:
     """Pure ASGI middleware: refuse admin calls without the right bearer token."""
 
-    def __init__(self, app: Any, token: bytes | None, on_failure: Any) -> None:
+    def __init__(
+        self, app: Any, token: bytes | None, on_failure: Any, *, console: bool = False
+    ) -> None:
         self.app = app
         self.token = token
         self.on_failure = on_failure
+        self.console = console  # its paths pass: it has its own sign-in
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or self.token is None or scope["path"] in OPEN_PATHS:
+        if (
+            scope["type"] != "http"
+            or self.token is None
+            or scope["path"] in OPEN_PATHS
+            or (self.console and is_console_path(scope["path"]))
+        ):
             await self.app(scope, receive, send)
             return
         supplied = b""
@@ -82,11 +92,12 @@ def create_admin_app(
     *,
     fleet: Fleet | None = None,
     usage: UsageService | None = None,
+    console: Console | None = None,
 ) -> Any:
     """The admin API over ``control``; ``metrics`` for ``/metrics`` and counting refused
     calls; ``token`` the bearer token every call but the probes needs (None: open);
     ``fleet`` what ``/fleet`` shows (None: no ``/fleet``); ``usage`` the usage report
-    (None: no ``/usage``)."""
+    (None: no ``/usage``); ``console`` the pages at ``/`` (None: none)."""
     # POST .../{action}: the actions that take no body (rollback takes a reason).
     actions: dict[str, Callable[[str], Awaitable[Transition]]] = {
         TransitionKind.PAUSE: control.pause,
@@ -214,6 +225,7 @@ def create_admin_app(
 
     routes = [] if fleet is None else [Route("/fleet", fleet_status)]
     routes += [] if usage is None else usage_routes(usage)
+    routes += [] if console is None else console.routes()
     app = Starlette(
         exception_handlers={Exception: failed},
         routes=[
@@ -231,7 +243,7 @@ def create_admin_app(
         ],
     )
     secret = token.get_secret_value().encode("utf-8") if token is not None else None
-    return BearerAuth(app, secret, metrics.admin_auth_failures.inc)
+    return BearerAuth(app, secret, metrics.admin_auth_failures.inc, console=console is not None)
 
 
 class BodyError(Exception):

@@ -15,6 +15,7 @@ import httpx
 from prometheus_client import CollectorRegistry
 
 from cutover.config import Settings
+from cutover.console.app import Console
 from cutover.ops.admin import create_admin_app
 from cutover.ops.assembly import build_breakers, build_shadower, build_upstreams, create_app
 from cutover.ops.fanout import TransitionFanout
@@ -83,9 +84,14 @@ class Gateway:
         # How many clients called a migration's from in the last 7 days (None: not counted).
         # Called from the admin API on the event loop: it answers from memory.
         self.clients_7d: Callable[[str], int | None] = self.usage.clients_7d
+        # The console signs in with the admin token: without one there is none.
+        self.console = None if settings.admin_token is None else Console(
+            self.control, self.metrics, lambda: self.settings, admin_token=settings.admin_token,
+            view_token=settings.view_token, usage=self.usage, fleet=self.fleet.view,
+        )  # fmt: skip
         self.admin = create_admin_app(
             self.control, self.metrics, settings.admin_token, fleet=self.fleet.view,
-            usage=self.usage,
+            usage=self.usage, console=self.console,
         )  # fmt: skip
         self.guards = GuardRunner(
             self.migrations, self.metrics, self.coordination, self.evaluations,
@@ -150,13 +156,22 @@ class Gateway:
         self._run_guard(self.guards.build(self.settings))
         if self.reloader is not None:
             self.reloader.start()
+        if self.console is not None:
+            self.console.start()
         self.control.ready = True
+
+    async def close_streams(self) -> None:
+        """The console's event streams end, so the admin listener's drain need not wait."""
+        if self.console is not None:
+            await self.console.close_streams()
 
     async def shutdown(self) -> None:
         self.control.ready = False
         if self.reloader is not None:
             await self.reloader.stop()
         await self.guards.stop()
+        if self.console is not None:
+            await self.console.stop()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -100,5 +100,6 @@ class Listeners:
         if self.certificates is not None:
             await self.certificates.stop()
         if self.admin is not None:
+            await self.gateway.close_streams()  # the console's: they would hold the drain
             await self.admin.stop(self.gateway.settings.shutdown.grace)
         await self.gateway.shutdown()

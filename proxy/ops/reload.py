@@ -22,7 +22,7 @@ logger = logging.getLogger("cutover.gateway")
 
 # Only a restart changes these; a reload keeps the running ones.
 RESTART_ONLY = ("listen", "admin", "state", "usage")
-KEPT = (*RESTART_ONLY, "admin_token")
+KEPT = (*RESTART_ONLY, "admin_token", "view_token")
 WATCH_RETRY, WATCH_RETRY_MAX = 1.0, 30.0  # seconds before watching the config file again
 
 Apply = Callable[[Settings], Awaitable[None]]

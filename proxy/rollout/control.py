@@ -19,7 +19,7 @@ from cutover.rollout.machine import Rollout
 from cutover.rollout.registry import Migrations
 from cutover.rollout.state import Transition
 from cutover.rollout.store_errors import StateConflict
-from cutover.vocabulary import Phase
+from cutover.vocabulary import Phase, Role
 
 T = TypeVar("T")
 CONFLICT_RETRIES = 3
@@ -104,23 +104,25 @@ class Control:
 
     # -- the operator's actions (UnknownMigration for a name not configured) -------------
 
-    async def pause(self, name: str) -> Transition:
-        return await self._act(name, lambda rollout: rollout.pause())
+    async def pause(self, name: str, *, role: Role | None = None) -> Transition:
+        return await self._act(name, lambda rollout: rollout.pause(role))
 
-    async def resume(self, name: str) -> Transition:
-        return await self._act(name, lambda rollout: rollout.resume())
+    async def resume(self, name: str, *, role: Role | None = None) -> Transition:
+        return await self._act(name, lambda rollout: rollout.resume(role))
 
-    async def promote(self, name: str) -> Transition:
-        return await self._act(name, lambda rollout: rollout.promote())
+    async def promote(self, name: str, *, role: Role | None = None) -> Transition:
+        return await self._act(name, lambda rollout: rollout.promote(role))
 
-    async def rollback(self, name: str, reason: str | None = None) -> Transition:
-        return await self._act(name, lambda rollout: rollout.rollback(reason))
+    async def rollback(
+        self, name: str, reason: str | None = None, *, role: Role | None = None
+    ) -> Transition:
+        return await self._act(name, lambda rollout: rollout.rollback(reason, role))
 
-    async def restart(self, name: str) -> Transition:
-        return await self._act(name, lambda rollout: rollout.restart())
+    async def restart(self, name: str, *, role: Role | None = None) -> Transition:
+        return await self._act(name, lambda rollout: rollout.restart(role))
 
-    async def set_weight(self, name: str, weight: float) -> Transition:
-        return await self._act(name, lambda rollout: rollout.set_weight(weight))
+    async def set_weight(self, name: str, weight: float, *, role: Role | None = None) -> Transition:
+        return await self._act(name, lambda rollout: rollout.set_weight(weight, role))
 
     # -- what the operator sees ----------------------------------------------------------
 

@@ -32,7 +32,7 @@ from cutover.rollout.decision import decide
 from cutover.rollout.guard_status import SharedEvaluation
 from cutover.rollout.state import RolloutState, SaveError, Transition
 from cutover.rollout.transitions import Change
-from cutover.vocabulary import Phase
+from cutover.vocabulary import Phase, Role
 
 # (migration name, the transition, the state it led to)
 Listener = Callable[[str, Transition, RolloutState], None]
@@ -183,25 +183,28 @@ class Rollout:
 
     # -- operator actions (transitions.py says which phase allows which) ----------------
 
-    async def pause(self) -> Transition:
-        return await self._apply(*transitions.pause(self.state, self.clock()))
+    async def pause(self, role: Role | None = None) -> Transition:
+        return await self._apply(*transitions.pause(self.state, self.clock()), role=role)
 
-    async def resume(self) -> Transition:
-        return await self._apply(*transitions.resume(self.state, self.config, self.clock()))
+    async def resume(self, role: Role | None = None) -> Transition:
+        change = transitions.resume(self.state, self.config, self.clock())
+        return await self._apply(*change, role=role)
 
-    async def promote(self) -> Transition:
-        return await self._apply(*transitions.promote(self.state, self.config, self.clock()))
+    async def promote(self, role: Role | None = None) -> Transition:
+        change = transitions.promote(self.state, self.config, self.clock())
+        return await self._apply(*change, role=role)
 
-    async def rollback(self, reason: str | None = None) -> Transition:
-        return await self._apply(*transitions.rollback(self.state, self.clock(), reason))
+    async def rollback(self, reason: str | None = None, role: Role | None = None) -> Transition:
+        change = transitions.rollback(self.state, self.clock(), reason)
+        return await self._apply(*change, role=role)
 
-    async def restart(self) -> Transition:
+    async def restart(self, role: Role | None = None) -> Transition:
         change = transitions.restart(self.state, self.config, self.manual_weight, self.clock())
-        return await self._apply(*change)
+        return await self._apply(*change, role=role)
 
-    async def set_weight(self, weight: float) -> Transition:
+    async def set_weight(self, weight: float, role: Role | None = None) -> Transition:
         change = transitions.set_weight(self.state, self.config, weight, self.clock())
-        return await self._apply(*change)
+        return await self._apply(*change, role=role)
 
     def judging_since(self) -> float | None:
         """Wall-clock Unix seconds (``transitions.judging_since``)."""
@@ -220,10 +223,13 @@ class Rollout:
 
     # -- bookkeeping -------------------------------------------------------------------
 
-    async def _apply(self, transition: Transition, state: RolloutState) -> Transition:
+    async def _apply(
+        self, transition: Transition, state: RolloutState, *, role: Role | None = None
+    ) -> Transition:
         """Save first, then apply: SaveError (logged, nothing changed) if the save fails.
         Once the write has begun it is seen through even if the caller is cancelled (the
         guard stopped by a reload), so memory never falls behind the file."""
+        transition.role = role  # the console's signed-in role (None: not from the console)
         saving = asyncio.ensure_future(self._save_then_commit(transition, state))
         try:
             return await asyncio.shield(saving)

@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Strict, ValidationError
 
-from cutover.vocabulary import Actor, Phase, TransitionKind
+from cutover.vocabulary import Actor, Phase, Role, TransitionKind
 
 STATE_VERSION = 2
 SINGLE_ROLLOUT_VERSION = 1  # one rollout's state, from before migrations
@@ -77,11 +77,14 @@ class Transition:
     kind: TransitionKind = TransitionKind.START
     failure: dict[str, Any] | None = None
     host: str | None = None  # the host that made it (a fleet on Redis)
+    role: Role | None = None  # the console's signed-in role, for an operator's action there
 
     def to_json(self) -> dict[str, Any]:
         document = dict(vars(self))
         if self.host is None:
             del document["host"]  # one host: as the file was before fleets
+        if self.role is None:
+            del document["role"]  # not from the console: as the file was before it
         return document
 
 
@@ -141,6 +144,7 @@ NonNegative = Annotated[float, AfterValidator(_non_negative)]
 SavedPhase = Annotated[Phase, Strict(False), BeforeValidator(_strings_only)]
 SavedActor = Annotated[Actor, Strict(False), BeforeValidator(_strings_only)]
 SavedKind = Annotated[TransitionKind, Strict(False), BeforeValidator(_strings_only)]
+SavedRole = Annotated[Role, Strict(False), BeforeValidator(_strings_only)]
 
 
 class _Strict(BaseModel):
@@ -158,6 +162,7 @@ class _Transition(_Strict):
     kind: SavedKind = TransitionKind.START
     failure: dict[str, Any] | None = None
     host: str | None = None
+    role: SavedRole | None = None
 
 
 class _MigrationState(_Strict):

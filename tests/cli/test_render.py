@@ -13,6 +13,7 @@ from cutover.cli.render import (
     format_migration,
     format_status,
     format_table,
+    history_line,
     history_lines,
     match_line,
     number,
@@ -219,6 +220,14 @@ def test_history_shows_the_last_five() -> None:
     entries = MIGRATION["history"]
     assert history_lines(entries[:5])[0] == "history"
     assert len(history_lines(entries)) == 6
+
+
+def test_a_transition_made_from_the_console_names_the_role() -> None:
+    entry = {"at": "2026-12-01T19:00:00.000Z", "actor": "operator", "from_phase": "progressing",
+             "from_weight": 25.0, "to_phase": "rolled_back", "to_weight": 0.0,
+             "reason": "bad canary", "role": "admin"}  # fmt: skip
+    assert history_line(entry).endswith("rolled_back 0%  bad canary  [console: admin]")
+    assert history_line({**entry, "role": None}).endswith("bad canary")
 
 
 # --------------------------------------------------------------------------- the fleet

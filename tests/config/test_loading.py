@@ -180,6 +180,12 @@ def test_the_admin_token_is_refused_in_the_file() -> None:
     ]
 
 
+def test_the_view_token_is_refused_in_the_file() -> None:
+    assert problems({"backends": BACKENDS, "view_token": "t0ken"}) == [
+        "view_token: keep it out of the file; set CUTOVER_VIEW_TOKEN"
+    ]
+
+
 def test_keys_yaml_did_not_read_as_strings() -> None:
     found = key_problems({"on": 1, True: 2, 3: 4})
     assert found == [

@@ -71,6 +71,22 @@ def test_an_admin_token_a_client_could_not_send_is_refused(
     ]
 
 
+def test_the_view_token_is_read_from_the_environment_and_must_differ_from_the_admin_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("CUTOVER_ADMIN_TOKEN", "admin-t0ken")
+    monkeypatch.setenv("CUTOVER_VIEW_TOKEN", "admin-t0ken")
+    assert problems({"backends": BACKENDS}) == [
+        "view_token: must differ from the admin token (it signs in read-only)"
+    ]
+    monkeypatch.setenv("CUTOVER_VIEW_TOKEN", "two words")
+    assert problems({"backends": BACKENDS}) == [
+        "view_token: must be printable ASCII, without spaces (like the admin token)"
+    ]
+    monkeypatch.setenv("CUTOVER_VIEW_TOKEN", "v1ew")
+    assert parse_settings({"backends": BACKENDS}).view_token.get_secret_value() == "v1ew"
+
+
 def test_an_admin_api_off_loopback_needs_a_token(monkeypatch: pytest.MonkeyPatch) -> None:
     public = {"backends": BACKENDS, "admin": {"host": "0.0.0.0"}}
     assert problems(public) == [

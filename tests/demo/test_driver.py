@@ -19,6 +19,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.processes import (
@@ -150,6 +151,9 @@ def test_the_demo_prints_its_token_answers_status_and_stops_on_sigterm(tmp_path:
         admin_url = exported(demo, "CUTOVER_ADMIN_URL")
         assert admin_url == f"http://127.0.0.1:{ports[1]}"
         assert f"demo: admin API token (made for this demo): {token}" in demo.stdout()
+        assert f"demo: the console: {admin_url}/ (sign in with the admin token)" in demo.stdout()
+        console = httpx.get(f"{admin_url}/", trust_env=False)
+        assert (console.status_code, console.headers["location"]) == (303, "/console/signin")
         demo.children = descendants(demo.pid)
         assert len(demo.children) == 3, demo.children  # both backends and the proxy
 

@@ -19,7 +19,7 @@ from cutover.rollout.state import (
     Transition,
     dumps,
 )
-from cutover.vocabulary import Actor, Phase, TransitionKind
+from cutover.vocabulary import Actor, Phase, Role, TransitionKind
 from tests.conftest import LEGACY_URL, NEW_URL, make_settings
 from tests.processes import free_port
 
@@ -194,6 +194,26 @@ def test_the_vocabularies_load_as_their_enums_and_are_written_as_before(tmp_path
     )
     assert type(of_strings.phase) is str
     assert path.read_text() == dumps({"default": state}) == dumps({"default": of_strings})
+
+
+def test_a_console_action_keeps_its_role_and_others_are_written_as_before(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "state.json"
+    paused = Transition(3.0, Phase.PROGRESSING, Phase.PAUSED, 50.0, 50.0, "paused by operator",
+                        Actor.OPERATOR, TransitionKind.PAUSE, role=Role.ADMIN)  # fmt: skip
+    state = sample()
+    state.history.append(paused)
+    StateStore(path).save({"default": state})
+    saved = json.loads(path.read_text())["migrations"]["default"]["history"]
+    assert "role" not in saved[0] and saved[1]["role"] == "admin"
+    loaded = StateStore(path).load()
+    assert loaded is not None and loaded["default"].history[1].role is Role.ADMIN
+    saved[1]["role"] = "root"
+    path.write_text(json.dumps({"version": 2, "migrations": {"default": {
+        **state.to_json(), "history": saved}}}))  # fmt: skip
+    with pytest.raises(StateError, match=r"history\.1\.role"):
+        StateStore(path).load()
 
 
 def test_a_removed_migrations_state_stays_when_another_migration_saves(tmp_path: Path) -> None:
