@@ -37,6 +37,7 @@ from tests.processes import (
 )
 
 webdriver = pytest.importorskip("selenium.webdriver")
+from selenium.common.exceptions import StaleElementReferenceException  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
@@ -57,6 +58,18 @@ ROOT = Path(__file__).resolve().parents[2]
 # Set, the overview's screenshot replaces docs/console-overview.png (the README's), taken
 # once the sparklines have a few samples (one every 10 s).
 UPDATE_SCREENSHOT = bool(os.environ.get("CONSOLE_UPDATE_SCREENSHOT"))
+
+
+def settled(action: Any, timeout: float = 10.0) -> Any:
+    """``action()`` again when a live update replaced the element it held (the page swaps
+    fragments in as the migration changes: a user sees the new one, a test may hold the old)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return action()
+        except StaleElementReferenceException:
+            if time.monotonic() > deadline:
+                raise
 
 
 def config_for(backends: Backends, ports: ProxyPorts, tmp_path: Path) -> dict[str, Any]:
@@ -264,9 +277,16 @@ def test_the_console_in_chromium(proxy: ProxyProcess, browser: Any, artifacts: P
         urls, size = network.read()
         assert size < MAX_PAGE_BYTES, f"the migration page weighs {size} bytes"
         print(f"the migration page: {size} bytes")
-        assert driver.find_element(By.ID, "act-restart").get_attribute("disabled") == "true"
-        driver.find_element(By.ID, "rollback-reason").send_keys("checkout errors in canary")
-        driver.find_element(By.ID, "act-rollback").click()
+        restart = settled(
+            lambda: driver.find_element(By.ID, "act-restart").get_attribute("disabled")
+        )
+        assert restart == "true"
+        settled(
+            lambda: driver.find_element(By.ID, "rollback-reason").send_keys(
+                "checkout errors in canary"
+            )
+        )
+        settled(lambda: driver.find_element(By.ID, "act-rollback").click())
         dialog = driver.find_element(By.ID, "confirm")
         assert dialog.get_attribute("open") == "true" and "Roll strategies back" in dialog.text
         driver.find_element(By.ID, "confirm-ok").click()
@@ -274,10 +294,18 @@ def test_the_console_in_chromium(proxy: ProxyProcess, browser: Any, artifacts: P
             lambda: driver.find_elements(By.CSS_SELECTOR, '#history li[data-kind="rollback"]'),
             10, "the rollback in the history", proxy,
         )  # fmt: skip
-        latest = driver.find_element(By.CSS_SELECTOR, "#history li")
-        assert latest.get_attribute("data-role") == "admin"
-        assert "checkout errors in canary" in latest.text and "(admin, console)" in latest.text
-        assert driver.find_element(By.ID, "act-restart").get_attribute("disabled") is None
+
+        def latest() -> tuple[str | None, str]:
+            item = driver.find_element(By.CSS_SELECTOR, "#history li")
+            return item.get_attribute("data-role"), item.text
+
+        role, text = settled(latest)
+        assert role == "admin"
+        assert "checkout errors in canary" in text and "(admin, console)" in text
+        assert (
+            settled(lambda: driver.find_element(By.ID, "act-restart").get_attribute("disabled"))
+            is None
+        )
         document = proxy.migrations()[STRATEGIES]
         assert (document["phase"], document["history"][-1]["role"]) == ("rolled_back", "admin")
 

@@ -12,10 +12,26 @@
       var parts = JSON.parse(event.data);
       Object.keys(parts).forEach(function (id) {
         var node = document.getElementById(id);
-        if (node) node.innerHTML = parts[id];
+        if (node) replace(node, parts[id]);
       });
       tick();
     });
+  }
+
+  // A fragment is swapped whole; what the operator was typing in it (a rollback's reason,
+  // a weight) and where the cursor was survive the swap.
+  function replace(node, html) {
+    var typed = {}, focused = document.activeElement;
+    node.querySelectorAll("input[id], textarea[id]").forEach(function (input) {
+      if (input.type !== "hidden" && input.value) typed[input.id] = input.value;
+    });
+    var refocus = focused && node.contains(focused) ? focused.id : null;
+    node.innerHTML = html;
+    Object.keys(typed).forEach(function (id) {
+      var input = document.getElementById(id);
+      if (input) input.value = typed[id];
+    });
+    if (refocus && document.getElementById(refocus)) document.getElementById(refocus).focus();
   }
 
   function tick() {
