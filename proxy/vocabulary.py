@@ -92,3 +92,10 @@ class CohortKind(StrEnum):
     COOKIE = "cookie"
     NETWORK = "network"
     USERS_FILE = "users_file"
+
+
+class AccessLogFormat(StrEnum):
+    """How an access log line is written."""
+
+    JSON = "json"  # one JSON object a line
+    COMBINED = "combined"  # nginx/Apache "combined", Cutover's fields after it as key=value

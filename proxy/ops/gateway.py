@@ -149,6 +149,8 @@ class Gateway:
         self._run_guard(self.guards.build(self.settings))
         if self.reloader is not None:
             self.reloader.start()
+            if self.proxy.access_log is not None:  # logrotate's postrotate sends SIGHUP
+                self.reloader.on_hangup.append(self.proxy.access_log.reopen)
         self.control.ready = True
 
     async def shutdown(self) -> None:

@@ -11,8 +11,10 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
+from time import perf_counter
 
 from cutover.config import Settings
+from cutover.request.access_log import AccessLog, Meter
 from cutover.request.body import BadRequest, BodyTooLarge, ClientDisconnected
 from cutover.request.breaker import CircuitBreaker
 from cutover.request.clients import UNIDENTIFIED, ClientId, ClientIdentifier
@@ -22,6 +24,7 @@ from cutover.request.metrics import Metrics
 from cutover.request.mirror import DualRun
 from cutover.request.problem import send_problem
 from cutover.request.relay import UpstreamBodyError
+from cutover.request.request_id import adopt_request_id, stamping
 from cutover.request.splitter import Decision, MigrationRule, Splitter
 from cutover.request.usage import UsageRecorder
 from cutover.types import Receive, Scope, Send
@@ -95,9 +98,11 @@ class CutoverApp:
         *,
         recorder: UsageRecorder | None = None,
         identifier: ClientIdentifier | None = None,
+        access_log: AccessLog | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        """``identifier`` None: every client is unidentified (no exemption matches)."""
+        """``identifier`` None: every client is unidentified (no exemption matches);
+        ``access_log`` None: no access log (and no cost for one)."""
         self.settings = settings
         self.metrics = metrics
         self.splitter = Splitter(settings)
@@ -108,9 +113,12 @@ class CutoverApp:
         self.gates = build_gates(settings)  # replaced by a reload
         self.recorder = recorder
         self.identifier = identifier
+        self.access_log = access_log
         self.clock = clock
 
     async def startup(self) -> None:
+        if self.access_log is not None:
+            self.access_log.start()
         for upstream in self.upstreams.values():
             await upstream.start()
         now = self.clock()
@@ -125,25 +133,39 @@ class CutoverApp:
             await self.shadower.aclose()
         for upstream in self.upstreams.values():
             await upstream.aclose()
+        if self.access_log is not None:
+            await self.access_log.aclose()  # the last requests' lines are written
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "http":
-            await self.handle(scope, receive, send)
+            request_id = adopt_request_id(scope)
+            log = self.access_log
+            if log is None:
+                await self.handle(scope, receive, stamping(send, request_id))
+                return
+            started, clock = time.time(), perf_counter()
+            meter = Meter(send, request_id)
+            decision = None
+            try:
+                decision = await self.handle(scope, receive, meter)
+            finally:
+                log.record(scope, started, perf_counter() - clock, meter, decision)
         elif kind == "lifespan":
             await self.lifespan(receive, send)
         elif kind == "websocket":
             # WebSocket proxying is not supported: refuse the handshake (403).
             await send({"type": "websocket.close", "code": 1008})
 
-    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> Decision | None:
+        """Answer one request; its decision (None: refused before routing)."""
         refusal = refuse(scope)
         if refusal is not None:
             status, detail = refusal
             headers = [(b"allow", ALLOWED_METHODS)] if status == 405 else []
             title = REFUSAL_TITLES[status]
             await send_problem(send, status, title, detail, slug="refused", headers=headers)
-            return
+            return None
         decision = self.splitter.decide(
             scope["path"], scope["method"], scope["headers"], scope.get("client"),
             scope.get("query_string", b""),
@@ -159,7 +181,7 @@ class CutoverApp:
             refusal = self.through_gate(gate, scope, decision, migration)
             if refusal is not None:
                 await send_refusal(send, refusal)
-                return
+                return decision
         try:
             await self.forwarder.forward(scope, receive, send, decision)
         except ClientDisconnected:
@@ -177,6 +199,7 @@ class CutoverApp:
             # connection, so the client sees a truncated response, not a clean end.
             RESPONSE_ABANDONED.set(True)
             logger.warning("%s backend: %s", decision.backend, exc)
+        return decision
 
     def through_gate(
         self, gate: DeprecationGate, scope: Scope, decision: Decision, migration: MigrationRule

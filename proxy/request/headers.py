@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 from cutover.request.body import BadRequest
+from cutover.request.request_id import REQUEST_ID_HEADER
 from cutover.types import RawHeaders
 
 HOP_BY_HOP = frozenset(
@@ -27,7 +28,9 @@ _REQUEST_DROPPED = HOP_BY_HOP | {b"host", b"expect", b"x-forwarded-proto", b"x-f
 
 PSEUDONYM = b"cutover"
 BACKEND_HEADER = b"x-cutover-backend"
-_RESPONSE_DROPPED = HOP_BY_HOP | {BACKEND_HEADER}
+# The request's own id is stamped on every answer (request_id.py): a backend's echo of it
+# would make two.
+_RESPONSE_DROPPED = HOP_BY_HOP | {BACKEND_HEADER, REQUEST_ID_HEADER}
 
 
 # RFC 9112 §3.2 / RFC 3986: uri-host [ ":" port ] (an IP literal, or a reg-name).
