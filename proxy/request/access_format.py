@@ -4,11 +4,11 @@ it as ``key=value``. Nothing here runs on the request path."""
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from functools import lru_cache
+from json.encoder import encode_basestring_ascii as quoted  # type: ignore[attr-defined]
 
 from cutover.request.headers import BACKEND_HEADER
 from cutover.request.splitter import Decision
@@ -21,88 +21,83 @@ from cutover.vocabulary import AccessLogFormat
 Entry = tuple[Scope, float, float, int, int, Decision | None, bytes, RawHeaders | None, int | None]
 
 
-@dataclass(frozen=True)
-class AccessRecord:
-    time: float
-    client: str | None
-    method: str
-    target: str
-    protocol: str
-    status: int
-    bytes_sent: int
-    duration: float
-    migration: str | None
-    cohort: str | None
-    backend: str | None
-    fallback: bool
-    request_id: str
-    user_agent: str | None
-    referer: str | None
-    close_code: int | None
+Fields = tuple[
+    float, str | None, str, str, str, int, int, float, str | None, str | None, str | None, bool,
+    str, str | None, str | None, int | None,
+]  # fmt: skip
 
 
-def _header(headers: RawHeaders | None, name: bytes) -> str | None:
-    for key, value in headers or ():
-        if key == name:
-            return value.decode("latin-1")
-    return None
-
-
-def record(entry: Entry) -> AccessRecord:
+def fields(entry: Entry) -> Fields:
+    """(time, client, method, target, protocol, status, bytes sent, duration, migration,
+    cohort, backend, fallback, request id, user agent, referer, close code)."""
     scope, started, duration, status, sent, decision, request_id, answer, close_code = entry
     client = scope.get("client")
     raw_path = scope.get("raw_path") or scope.get("path", "").encode("latin-1", "replace")
-    query = scope.get("query_string", b"")
+    query = scope.get("query_string")
     target = raw_path + b"?" + query if query else raw_path
-    request_headers = scope.get("headers", ())
-    return AccessRecord(
-        time=started,
-        client=client[0] if client else None,
-        method=scope.get("method", "GET"),  # a WebSocket scope has none: its handshake's
-        target=target.decode("latin-1"),
-        protocol="HTTP/" + scope.get("http_version", "1.1"),
-        status=status,
-        bytes_sent=sent,
-        duration=duration,
-        migration=None if decision is None else decision.label,
-        cohort=None if decision is None else decision.cohort,
-        backend=_header(answer, BACKEND_HEADER),
-        fallback=decision is not None and decision.fallback,
-        request_id=request_id.decode("latin-1"),
-        user_agent=_header(request_headers, b"user-agent"),
-        referer=_header(request_headers, b"referer"),
-        close_code=close_code,
+    backend = user_agent = referer = None
+    for name, value in answer or ():
+        if name == BACKEND_HEADER:
+            backend = value.decode("latin-1")
+    for name, value in scope.get("headers", ()):
+        if name == b"user-agent":
+            user_agent = value.decode("latin-1")
+        elif name == b"referer":
+            referer = value.decode("latin-1")
+    return (
+        started,
+        client[0] if client else None,
+        scope.get("method", "GET"),  # a WebSocket scope has none: its handshake's
+        target.decode("latin-1"),
+        "HTTP/" + scope.get("http_version", "1.1"),
+        status,
+        sent,
+        duration,
+        None if decision is None else decision.label,
+        None if decision is None else decision.cohort,
+        backend,
+        decision is not None and decision.fallback,
+        request_id.decode("latin-1"),
+        user_agent,
+        referer,
+        close_code,
     )
+
+
+# Lines come in bursts of the same second: its formatting is kept.
+@lru_cache(maxsize=8)
+def _utc_second(second: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+
+
+@lru_cache(maxsize=8)
+def _local_second(second: int) -> str:
+    return time.strftime("%d/%b/%Y:%H:%M:%S %z", time.localtime(second))
 
 
 def iso_time(when: float) -> str:
     """UTC, to the millisecond: 2026-12-01T19:23:27.123Z."""
     whole = int(when)
-    millis = int((when - whole) * 1000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)) + f".{millis:03d}Z"
+    return f"{_utc_second(whole)}.{int((when - whole) * 1000):03d}Z"
+
+
+def _json(value: str | None) -> str:
+    return "null" if value is None else quoted(value)
 
 
 def json_line(entry: Entry) -> str:
-    r = record(entry)
-    line = {
-        "time": iso_time(r.time),
-        "client": r.client,
-        "method": r.method,
-        "target": r.target,
-        "protocol": r.protocol,
-        "status": r.status,
-        "bytes_sent": r.bytes_sent,
-        "duration_ms": round(r.duration * 1000, 3),
-        "migration": r.migration,
-        "cohort": r.cohort,
-        "backend": r.backend,
-        "fallback": r.fallback,
-        "request_id": r.request_id,
-        "user_agent": r.user_agent,
-    }
-    if r.close_code is not None:
-        line["close_code"] = r.close_code
-    return json.dumps(line, separators=(",", ":")) + "\n"
+    (when, client, method, target, protocol, status, sent, duration, migration, cohort,
+     backend, fallback, request_id, user_agent, _, close_code) = fields(entry)  # fmt: skip
+    # By hand rather than json.dumps of a dict: a quarter of the time, the same JSON.
+    close = "" if close_code is None else f',"close_code":{close_code}'
+    return (
+        f'{{"time":"{iso_time(when)}","client":{_json(client)},"method":{quoted(method)},'
+        f'"target":{quoted(target)},"protocol":{quoted(protocol)},"status":{status},'
+        f'"bytes_sent":{sent},"duration_ms":{duration * 1000:.3f},'
+        f'"migration":{_json(migration)},"cohort":{_json(cohort)},"backend":{_json(backend)},'
+        f'"fallback":{"true" if fallback else "false"},"request_id":{quoted(request_id)},'
+        f'"user_agent":{_json(user_agent)}{close}}}\n'
+    )
 
 
 # nginx's escaping in its access log: '"', '\' and bytes outside printable ASCII as \xHH.
@@ -112,24 +107,21 @@ _UNSAFE = re.compile(r'["\\\x00-\x1f\x7f-\U0010ffff]')
 def _escaped(value: str | None) -> str:
     if value is None:
         return "-"
+    if _UNSAFE.search(value) is None:
+        return value
     return _UNSAFE.sub(lambda m: "".join(f"\\x{b:02X}" for b in m[0].encode()), value)
 
 
 def combined_line(entry: Entry) -> str:
-    r = record(entry)
-    when = time.strftime("%d/%b/%Y:%H:%M:%S %z", time.localtime(r.time))
-    request = f"{r.method} {r.target} {r.protocol}"
-    extra = (
-        f"duration_ms={r.duration * 1000:.3f} migration={r.migration or '-'} "
-        f"cohort={r.cohort or '-'} backend={r.backend or '-'} "
-        f"fallback={'true' if r.fallback else 'false'} "
-        f'request_id="{_escaped(r.request_id)}"'
-    )
-    if r.close_code is not None:
-        extra += f" close_code={r.close_code}"
+    (when, client, method, target, protocol, status, sent, duration, migration, cohort,
+     backend, fallback, request_id, user_agent, referer, close_code) = fields(entry)  # fmt: skip
+    close = "" if close_code is None else f" close_code={close_code}"
     return (
-        f'{_escaped(r.client)} - - [{when}] "{_escaped(request)}" {r.status} {r.bytes_sent} '
-        f'"{_escaped(r.referer)}" "{_escaped(r.user_agent)}" {extra}\n'
+        f"{_escaped(client)} - - [{_local_second(int(when))}] "
+        f'"{_escaped(f"{method} {target} {protocol}")}" {status} {sent} '
+        f'"{_escaped(referer)}" "{_escaped(user_agent)}" duration_ms={duration * 1000:.3f} '
+        f"migration={migration or '-'} cohort={cohort or '-'} backend={backend or '-'} "
+        f'fallback={"true" if fallback else "false"} request_id="{_escaped(request_id)}"{close}\n'
     )
 
 
