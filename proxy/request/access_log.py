@@ -1,6 +1,6 @@
 """The access log: one line per request and per WebSocket session, written off the request
-path. The request path only appends a tuple of references to a bounded deque (``record``,
-``session``); a thread takes what is there every ``interval``, formats it
+path. The request path only appends a flat tuple of the request's fields (``record``,
+``session``) to a bounded deque; a thread takes what is there every ``interval``, formats it
 (``access_format.py``) and writes it in one write. When the deque is full the line is
 dropped and counted (``cutover_access_log_dropped_total``): a slow disk never slows a
 request.
@@ -24,11 +24,11 @@ from typing import BinaryIO
 from prometheus_client import Counter
 
 from cutover.config import AccessLogConfig
-from cutover.request.access_format import FORMATS, Entry
+from cutover.request.access_format import FORMATS, Entry, entry
 from cutover.request.headers import BACKEND_HEADER
 from cutover.request.request_id import REQUEST_ID_HEADER
 from cutover.request.splitter import Decision
-from cutover.types import Message, RawHeaders, Scope, Send
+from cutover.types import Message, Scope, Send
 
 logger = logging.getLogger("cutover.access_log")
 
@@ -41,14 +41,14 @@ class Meter:
     """A request's ``send``: stamps its ``X-Request-Id`` on the answer, and notes the
     status, the answer's headers and the body bytes sent, for its access log line."""
 
-    __slots__ = ("answer", "header", "send", "sent", "status")
+    __slots__ = ("backend", "header", "send", "sent", "status")
 
     def __init__(self, send: Send, request_id: bytes) -> None:
         self.send = send
         self.header = (REQUEST_ID_HEADER, request_id)
         self.status = 0
         self.sent = 0
-        self.answer: RawHeaders | None = None
+        self.backend: bytes | None = None  # the answer's X-Cutover-Backend
 
     def __call__(self, message: Message) -> Awaitable[None]:
         kind = message["type"]
@@ -58,7 +58,10 @@ class Meter:
             headers = [*message["headers"], self.header]
             message["headers"] = headers
             self.status = message["status"]
-            self.answer = headers
+            for name, value in reversed(headers):  # it is among the last few
+                if name == BACKEND_HEADER:
+                    self.backend = value
+                    break
         return self.send(message)
 
 
@@ -102,8 +105,8 @@ class AccessLog:
         if len(self._entries) >= self.capacity:
             self.dropped.inc()
             return
-        self._entries.append((scope, started, duration, meter.status, meter.sent, decision,
-                              meter.header[1], meter.answer, None))  # fmt: skip
+        self._entries.append(entry(scope, started, duration, meter.status, meter.sent,
+                                   decision, meter.header[1], meter.backend))  # fmt: skip
 
     def session(
         self,
@@ -125,9 +128,9 @@ class AccessLog:
         if len(self._entries) >= self.capacity:
             self.dropped.inc()
             return
-        answer = None if backend is None else [(BACKEND_HEADER, backend.encode("ascii"))]
-        self._entries.append((scope, started, duration, status, sent, decision, request_id,
-                              answer, close_code))  # fmt: skip
+        name = None if backend is None else backend.encode("ascii")
+        self._entries.append(entry(scope, started, duration, status, sent, decision,
+                                   request_id, name, close_code))  # fmt: skip
 
     def reopen(self) -> None:
         """Open the file again before the next write (after logrotate moved it)."""
@@ -165,7 +168,10 @@ class AccessLog:
         entries = self._entries
         lines: list[str] = []
         for _ in range(len(entries)):
-            entry = entries.popleft()
+            try:
+                entry = entries.popleft()
+            except IndexError:  # close() drained it from another thread
+                break
             try:
                 lines.append(self._format(entry))
             except Exception:
