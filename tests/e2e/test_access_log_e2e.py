@@ -140,7 +140,9 @@ def test_the_flag_alone_writes_to_stdout(tmp_path: Path, backend: str) -> None:
         proxy.close()
 
 
+@pytest.mark.parametrize("workers", ["1", "2"])
 def test_a_log_file_that_cannot_be_opened_stops_the_start(
+    workers: str,
     tmp_path: Path,
     backend: str,
     monkeypatch: pytest.MonkeyPatch,
@@ -159,7 +161,9 @@ def test_a_log_file_that_cannot_be_opened_stops_the_start(
         "usage": {"path": str(tmp_path / "usage.sqlite3")},
     }))  # fmt: skip
     missing = tmp_path / "no-such-dir" / "access.log"
-    code = main(["run", "--config", str(config), "--access-log", str(missing)])
+    code = main(
+        ["run", "--config", str(config), "--workers", workers, "--access-log", str(missing)]
+    )
     assert code == 2
     reason = "No such file or directory"
     assert capsys.readouterr().err == f"access_log.path: cannot open {missing}: {reason}\n"
