@@ -13,7 +13,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-# DEMO_ARGS: more `cutover demo` options, e.g. DEMO_ARGS="--proxy-port 18080".
+# DEMO_ARGS: more `cutover demo` options, e.g. DEMO_ARGS="--proxy-port 18080", or
+# DEMO_ARGS=--access-log: the proxy's access log to a file, with the `tail -f` line to show it.
 # The recipe is one plain command, so make runs it without a shell and passes SIGTERM on to it
 # (a SIGHUP from a closed terminal reaches both, as the whole process group gets it).
 DEMO_ARGS ?=

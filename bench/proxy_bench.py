@@ -6,6 +6,8 @@ Targets, measured in interleaved rounds with wrk (``-t1 --latency``, 1 and 32 co
 - ``direct``:      wrk straight to one upstream (the floor);
 - ``cutover``:     ``cutover run`` with every feature on (one migration: sticky split,
                    deprecation headers, the breaker, metrics);
+- ``cutover-alog``: ``cutover`` with the access log on (JSON lines to a file in the bench's
+                   temporary directory): what the log costs, side by side;
 - ``cutover-200``: the same with 200 migrations configured (prefixes and methods), the
                    request's among them: routing must not get slower as migrations are added;
 - ``cutover-redis``: ``cutover`` with ``state.backend: redis`` on a redis-server the bench
@@ -73,14 +75,18 @@ from wrk_lab import (
 BENCH_DIR = Path(__file__).resolve().parent
 RESULTS_FILE = BENCH_DIR / "results" / "latest.json"
 TARGETS = (
-    "direct", "cutover", "cutover-plain", "cutover-200", "cutover-redis", "nginx", "aiohttp-ref"
+    "direct", "cutover", "cutover-plain", "cutover-alog", "cutover-200", "cutover-redis", "nginx",
+    "aiohttp-ref",
 )  # fmt: skip
 # target: migrations configured
-MIGRATIONS_PER_TARGET = {"cutover": 1, "cutover-plain": 1, "cutover-200": 200, "cutover-redis": 1}
+MIGRATIONS_PER_TARGET = {
+    "cutover": 1, "cutover-plain": 1, "cutover-alog": 1, "cutover-200": 200, "cutover-redis": 1
+}  # fmt: skip
 # The target without the deprecation lifecycle (no cohorts, no deprecation, nothing counted):
 # what cohorts and the usage count cost, side by side.
 PLAIN_TARGET = "cutover-plain"
 REDIS_TARGET = "cutover-redis"
+ALOG_TARGET = "cutover-alog"  # the access log on, JSON to a file
 REDIS_KEY_PREFIX = "cutover:bench"
 BIG_BYTES = 1 << 30
 MB = 1_000_000
@@ -92,6 +98,7 @@ GOAL_RPS_RATIO = 0.9
 GOAL_MANY_MIGRATIONS_RATIO = 0.95  # 200 migrations against one, req/s
 GOAL_REDIS_RATIO = 0.97  # state.backend redis against file, req/s
 GOAL_LIFECYCLE_RATIO = 0.95  # cohorts, deprecation and the usage count against none, req/s
+GOAL_ACCESS_LOG_RATIO = 0.90  # the access log on against off, req/s
 GOAL_ADDED_P50_MS = 0.35
 GOAL_RSS_MB = 80.0
 GOAL_STREAM_GROWTH_MB = 10.0
@@ -329,6 +336,8 @@ def start_cutover(
     yaml = cutover_yaml(
         port, admin_port, lab.legacy_port, lab.new_port, MIGRATIONS_PER_TARGET[target], usage
     )
+    if target == ALOG_TARGET:
+        yaml += f"access_log: {{enabled: true, format: json, path: {tmp / 'access.log'}}}\n"
     config.write_text(yaml + state_yaml(target, state, lab.redis_url))
     check = subprocess.run(
         [binary, "check-config", str(config)],
@@ -482,6 +491,7 @@ TARGET_PROCESS = {
     "direct": "upstream-legacy",
     "cutover": "cutover",
     "cutover-plain": "cutover-plain",
+    "cutover-alog": "cutover-alog",
     "cutover-200": "cutover-200",
     "cutover-redis": "cutover-redis",
     "nginx": "nginx-proxy",
@@ -515,6 +525,8 @@ def run_target(
             with OtherCpu(pin.proxy_cpu, pgid) as other:
                 result = run_wrk(wrk, pin, script, url, conns, args.duration)
             result.other_cpu_pct = other.pct
+            if other.own_seconds is not None and result.requests and pgid is not None:
+                result.proxy_cpu_us = other.own_seconds * 1e6 / result.requests
             yield conns, result
         except BenchError as exc:
             yield conns, exc
@@ -550,6 +562,8 @@ def progress_line(number: int, rounds: int, target: str, conns: int, r: WrkResul
     if r.socket_errors or r.non_2xx:
         flags = f"  (socket errors {r.socket_errors}, non-2xx {r.non_2xx})"
     other = "" if r.other_cpu_pct is None else f"  other load on proxy CPU {r.other_cpu_pct:3.0f}%"
+    if r.proxy_cpu_us is not None:
+        other += f"  cpu {r.proxy_cpu_us:5.1f} us/req"
     return (
         f"  round {number}/{rounds}  {target:<13} c={conns:<3} {r.rps:>9.0f} req/s"
         f"  p50 {r.p50_ms:6.3f} ms  p99 {r.p99_ms:7.3f} ms{other}{flags}"
@@ -569,6 +583,7 @@ class Summary:
     socket_errors: int
     non_2xx: int
     other_cpu_pct: float | None  # median over rounds
+    cpu_us: float | None = None  # the proxy's CPU time per request, median over rounds
 
 
 def median_or_none(values: list[float | None]) -> float | None:
@@ -596,6 +611,7 @@ def summarize(runs: Runs) -> list[Summary]:
                     socket_errors=sum(r.socket_errors for r in results),
                     non_2xx=sum(r.non_2xx for r in results),
                     other_cpu_pct=median_or_none([r.other_cpu_pct for r in results]),
+                    cpu_us=median_or_none([r.proxy_cpu_us for r in results]),
                 )
             )
     return rows
@@ -772,7 +788,28 @@ def ratio_checks(rows: list[Summary], conns: list[int]) -> list[Check]:
     vs_file = redis_hi.rps / cut_hi.rps if redis_hi and cut_hi else None
     plain_hi = find(rows, PLAIN_TARGET, high)
     vs_plain = cut_hi.rps / plain_hi.rps if plain_hi and cut_hi else None
+    alog_hi = find(rows, ALOG_TARGET, high)
+    vs_off = alog_hi.rps / cut_hi.rps if alog_hi and cut_hi else None
+    # The same cost by CPU time per request: the req/s one it implies on a CPU of its own.
+    cpu_off = (
+        cut_hi.cpu_us / alog_hi.cpu_us if alog_hi and cut_hi and alog_hi.cpu_us and cut_hi.cpu_us
+        else None
+    )  # fmt: skip
     return [
+        Check(
+            f"cutover-alog / cutover req/s @{conns_label(high)} (access log)",
+            vs_off,
+            "",
+            f">= {GOAL_ACCESS_LOG_RATIO:.2f}",
+            None if vs_off is None else vs_off >= GOAL_ACCESS_LOG_RATIO,
+        ),
+        Check(
+            f"cutover / cutover-alog CPU per request @{conns_label(high)}",
+            cpu_off,
+            "",
+            f">= {GOAL_ACCESS_LOG_RATIO:.2f}",
+            None if cpu_off is None else cpu_off >= GOAL_ACCESS_LOG_RATIO,
+        ),
         Check(
             f"cutover / cutover-plain req/s @{conns_label(high)} (cohorts, usage count)",
             vs_plain,
@@ -857,19 +894,21 @@ def size_label(size: int) -> str:
 def results_table(rows: list[Summary]) -> str:
     lines = [
         f"  {'target':<13} {'conns':>5} {'req/s':>9} {'(min-max)':>17} "
-        f"{'p50 ms':>8} {'p99 ms':>8} {'other%':>6}  errors",
+        f"{'p50 ms':>8} {'p99 ms':>8} {'other%':>6} {'us/req':>7}  errors",
     ]
     for r in rows:
         spread = f"{r.rps_min:.0f}-{r.rps_max:.0f}"
         errors = f"{r.socket_errors}/{r.non_2xx}" if r.socket_errors or r.non_2xx else "-"
         other = "-" if r.other_cpu_pct is None else f"{r.other_cpu_pct:.0f}"
+        cpu = "-" if r.cpu_us is None else f"{r.cpu_us:.1f}"
         lines.append(
             f"  {r.target:<13} {r.conns:>5} {r.rps:>9.0f} {spread:>17} "
-            f"{r.p50_ms:>8.3f} {r.p99_ms:>8.3f} {other:>6}  {errors}"
+            f"{r.p50_ms:>8.3f} {r.p99_ms:>8.3f} {other:>6} {cpu:>7}  {errors}"
         )
     lines.append(
         "  other% = median share of the proxy's CPU used by processes other than the proxy"
-        " (other people's work on a shared machine; 0 is clean)"
+        " (other people's work on a shared machine; 0 is clean); us/req = the proxy's own CPU"
+        " time per request (what other work on its CPU changes least)"
     )
     busy = [r for r in rows if (r.other_cpu_pct or 0) > CONTENDED_PCT]
     if busy:

@@ -184,6 +184,7 @@ class WrkResult:
     socket_errors: int
     non_2xx: int
     other_cpu_pct: float | None = None  # the proxy's CPU busy with processes not the proxy's
+    proxy_cpu_us: float | None = None  # the proxy's own CPU time per request, microseconds
 
 
 _TIME_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0, "h": 3_600_000.0}
@@ -263,6 +264,7 @@ class OtherCpu:
     def __init__(self, cpu: int | None, pgid: int | None) -> None:
         self.cpu, self.pgid = cpu, pgid
         self.pct: float | None = None
+        self.own_seconds: float | None = None  # CPU time of the proxy's process group
 
     def __enter__(self) -> OtherCpu:
         if self.cpu is not None:
@@ -275,5 +277,7 @@ class OtherCpu:
             return
         busy = cpu_busy_ticks(self.cpu) - self._busy
         own = group_cpu_ticks(self.pgid) - self._own
-        elapsed = (time.monotonic() - self._began) * os.sysconf("SC_CLK_TCK")
+        ticks = os.sysconf("SC_CLK_TCK")
+        self.own_seconds = own / ticks
+        elapsed = (time.monotonic() - self._began) * ticks
         self.pct = max(0.0, 100.0 * (busy - own) / elapsed) if elapsed > 0 else None

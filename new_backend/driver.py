@@ -110,6 +110,7 @@ def run_demo(
     rate: float,
     fault: str | None = None,
     ports: Ports = CONFIG_PORTS,
+    access_log: bool = False,
 ) -> int:
     try:
         addresses = demo_addresses(settings, ports)
@@ -137,7 +138,7 @@ def run_demo(
     with StopSignals() as stop:
         return _run(
             addresses, config_path, stop, admin_token=admin_token, token_made=given is None,
-            duration=duration, rate=rate, fault=fault,
+            duration=duration, rate=rate, fault=fault, access_log=access_log,
         )  # fmt: skip
 
 
@@ -151,6 +152,7 @@ def _run(
     duration: float | None,
     rate: float,
     fault: str | None,
+    access_log: bool = False,
 ) -> int:
     python = sys.executable
     legacy_host, legacy_port = host_port(addresses.legacy_url)
@@ -171,6 +173,10 @@ def _run(
             "CUTOVER_STATE__PATH": str(Path(scratch) / "state.json"),
             "CUTOVER_USAGE__PATH": str(Path(scratch) / "usage.sqlite3"),
         }
+        access_path = Path(scratch) / "access.log"
+        if access_log:
+            proxy_env |= {"CUTOVER_ACCESS_LOG__ENABLED": "true",
+                          "CUTOVER_ACCESS_LOG__PATH": str(access_path)}  # fmt: skip
         try:
             demo_path, demo_config = write_demo_config(config_path, addresses, Path(scratch))
             with (
@@ -197,6 +203,9 @@ def _run(
                 names = [m.get("name", "?") for m in demo_config.get("migrations") or []]
                 print_admin_access(admin_url, admin_token, token_made, names)
                 print(holds_line(demo_config))
+                if access_log:
+                    print("demo: the access log, a line per request; in another terminal:")
+                    print(f"    tail -f {shlex.quote(str(access_path))}", flush=True)
                 print(f"demo: traffic: POST /api/v1/backtests/{{id}}/execute and GET "
                       f"{STRATEGIES_PATH} in turn, sticky by X-User-Id; a line per migration "
                       "when it moves; it ends once every migration is promoted or rolled "

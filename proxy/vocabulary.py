@@ -116,3 +116,10 @@ class HandshakeResult(StrEnum):
     ACCEPTED = "accepted"  # the backend's 101: the socket is open
     REFUSED = "refused"  # another answer of the backend's, relayed
     FAILED = "failed"  # no answer (502/504)
+
+
+class AccessLogFormat(StrEnum):
+    """How an access log line is written."""
+
+    JSON = "json"  # one JSON object a line
+    COMBINED = "combined"  # nginx/Apache "combined", Cutover's fields after it as key=value

@@ -14,6 +14,8 @@ from cutover.config import ConfigError, load_settings
 from cutover.shadow.report import add_diff_report_command, positive_int
 
 EXIT_CONFIG = 2
+ACCESS_LOG_ENABLED = "CUTOVER_ACCESS_LOG__ENABLED"
+ACCESS_LOG_PATH = "CUTOVER_ACCESS_LOG__PATH"
 
 
 def _config_path(args: argparse.Namespace) -> str:
@@ -42,6 +44,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     from cutover.rollout.state import SaveError, StateError
 
     path = _config_path(args)
+    if args.access_log is not None:
+        # As variables (the environment beats the file): workers and reloads read them too.
+        os.environ[ACCESS_LOG_ENABLED] = "true"
+        os.environ[ACCESS_LOG_PATH] = args.access_log
     settings = load_settings(path)
     try:
         if args.workers > 1:
@@ -79,7 +85,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     )
     return run_demo(
         load_settings(path), path, duration=args.duration, rate=args.rate, fault=args.fault,
-        ports=ports,
+        ports=ports, access_log=args.access_log,
     )  # fmt: skip
 
 
@@ -121,6 +127,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--workers", type=positive_int, default=1,
         help="worker processes sharing the listeners and the rollout state (default: 1)",
     )  # fmt: skip
+    run.add_argument(
+        "--access-log", nargs="?", const="stdout", metavar="PATH",
+        help="write the access log, to stdout or to PATH (default: as the config's access_log "
+        "says, off unless enabled)",
+    )  # fmt: skip
     run.set_defaults(func=cmd_run)
 
     check = commands.add_parser("check-config", help="validate a config file and exit")
@@ -153,6 +164,11 @@ def build_parser() -> argparse.ArgumentParser:
             f"--{name}-port", type=port_number, metavar="PORT",
             help=f"the port of {what} (default: the config's {config_key})",
         )  # fmt: skip
+    demo.add_argument(
+        "--access-log", action="store_true",
+        help="write the proxy's access log to a file and print the tail -f command that shows "
+        "it (default: no access log)",
+    )  # fmt: skip
     demo.set_defaults(func=cmd_demo)
     add_admin_commands(commands)
     add_usage_command(commands)

@@ -8,6 +8,7 @@ Each section's model lives in the module named after it; ``settings`` holds the 
 names from here.
 """
 
+from cutover.config.access_log import AccessLogConfig
 from cutover.config.backends import BackendConfig
 from cutover.config.base import (
     SAFE_METHODS,
@@ -63,6 +64,7 @@ __all__ = [
     "GUARD_OVERRIDES",
     "NOT_SETTINGS",
     "SAFE_METHODS",
+    "AccessLogConfig",
     "AdminConfig",
     "BackendConfig",
     "BackendName",

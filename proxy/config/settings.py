@@ -17,6 +17,7 @@ from pydantic import (
 from pydantic_core import InitErrorDetails, PydanticCustomError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from cutover.config.access_log import AccessLogConfig
 from cutover.config.backends import BackendConfig
 from cutover.config.base import BackendName
 from cutover.config.clients import ClientsConfig, UsageConfig
@@ -69,6 +70,7 @@ class Settings(BaseSettings):
     clients: ClientsConfig = ClientsConfig()
     usage: UsageConfig = UsageConfig()
     websocket: WebSocketConfig = WebSocketConfig()
+    access_log: AccessLogConfig = AccessLogConfig()
     # From CUTOVER_ADMIN_TOKEN only (load_settings refuses it in the file).
     admin_token: SecretStr | None = Field(None, validate_default=True)
     # From CUTOVER_VIEW_TOKEN only: signs in to the console read-only (proxy/console/).

@@ -11,6 +11,7 @@ from collections.abc import Callable
 import httpx
 
 from cutover.config import ConfigError, Settings
+from cutover.request.access_log import AccessLog
 from cutover.request.app import CutoverApp
 from cutover.request.breaker import CircuitBreaker
 from cutover.request.clients import ClientIdentifier
@@ -55,6 +56,18 @@ def build_shadower(
     return Shadower(config, upstreams, metrics, log=log)
 
 
+def build_access_log(settings: Settings, metrics: Metrics) -> AccessLog | None:
+    """The access log when ``access_log.enabled``; ConfigError if its file cannot be opened."""
+    config = settings.access_log
+    if not config.enabled:
+        return None
+    try:
+        return AccessLog(config, metrics.access_log_dropped)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise ConfigError([f"access_log.path: cannot open {config.path}: {reason}"]) from None
+
+
 def build_breakers(settings: Settings, metrics: Metrics) -> dict[str, CircuitBreaker]:
     """A circuit breaker in front of each backend some migration moves to (none when
     ``breaker.enabled`` is false)."""
@@ -97,4 +110,5 @@ def create_app(
     if identifier is None:
         identifier = ClientIdentifier(settings.clients)
     return CutoverApp(settings, metrics, upstreams, shadower, breakers,
-                      recorder=recorder, identifier=identifier, clock=clock)  # fmt: skip
+                      recorder=recorder, identifier=identifier,
+                      access_log=build_access_log(settings, metrics), clock=clock)  # fmt: skip

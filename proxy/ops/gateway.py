@@ -156,6 +156,8 @@ class Gateway:
         self._run_guard(self.guards.build(self.settings))
         if self.reloader is not None:
             self.reloader.start()
+            if self.proxy.access_log is not None:  # logrotate's postrotate sends SIGHUP
+                self.reloader.on_hangup.append(self.proxy.access_log.reopen)
         if self.console is not None:
             self.console.start()
         self.control.ready = True

@@ -21,7 +21,7 @@ from cutover.config import ConfigError, Settings, load_settings
 logger = logging.getLogger("cutover.gateway")
 
 # Only a restart changes these; a reload keeps the running ones.
-RESTART_ONLY = ("listen", "admin", "state", "usage")
+RESTART_ONLY = ("listen", "admin", "state", "usage", "access_log")
 KEPT = (*RESTART_ONLY, "admin_token", "view_token")
 WATCH_RETRY, WATCH_RETRY_MAX = 1.0, 30.0  # seconds before watching the config file again
 

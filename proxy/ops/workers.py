@@ -27,10 +27,12 @@ from prometheus_client import multiprocess
 from uvicorn.supervisors import Multiprocess
 
 from cutover.config import Settings, StateBackend, load_settings
+from cutover.ops.assembly import build_access_log
 from cutover.ops.gateway import Gateway
 from cutover.ops.listener import Listeners
 from cutover.ops.server import admin_listener, bind, server_config, serving_tls, tls_options
 from cutover.ops.tls import ServingTls
+from cutover.request.metrics import Metrics
 from cutover.request.protocol import configure
 from cutover.rollout.state import StateStore
 
@@ -111,6 +113,9 @@ def serve_workers(
     if settings.state.backend == StateBackend.FILE:
         StateStore(settings.state.path).load()  # a bad state file stops us before binding
     tls = serving_tls(settings)  # as a bad certificate does
+    access_log = build_access_log(settings, Metrics())  # and an access log that cannot open
+    if access_log is not None:
+        access_log.close()
     proxy_socket = bind(settings.listen.host, settings.listen.port)
     admin_socket = bind(settings.admin.host, settings.admin.port)
     metrics_dir = tempfile.mkdtemp(prefix="cutover-metrics-")

@@ -11,8 +11,10 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
+from time import perf_counter
 
 from cutover.config import Settings
+from cutover.request.access_log import AccessLog, Meter
 from cutover.request.body import BadRequest, BodyTooLarge, ClientDisconnected
 from cutover.request.breaker import CircuitBreaker
 from cutover.request.clients import UNIDENTIFIED, ClientId, ClientIdentifier
@@ -21,7 +23,9 @@ from cutover.request.lifecycle import DeprecationGate, Refusal, build_gates, iso
 from cutover.request.metrics import Metrics
 from cutover.request.mirror import DualRun
 from cutover.request.problem import send_problem
+from cutover.request.refusals import ALLOWED_METHODS, REFUSAL_TITLES, refuse
 from cutover.request.relay import UpstreamBodyError
+from cutover.request.request_id import adopt_request_id, stamping
 from cutover.request.splitter import Decision, MigrationRule, Splitter
 from cutover.request.usage import UsageRecorder
 from cutover.request.ws_forwarder import OpenSockets, WebSocketForwarder
@@ -62,29 +66,9 @@ async def run_lifespan(
             return
 
 
-ALLOWED_METHODS = b"GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"
 # The decisions a brownout or a sunset applies to, and the usage report counts: what the
 # migration itself sends to its from. Not the override header (a tester's choice), nor a pin.
 GATED_REASONS = frozenset({"weight", "cohort"})
-REFUSAL_TITLES = {400: "Bad Request", 405: "Method Not Allowed", 426: "Upgrade Required"}
-
-
-def refuse(scope: Scope) -> tuple[int, str] | None:
-    """(status, reason) for a request the proxy will not forward, else None."""
-    method = scope["method"]
-    if method in ("CONNECT", "TRACE"):
-        # CONNECT would open a tunnel past every rule here; TRACE reflects the request,
-        # cookies and forwarding headers included (RFC 9110 §9.3.6, §9.3.8).
-        return 405, f"{method} is not forwarded by this proxy"
-    version = scope.get("http_version", "1.1")
-    if version != "1.1" and version != "1.0":
-        # httptools also parses HTTP/0.9 and HTTP/2.0 request lines: neither can be forwarded.
-        # 400 rather than 505: a refusal here is always a 4xx (or 501), as everywhere else.
-        return 400, f"HTTP/{version} is not supported; send HTTP/1.1 or HTTP/1.0"
-    raw_path = scope.get("raw_path") or scope["path"].encode("latin-1", "replace")
-    if not raw_path.startswith(b"/"):
-        return 400, "the request target must be a path (origin-form)"
-    return None  # Host is checked where the headers are read: headers.upstream_request_headers
 
 
 class CutoverApp:
@@ -98,9 +82,11 @@ class CutoverApp:
         *,
         recorder: UsageRecorder | None = None,
         identifier: ClientIdentifier | None = None,
+        access_log: AccessLog | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        """``identifier`` None: every client is unidentified (no exemption matches)."""
+        """``identifier`` None: every client is unidentified (no exemption matches);
+        ``access_log`` None: no access log (and no cost for one)."""
         self.settings = settings
         self.metrics = metrics
         self.splitter = Splitter(settings)
@@ -113,9 +99,12 @@ class CutoverApp:
         self.gates = build_gates(settings)  # replaced by a reload
         self.recorder = recorder
         self.identifier = identifier
+        self.access_log = access_log
         self.clock = clock
 
     async def startup(self) -> None:
+        if self.access_log is not None:
+            self.access_log.start()
         for upstream in self.upstreams.values():
             await upstream.start()
         now = self.clock()
@@ -130,18 +119,32 @@ class CutoverApp:
             await self.shadower.aclose()
         for upstream in self.upstreams.values():
             await upstream.aclose()
+        if self.access_log is not None:
+            await self.access_log.aclose()  # the last requests' lines are written
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "http":
-            await self.handle(scope, receive, send)
+            request_id = adopt_request_id(scope)
+            log = self.access_log
+            if log is None:
+                await self.handle(scope, receive, stamping(send, request_id))
+                return
+            started, clock = time.time(), perf_counter()
+            meter = Meter(send, request_id)
+            decision = None
+            try:
+                decision = await self.handle(scope, receive, meter)
+            finally:
+                log.record(scope, started, perf_counter() - clock, meter, decision)
         elif kind == "lifespan":
             await self.lifespan(receive, send)
         elif kind == "websocket":
             await self.websocket(scope, send)
 
-    async def route(self, scope: Scope, send: Send) -> Decision | None:
-        """The request's decision, or None once it is refused (the answer sent)."""
+    async def route(self, scope: Scope, send: Send) -> tuple[Decision | None, bool]:
+        """The request's decision (None: refused before routing) and whether it is answered
+        already (refused, by the rules or by its deprecation's brownout or sunset)."""
         self.resolve_client(scope)
         refusal, headers = refuse(scope), []
         if refusal is not None and refusal[0] == 405:
@@ -157,7 +160,7 @@ class CutoverApp:
             status, detail = refusal
             title = REFUSAL_TITLES[status]
             await send_problem(send, status, title, detail, slug="refused", headers=headers)
-            return None
+            return None, True
         decision = self.splitter.decide(
             scope["path"], scope["method"], scope["headers"], scope.get("client"),
             scope.get("query_string", b""),
@@ -173,26 +176,37 @@ class CutoverApp:
             gated = self.through_gate(gate, scope, decision, migration)
             if gated is not None:
                 await send_refusal(send, gated)
-                return None
-        return decision
+                return decision, True
+        return decision, False
 
     async def websocket(self, scope: Scope, send: Send) -> None:
         client = scope.get("extensions", {}).get(TUNNEL)
         if client is None:  # a server that cannot hand the connection over: refused (403)
             await send({"type": "websocket.close", "code": 1008})
             return
-        decision = await self.route(scope, client.respond)
-        if decision is None:
-            return
+        client.request_id = adopt_request_id(scope)
+        started, clock, decision = time.time(), perf_counter(), None
         try:
-            await self.websockets.forward(scope, client, decision, self.forwarder.response_extras)
+            decision, answered = await self.route(scope, client.respond)
+            if decision is not None and not answered:
+                await self.websockets.forward(scope, client, decision,
+                                              self.forwarder.response_extras)  # fmt: skip
         except BadRequest as exc:
             await send_problem(client.respond, 400, "Bad Request", str(exc), slug="bad-request")
+        finally:
+            if self.access_log is not None:  # one line for the session, at its end
+                self.access_log.session(
+                    scope, started=started, duration=perf_counter() - clock,
+                    status=client.status, sent=client.sent, decision=decision,
+                    request_id=client.request_id, backend=client.backend,
+                    close_code=client.close_code,
+                )  # fmt: skip
 
-    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
-        decision = await self.route(scope, send)
-        if decision is None:
-            return
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> Decision | None:
+        """Answer one request; its decision (None: refused before routing)."""
+        decision, answered = await self.route(scope, send)
+        if decision is None or answered:
+            return decision
         try:
             await self.forwarder.forward(scope, receive, send, decision)
         except ClientDisconnected:
@@ -210,6 +224,7 @@ class CutoverApp:
             # connection, so the client sees a truncated response, not a clean end.
             RESPONSE_ABANDONED.set(True)
             logger.warning("%s backend: %s", decision.backend, exc)
+        return decision
 
     def through_gate(
         self, gate: DeprecationGate, scope: Scope, decision: Decision, migration: MigrationRule

@@ -8,6 +8,7 @@ import re
 from cutover.request.body import BadRequest
 from cutover.request.forwarded import forwarded_element
 from cutover.request.locations import LOCATION_HEADERS, LocationRewriter
+from cutover.request.request_id import REQUEST_ID_HEADER
 from cutover.types import RawHeaders, Scope
 from cutover.vocabulary import ForwardedHeader
 
@@ -32,7 +33,9 @@ _TRUSTED_KEPT = frozenset({b"x-forwarded-proto", b"x-forwarded-host"})  # a trus
 
 PSEUDONYM = b"cutover"
 BACKEND_HEADER = b"x-cutover-backend"
-_RESPONSE_DROPPED = HOP_BY_HOP | {BACKEND_HEADER}
+# The request's own id is stamped on every answer (request_id.py): a backend's echo of it
+# would make two.
+_RESPONSE_DROPPED = HOP_BY_HOP | {BACKEND_HEADER, REQUEST_ID_HEADER}
 
 
 # RFC 9112 §3.2 / RFC 3986: uri-host [ ":" port ] (an IP literal, or a reg-name).

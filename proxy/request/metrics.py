@@ -183,6 +183,10 @@ class Metrics:
             "routed_to_new; served: after_sunset keep).",
             ["migration", "outcome"], registry=r,
         )  # fmt: skip
+        self.access_log_dropped = Counter(
+            "cutover_access_log_dropped", "Access log lines dropped: the queue was full, or "
+            "writing failed.", registry=r,
+        )  # fmt: skip
         self._children: dict[tuple[str, str, str, str, str], tuple[Counter, Histogram]] = {}
         self._lifecycle_children: dict[tuple[str, str, str], Counter] = {}
         self._error_children: dict[tuple[str, str], Counter] = {}

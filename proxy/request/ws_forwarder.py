@@ -22,6 +22,7 @@ from cutover.request.headers import (
 from cutover.request.metrics import ERROR, Metrics, code_class
 from cutover.request.problem import send_upstream_failure
 from cutover.request.replay import ReplayPolicy
+from cutover.request.request_id import REQUEST_ID_HEADER
 from cutover.request.splitter import Decision
 from cutover.request.ws_handshake import request_head, response_head, switching_headers
 from cutover.request.ws_tunnel import BackendEnd, ClientEnd
@@ -55,6 +56,21 @@ class Origin:
         tls = client_context(ca_file) if secure else None  # type: ignore[arg-type]
         return cls(parts.hostname or "", port, parts.netloc.encode("idna"),
                    parts.path.rstrip("/").encode("latin-1"), tls)  # fmt: skip
+
+
+def session_end(client: ClientEnd, upstream: BackendEnd) -> None:
+    """What the session sent the client and how it closed (the first close frame either
+    way, else the one Cutover sent), for the access log."""
+    to_client, to_backend = upstream.pipe, client.pipe
+    client.sent = to_client.carried if to_client is not None else 0
+    for pipe in (to_client, to_backend):
+        if pipe is not None and pipe.cursor.close_code is not None:
+            client.close_code = pipe.cursor.close_code
+            return
+    for pipe in (to_client, to_backend):
+        if pipe is not None and pipe.ending is not None:
+            client.close_code = pipe.ending
+            return
 
 
 @dataclass(eq=False)
@@ -170,6 +186,7 @@ class WebSocketForwarder:
                                         scope.get("path"), named)  # fmt: skip
             return
         answer = client_response_headers(outcome.headers, extras(decision))
+        client.backend = decision.backend
         if outcome.status != 101:
             body = bytes(outcome.body)
             outcome.transport.close()
@@ -179,7 +196,10 @@ class WebSocketForwarder:
                                   "headers": answer})  # fmt: skip
             await client.respond({"type": "http.response.body", "body": body})
             return
+        if client.request_id is not None:
+            answer.append((REQUEST_ID_HEADER, client.request_id))
         client.transport.write(response_head(101, switching_headers(answer)))
+        client.status = 101
         await self.relay(client, outcome, decision)
 
     async def handshake(
@@ -264,3 +284,4 @@ class WebSocketForwarder:
             upstream.transport.close()
         finally:
             self.sockets.discard(sock)
+            session_end(client, upstream)

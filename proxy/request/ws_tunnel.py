@@ -11,6 +11,7 @@ from typing import Any
 
 import httptools
 
+from cutover.request.request_id import REQUEST_ID_HEADER
 from cutover.request.ws_handshake import close_frame, response_head
 from cutover.types import RawHeaders
 from cutover.upstream.base import UpstreamError, UpstreamProtocolError, UpstreamReset
@@ -31,6 +32,9 @@ class FrameCursor:
         self.header = bytearray()
         self.left = 0  # payload bytes of the current frame still to come
         self.close_seen = False
+        self.close_code: int | None = None  # the first close frame's status code, if any
+        self._code = bytearray()  # its first payload bytes, as they come
+        self._code_mask: bytes | None = None  # capturing the code: the mask (b"": none)
 
     @property
     def at_boundary(self) -> bool:
@@ -43,6 +47,8 @@ class FrameCursor:
         while i < n:
             if self.left:
                 take = min(self.left, n - i)
+                if self._code_mask is not None and len(self._code) < 2:
+                    self._read_code(data[i : i + min(take, 2 - len(self._code))])
                 self.left -= take
                 i += take
                 continue
@@ -65,10 +71,22 @@ class FrameCursor:
             length = int.from_bytes(h[2:4], "big")
         elif length == 127:
             length = int.from_bytes(h[2:10], "big")
-        if h[0] & 0x0F == _CLOSE_OPCODE:
+        if h[0] & 0x0F == _CLOSE_OPCODE and not self.close_seen:
             self.close_seen = True
+            # The code is the payload's first two bytes (RFC 6455 §5.5.1), masked from a client.
+            self._code_mask = bytes(h[need - 4 : need]) if h[1] & 0x80 else b""
+        else:
+            self._code_mask = None
         self.left = length
         h.clear()
+
+    def _read_code(self, data: bytes) -> None:
+        for byte in data:
+            mask = self._code_mask or b""
+            self._code.append(byte ^ mask[len(self._code) % 4] if mask else byte)
+        if len(self._code) == 2:
+            self.close_code = int.from_bytes(self._code, "big")
+            self._code_mask = None
 
 
 class Pipe:
@@ -81,6 +99,7 @@ class Pipe:
         self.cursor = FrameCursor()
         self.ending: int | None = None
         self.ended = False
+        self.carried = 0  # bytes written to the sink
 
     def carry(self, data: bytes) -> None:
         if self.ended:
@@ -88,9 +107,11 @@ class Pipe:
         if self.ending is None:
             self.cursor.advance(data)
             self.sink.write(data)
+            self.carried += len(data)
             return
         used = self.cursor.advance(data, to_boundary=True)
         self.sink.write(data[:used])
+        self.carried += used
         if self.cursor.at_boundary:
             self._finish()
 
@@ -123,6 +144,12 @@ class ClientEnd(asyncio.Protocol):
         self.lost = asyncio.Event()
         self._status = 500
         self._headers: RawHeaders = []
+        # The session as the access log tells it, filled in by the forwarder.
+        self.request_id: bytes | None = None  # stamped on every answer to the handshake
+        self.status = 0  # the handshake's answer: 101, a refusal's status (0: none yet)
+        self.backend: str | None = None  # the backend that answered it
+        self.sent = 0  # bytes sent to the client after the 101
+        self.close_code: int | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport
@@ -166,6 +193,9 @@ class ClientEnd(asyncio.Protocol):
         close``, then the connection closes (nothing after the handshake is parsed)."""
         if message["type"] == "http.response.start":
             self._status, self._headers = message["status"], list(message.get("headers", ()))
+            self.status = self._status
+            if self.request_id is not None:
+                self._headers.append((REQUEST_ID_HEADER, self.request_id))
         elif message["type"] == "http.response.body" and not self.transport.is_closing():
             headers = [(n, v) for n, v in self._headers if n.lower() != b"connection"]
             head = response_head(self._status, [*headers, (b"connection", b"close")])

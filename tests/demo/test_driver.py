@@ -9,6 +9,7 @@ their own, so only the demo can stop them.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import shutil
@@ -229,3 +230,27 @@ def test_make_demo_stops_everything_on_sigterm(tmp_path: Path) -> None:
         assert not still, f"still running after make stopped: {still}"
         assert all(port_free(port) for port in ports), ports
         assert list(make.scratch.iterdir()) == []
+
+
+def test_the_demo_with_access_log_prints_the_tail_command_of_a_growing_log(
+    tmp_path: Path,
+) -> None:
+    options, ports = port_options()
+    argv = [*cutover_command(), "demo", "--config", str(MIGRATIONS), "--access-log", *options]
+    with demo_process(argv, tmp_path) as demo:
+        log = Path(demo.wait_for(r"^    tail -f (\S+)$").group(1))
+        assert log.parent.parent == demo.scratch  # the demo's own temporary directory
+        demo.children = descendants(demo.pid)
+
+        def requests_logged() -> list[dict[str, object]]:
+            found = [json.loads(line) for line in log.read_text().splitlines()]
+            return (
+                found
+                if {line["migration"] for line in found} >= {"trade-engine", "strategies"}
+                else []
+            )
+
+        found = wait_until(requests_logged, START_DEADLINE, "both migrations' lines", demo)
+        assert all(len(str(line["request_id"])) == 32 for line in found)
+        os.kill(demo.pid, signal.SIGTERM)
+        assert_cleaned_up(demo, ports)

@@ -5,6 +5,7 @@ sockets for the framing. Every wait polls with a deadline or waits on the protoc
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import socket
@@ -120,6 +121,30 @@ def test_close_codes_pass_both_ways(setup: Setup) -> None:
         ws.recv(timeout=5)
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 4001
     assert closed.value.rcvd.reason == "closed by the backend"
+
+
+def test_a_session_is_one_access_log_line_at_its_end(tmp_path: Path) -> None:
+    log_path = tmp_path / "access.log"
+    with ws_backends("legacy", "new") as backends:
+        setup = Setup(tmp_path, backends, access_log={"enabled": True, "path": str(log_path)})
+        try:
+            headers = {"X-Cutover-Backend": "legacy", "X-Request-Id": "session-42"}
+            with setup.connect(additional_headers=headers) as ws:
+                assert ws.response.headers["X-Request-Id"] == "session-42"
+                ws.send("hello")
+                assert ws.recv(timeout=5) == "hello"
+                ws.close(4000, "client leaving")
+
+            def session() -> dict[str, Any] | None:
+                lines = log_path.read_text().splitlines() if log_path.exists() else []
+                found = [json.loads(line) for line in lines]
+                return next((e for e in found if e.get("request_id") == "session-42"), None)
+
+            line = wait_until(session, DEADLINE, "the session's line", setup.proxy)
+        finally:
+            setup.proxy.close()
+    assert (line["status"], line["backend"], line["close_code"]) == (101, "legacy", 4000)
+    assert line["migration"] == NAME and line["bytes_sent"] > len("hello")
 
 
 def test_a_backend_that_dies_mid_socket(setup: Setup) -> None:

@@ -50,6 +50,25 @@ def test_the_cursor_sees_a_close_frame() -> None:
     assert cursor.close_seen
 
 
+@pytest.mark.parametrize("mask", [False, True])
+@pytest.mark.parametrize("piece", [1, 2, 3, 1000])
+def test_the_cursor_reads_the_first_close_frames_code(mask: bool, piece: int) -> None:
+    # The access log's close code: the payload's first two bytes, unmasked, however the
+    # bytes arrive; a later close frame does not change it.
+    data = frame(b"data", mask=mask) + frame(b"\x0f\xa0bye", Opcode.CLOSE, mask=mask)
+    data += frame(b"\x03\xe8", Opcode.CLOSE, mask=mask)
+    cursor = FrameCursor()
+    for i in range(0, len(data), piece):
+        cursor.advance(data[i : i + piece])
+    assert (cursor.close_seen, cursor.close_code) == (True, 4000)
+
+
+def test_a_close_frame_without_a_code_has_none() -> None:
+    cursor = FrameCursor()
+    cursor.advance(frame(b"", Opcode.CLOSE))
+    assert (cursor.close_seen, cursor.close_code) == (True, None)
+
+
 def test_a_close_of_our_own_waits_for_the_frame_in_flight() -> None:
     sink = Sink()
     pipe = Pipe(sink, masked=False)  # type: ignore[arg-type]

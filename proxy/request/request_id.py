@@ -1,0 +1,62 @@
+"""Request ids: a client's ``X-Request-Id`` is kept when it is printable ASCII of at most
+128 characters, else one is made (16 random bytes in hex, as nginx's ``$request_id``). The
+id replaces what the client sent in the request's headers, so it is what goes upstream
+(and to the mirror), and it is stamped on every answer, the proxy's own problems included.
+
+Always on: taking the id is one scan of the request's headers, making one is an
+``os.urandom`` call, and the stamp is one extra call per response message
+(README, "Access log and request ids", has the measurement)."""
+
+from __future__ import annotations
+
+import os
+import re
+from binascii import hexlify
+from collections.abc import Awaitable
+
+from cutover.types import Message, Scope, Send
+
+REQUEST_ID_HEADER = b"x-request-id"
+MAX_LENGTH = 128
+# Printable ASCII; spaces only inside (a parser strips them at either end).
+_VALID = re.compile(rb"[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?")
+
+
+def new_request_id() -> bytes:
+    return hexlify(os.urandom(16))
+
+
+def is_valid(value: bytes) -> bool:
+    return len(value) <= MAX_LENGTH and _VALID.fullmatch(value) is not None
+
+
+def adopt_request_id(scope: Scope) -> bytes:
+    """The request's id: its one valid ``X-Request-Id``, else a new one, which then replaces
+    whatever it sent (none, an invalid one, or several) in ``scope["headers"]``."""
+    headers = scope["headers"]
+    found: bytes | None = None
+    count = 0
+    for name, value in headers:
+        if name == REQUEST_ID_HEADER:
+            found = value
+            count += 1
+    if count == 1 and is_valid(found):  # type: ignore[arg-type]  # count 1: found is set
+        return found  # type: ignore[return-value]
+    request_id = new_request_id()
+    kept = [item for item in headers if item[0] != REQUEST_ID_HEADER] if count else list(headers)
+    kept.append((REQUEST_ID_HEADER, request_id))
+    scope["headers"] = kept
+    return request_id
+
+
+def stamping(send: Send, request_id: bytes) -> Send:
+    """``send`` with ``X-Request-Id: request_id`` added to the response's headers."""
+    header = (REQUEST_ID_HEADER, request_id)
+
+    def stamped(message: Message) -> Awaitable[None]:
+        # Returns send's awaitable rather than awaiting it: no extra coroutine per message.
+        if message["type"] == "http.response.start":
+            message["headers"] = [*message["headers"], header]
+        return send(message)
+
+    return stamped
