@@ -190,7 +190,8 @@ class CutoverApp:
             decision, answered = await self.route(scope, client.respond)
             if decision is not None and not answered:
                 await self.websockets.forward(scope, client, decision,
-                                              self.forwarder.response_extras)  # fmt: skip
+                                              self.forwarder.response_extras,
+                                              self.forwarder.hops)  # fmt: skip
         except BadRequest as exc:
             await send_problem(client.respond, 400, "Bad Request", str(exc), slug="bad-request")
         finally:

@@ -17,8 +17,8 @@ from cutover.request.breaker import CircuitBreaker
 from cutover.request.headers import (
     BACKEND_HEADER,
     client_response_headers,
-    upstream_request_headers,
 )
+from cutover.request.hops import Hops
 from cutover.request.metrics import ERROR, Metrics, code_class
 from cutover.request.problem import send_upstream_failure
 from cutover.request.replay import ReplayPolicy
@@ -143,14 +143,14 @@ class WebSocketForwarder:
         client: ClientEnd,
         decision: Decision,
         extras: Callable[[Decision], RawHeaders],
+        hops: Hops,
     ) -> None:
         """``extras``: the headers of the proxy's own for the answer of the decision's final
         backend (``Forwarder.response_extras``). Raises BadRequest for unforwardable headers."""
-        client_address = scope.get("client")
-        headers = upstream_request_headers(
-            scope["headers"], client_host=client_address[0] if client_address else None,
-            scheme="https" if scope["scheme"] == "wss" else "http", http_version="1.1",
-        )  # fmt: skip
+        # The forwarding headers by the same rules as a request's (trusted proxies, the
+        # forwarded vocabulary), the scheme the one of HTTP the handshake came over.
+        secure = scope["scheme"] == "wss"
+        headers = hops.request_headers({**scope, "scheme": "https" if secure else "http"})
         breaker = self.breakers.get(decision.backend)
         fallback = decision.fallback_backend()
         admitted = False
@@ -165,7 +165,9 @@ class WebSocketForwarder:
             if not admitted:
                 decision.backend, decision.reason = fallback, "breaker"
         try:
-            outcome = await self.handshake(decision, scope, headers)
+            outcome = await self.handshake(
+                decision, scope, hops.for_backend(decision.backend, headers, scope)
+            )
         except BaseException:
             if admitted:
                 breaker.forget()  # type: ignore[union-attr]
@@ -179,7 +181,9 @@ class WebSocketForwarder:
                 if isinstance(outcome, BackendEnd):
                     outcome.transport.close()
                 decision.backend, decision.fallback = fallback, True
-                outcome = await self.handshake(decision, scope, headers)
+                outcome = await self.handshake(
+                    decision, scope, hops.for_backend(decision.backend, headers, scope)
+                )
         if isinstance(outcome, UpstreamError):
             named = [(BACKEND_HEADER, decision.backend.encode("ascii"))]
             await send_upstream_failure(client.respond, outcome, decision.backend,
@@ -226,7 +230,10 @@ class WebSocketForwarder:
                 raise UpstreamTimeout("connecting timed out (timeouts.connect)") from None
             except OSError as exc:
                 raise UpstreamConnectError(str(exc) or type(exc).__name__) from None
-            end.transport.write(request_head(target, origin.host_header, headers))
+            host = origin.host_header
+            if headers and headers[0][0] == b"host":  # the client's (backends.*.preserve_host)
+                host, headers = headers[0][1], headers[1:]
+            end.transport.write(request_head(target, host, headers))
             try:
                 async with asyncio.timeout(self.answer_timeout):
                     await end.head

@@ -177,6 +177,29 @@ def test_the_handshake_is_routed_by_sticky_key_and_override(setup: Setup) -> Non
     assert handshakes == len(users) + 5
 
 
+def test_the_handshake_follows_the_backends_host_and_forwarding_rules(tmp_path: Path) -> None:
+    with ws_backends("legacy", "new") as backends:
+        setup = Setup(tmp_path, backends, forwarded={"header": "rfc7239"})
+        try:
+            with setup.connect(additional_headers={"X-Cutover-Backend": "new"}):
+                pass
+            sent = backends["new"].handshakes[-1]
+            assert sent["Host"] == f"127.0.0.1:{backends['new'].port}"  # the backend's own
+            assert sent["Forwarded"].startswith("for=127.0.0.1;proto=http;")
+        finally:
+            setup.proxy.close()
+        config = config_for(backends, setup.ports, tmp_path, forwarded={"header": "rfc7239"})
+        config["backends"]["new"]["preserve_host"] = True
+        write_config(setup.config_path, config)
+        setup.proxy = ProxyProcess(tmp_path, setup.config_path, setup.ports, TOKEN).start()
+        try:
+            with setup.connect(additional_headers={"X-Cutover-Backend": "new"}):
+                pass
+            assert backends["new"].handshakes[-1]["Host"] == f"127.0.0.1:{setup.ports.listen}"
+        finally:
+            setup.proxy.close()
+
+
 def test_a_refused_handshake_gets_the_backends_answer(setup: Setup) -> None:
     with pytest.raises(InvalidStatus) as refused:
         setup.connect("/forbidden", additional_headers={"X-Cutover-Backend": "new"})
