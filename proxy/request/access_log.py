@@ -32,7 +32,7 @@ from cutover.types import Message, Scope, Send
 
 logger = logging.getLogger("cutover.access_log")
 
-INTERVAL = 0.05  # seconds between two writes: a line shows within this
+INTERVAL = 0.2  # seconds between two writes: a line shows within this
 CLOSE_TIMEOUT = 5.0  # seconds for the last lines at shutdown
 WARN_EVERY = 60.0  # seconds between two warnings about a failing write
 
