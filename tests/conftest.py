@@ -9,10 +9,12 @@ from typing import Any
 import httpx
 import pytest
 import respx
+import trustme
 from starlette.testclient import TestClient
 
 from cutover.config import Settings, parse_settings
 from cutover.ops.assembly import create_app
+from tests.certificates import CertFiles
 from tests.redis_server import RedisServer, running_redis
 
 LEGACY_URL = "http://legacy.test"
@@ -103,3 +105,17 @@ def proxy(upstreams: respx.MockRouter) -> Iterator[Callable[..., TestClient]]:
     yield build
     for client in clients:
         client.__exit__(None, None, None)
+
+
+@pytest.fixture
+def ca() -> trustme.CA:
+    """A test certificate authority (the TLS tests')."""
+    return trustme.CA()
+
+
+@pytest.fixture
+def files(tmp_path: Path, ca: trustme.CA) -> CertFiles:
+    """A certificate for 127.0.0.1 and localhost signed by ``ca``, and its key, on disk."""
+    files = CertFiles(tmp_path)
+    files.install(ca.issue_cert("127.0.0.1", "localhost"))
+    return files

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import http.server
+import json
 import socket
 import threading
 import time
@@ -143,3 +144,27 @@ def serve_stdlib(handler: Any) -> Iterator[str]:
         server.shutdown()
         server.server_close()
         thread.join(5)
+
+
+class EchoHandler(http.server.BaseHTTPRequestHandler):
+    """Answers every GET with the request headers it got, as JSON (keep-alive)."""
+
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:
+        body = json.dumps({key.lower(): value for key, value in self.headers.items()}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@contextmanager
+def echo_backend() -> Iterator[str]:
+    """``http.server`` answering with the headers it got: what a backend saw, as JSON."""
+    with serve_stdlib(EchoHandler) as url:
+        yield url

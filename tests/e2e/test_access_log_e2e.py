@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import signal
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,7 @@ import yaml
 
 from cutover.cli.main import main
 from tests.processes import ProxyPorts, ProxyProcess, wait_until
-from tests.servers import serve_stdlib
+from tests.servers import echo_backend
 
 pytestmark = pytest.mark.e2e
 
@@ -26,26 +25,9 @@ TOKEN = "alog-admin-token-0123456789abcdef"
 DEADLINE = 15.0
 
 
-class EchoHandler(BaseHTTPRequestHandler):
-    """Answers every GET with the request headers it got, as JSON (keep-alive)."""
-
-    protocol_version = "HTTP/1.1"
-
-    def do_GET(self) -> None:
-        body = json.dumps({key.lower(): value for key, value in self.headers.items()}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
 @pytest.fixture
 def backend() -> Iterator[str]:
-    with serve_stdlib(EchoHandler) as url:
+    with echo_backend() as url:
         yield url
 
 

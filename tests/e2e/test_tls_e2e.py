@@ -4,7 +4,6 @@ request failing; mutual TLS; TLS 1.1 refused; a pair that does not load stops th
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
@@ -14,9 +13,7 @@ import threading
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -32,7 +29,7 @@ from tests.processes import (
     cutover_command,
     wait_until,
 )
-from tests.servers import serve_stdlib
+from tests.servers import echo_backend
 
 pytestmark = pytest.mark.e2e
 
@@ -40,38 +37,9 @@ TOKEN = "tls-admin-token-0123456789abcdef"
 DEADLINE = 15.0
 
 
-class EchoHandler(BaseHTTPRequestHandler):
-    """Answers every GET with the request headers it got, as JSON (keep-alive)."""
-
-    protocol_version = "HTTP/1.1"
-
-    def do_GET(self) -> None:
-        body = json.dumps({key.lower(): value for key, value in self.headers.items()}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
-@pytest.fixture
-def ca() -> trustme.CA:
-    return trustme.CA()
-
-
-@pytest.fixture
-def files(tmp_path: Path, ca: trustme.CA) -> CertFiles:
-    files = CertFiles(tmp_path)
-    files.install(ca.issue_cert("127.0.0.1", "localhost"))
-    return files
-
-
 @pytest.fixture
 def backend() -> Iterator[str]:
-    with serve_stdlib(EchoHandler) as url:
+    with echo_backend() as url:
         yield url
 
 

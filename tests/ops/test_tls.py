@@ -24,18 +24,6 @@ from tests.servers import free_socket
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def ca() -> trustme.CA:
-    return trustme.CA()
-
-
-@pytest.fixture
-def files(tmp_path: Path, ca: trustme.CA) -> CertFiles:
-    files = CertFiles(tmp_path)
-    files.install(ca.issue_cert("127.0.0.1"))
-    return files
-
-
 def reason(config: TlsConfig) -> str:
     with pytest.raises(TlsError) as caught:
         build_context(config)

@@ -28,18 +28,6 @@ pytestmark = [pytest.mark.anyio, pytest.mark.parametrize("anyio_backend", ["asyn
 FAILURES = "cutover_config_reload_failures_total"
 
 
-@pytest.fixture
-def ca() -> trustme.CA:
-    return trustme.CA()
-
-
-@pytest.fixture
-def files(tmp_path: Path, ca: trustme.CA) -> CertFiles:
-    files = CertFiles(tmp_path)
-    files.install(ca.issue_cert("127.0.0.1"))
-    return files
-
-
 def serving(files: CertFiles) -> ServingTls:
     tls = ServingTls(TlsConfig(**files.config()))
     tls.context  # noqa: B018 - loaded, as at start-up
