@@ -14,6 +14,8 @@ Targets, measured in interleaved rounds with wrk (``-t1 --latency``, 1 and 32 co
                    starts (its own ``key_prefix``): the request path must not wait on Redis;
 - ``nginx``:       nginx ``split_clients`` 50/50 with upstream keepalive (the reference proxy);
 - ``aiohttp-ref``: a bare ASGI + aiohttp proxy under uvicorn (the fastest-Python reference).
+- ``python-ceiling``: ``bench/ceiling_proxy.py``, asyncio protocols on uvloop with httptools
+  both ways and a keep-alive pool, no features: the least a Python proxy does per request.
 
 Upstreams are two nginx servers returning ~100 bytes of JSON. wrk and the upstreams run on
 one CPU, the proxy under test on another. After the load rounds, Cutover's resident memory
@@ -76,7 +78,7 @@ BENCH_DIR = Path(__file__).resolve().parent
 RESULTS_FILE = BENCH_DIR / "results" / "latest.json"
 TARGETS = (
     "direct", "cutover", "cutover-plain", "cutover-alog", "cutover-200", "cutover-redis", "nginx",
-    "aiohttp-ref",
+    "aiohttp-ref", "python-ceiling",
 )  # fmt: skip
 # target: migrations configured
 MIGRATIONS_PER_TARGET = {
@@ -475,6 +477,16 @@ def start_proxies(
             lab.proxies["aiohttp-ref"] = f"http://127.0.0.1:{port}"
         except BenchError as exc:
             lab.failures["aiohttp-ref"] = str(exc)
+    if "python-ceiling" in want:
+        port = free_port()
+        upstreams = f"http://127.0.0.1:{lab.legacy_port},http://127.0.0.1:{lab.new_port}"
+        cmd = [*pin.proxy, sys.executable, str(BENCH_DIR / "ceiling_proxy.py"), "--port", str(port)]
+        try:
+            children.start("python-ceiling", cmd, env=clean_env(CEILING_UPSTREAMS=upstreams))
+            children.wait_ready("python-ceiling", f"http://127.0.0.1:{port}{REQUEST_PATH}")
+            lab.proxies["python-ceiling"] = f"http://127.0.0.1:{port}"
+        except BenchError as exc:
+            lab.failures["python-ceiling"] = str(exc)
     for name, reason in lab.failures.items():
         children.stop(name)  # if it is up but broken, it has nothing more to do
         print(f"\n!!! {name} could not be started; skipping it.\n{reason}\n", flush=True)
@@ -496,6 +508,7 @@ TARGET_PROCESS = {
     "cutover-redis": "cutover-redis",
     "nginx": "nginx-proxy",
     "aiohttp-ref": "aiohttp-ref",
+    "python-ceiling": "python-ceiling",
 }
 
 
@@ -780,6 +793,8 @@ def ratio_checks(rows: list[Summary], conns: list[int]) -> list[Check]:
     cut_lo, dir_lo = find(rows, "cutover", low), find(rows, "direct", low)
     vs_ref = cut_hi.rps / ref_hi.rps if cut_hi and ref_hi else None
     vs_nginx = cut_hi.rps / ngx_hi.rps if cut_hi and ngx_hi else None
+    ceiling_hi = find(rows, "python-ceiling", high)
+    vs_ceiling = cut_hi.rps / ceiling_hi.rps if cut_hi and ceiling_hi else None
     added = cut_lo.p50_ms - dir_lo.p50_ms if cut_lo and dir_lo else None
     many = find(rows, "cutover-200", high)
     vs_one = many.rps / cut_hi.rps if many and cut_hi else None
@@ -846,6 +861,13 @@ def ratio_checks(rows: list[Summary], conns: list[int]) -> list[Check]:
             None if vs_ref is None else vs_ref >= GOAL_RPS_RATIO,
         ),
         Check(f"cutover / nginx req/s @{conns_label(high)}", vs_nginx, "", "(reference)", None),
+        Check(
+            f"cutover / python-ceiling req/s @{conns_label(high)}",
+            vs_ceiling,
+            "",
+            "(issue 17: >= 0.50)",
+            None,
+        ),
         Check(
             f"added p50 @{conns_label(low)}, cutover - direct",
             added,
