@@ -57,7 +57,7 @@ def _client(args: argparse.Namespace) -> AdminClient:
     return AdminClient(url, token or None)
 
 
-def _run(
+def run_admin_call(
     args: argparse.Namespace,
     call: Callable[[AdminClient], Document],
     render: Callable[[Document], str],
@@ -93,7 +93,7 @@ def _act(args: argparse.Namespace, action: Action, example: Callable[[str], str]
         name = args.name if args.name is not None else only_migration(client, example)
         return action(client, name)
 
-    return _run(args, call, format_action)
+    return run_admin_call(args, call, format_action)
 
 
 def overview(client: AdminClient) -> Document:
@@ -105,8 +105,8 @@ def overview(client: AdminClient) -> Document:
 
 def cmd_status(args: argparse.Namespace) -> int:
     if args.name is None:
-        return _run(args, overview, format_json if args.json else format_status)
-    return _run(
+        return run_admin_call(args, overview, format_json if args.json else format_status)
+    return run_admin_call(
         args,
         lambda client: client.migration(args.name),
         format_json if args.json else format_migration,
@@ -154,7 +154,7 @@ def weight_arg(text: str) -> float:
     return weight
 
 
-def _connection_options() -> argparse.ArgumentParser:
+def connection_options() -> argparse.ArgumentParser:
     options = argparse.ArgumentParser(add_help=False)
     options.add_argument(
         "--admin-url",
@@ -169,7 +169,7 @@ def _connection_options() -> argparse.ArgumentParser:
 
 def add_admin_commands(subparsers: Any) -> None:
     """Register the admin subcommands on the ``cutover`` argparse subparsers."""
-    parents = [_connection_options()]
+    parents = [connection_options()]
     name_help = "the migration (default: the only one configured)"
 
     status = subparsers.add_parser(

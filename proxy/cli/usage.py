@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from cutover.cli.commands import _connection_options, _run, migration_name
+from cutover.cli.commands import connection_options, migration_name, run_admin_call
 from cutover.usage.report import DEFAULT_SINCE, ReportFormat, SinceError, parse_since, render
 
 
@@ -20,7 +20,7 @@ def since_arg(text: str) -> str:
 
 def cmd_usage(args: argparse.Namespace) -> int:
     form = ReportFormat(args.format)
-    return _run(
+    return run_admin_call(
         args,
         lambda client: client.usage(args.name, args.since),
         lambda document: render(document, form).rstrip("\n"),
@@ -30,7 +30,7 @@ def cmd_usage(args: argparse.Namespace) -> int:
 def add_usage_command(subparsers: Any) -> None:
     usage = subparsers.add_parser(
         "usage",
-        parents=[_connection_options()],
+        parents=[connection_options()],
         help="show the clients still calling a migration's old API",
     )
     usage.add_argument(
