@@ -19,6 +19,7 @@ from cutover.ops.gateway import Gateway
 from cutover.ops.tls import ServingTls
 from cutover.ops.tls_reload import CertificateReloader
 from cutover.request.app import run_lifespan
+from cutover.request.fast_path import FastPath
 from cutover.types import Receive, Scope, Send
 
 
@@ -80,6 +81,11 @@ class Listeners:
             if tls is None
             else CertificateReloader(tls, gateway.metrics.config_reload_failures)
         )
+
+    @property
+    def fast_path(self) -> FastPath:
+        """The proxy's fast path, for the protocol serving the proxy socket."""
+        return self.gateway.proxy.fast_path
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":

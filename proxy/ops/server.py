@@ -25,7 +25,7 @@ from cutover.ops.gateway import Gateway
 from cutover.ops.listener import AppListener, Listeners
 from cutover.ops.tls import ServingTls
 from cutover.request.app import RESPONSE_ABANDONED
-from cutover.request.protocol import configure
+from cutover.request.fast_protocol import configure
 from cutover.request.ws_tunnel import ClientEnd
 
 logger = logging.getLogger("cutover.server")

@@ -32,8 +32,8 @@ from cutover.ops.gateway import Gateway
 from cutover.ops.listener import Listeners
 from cutover.ops.server import admin_listener, bind, server_config, serving_tls, tls_options
 from cutover.ops.tls import ServingTls
+from cutover.request.fast_protocol import configure
 from cutover.request.metrics import Metrics
-from cutover.request.protocol import configure
 from cutover.rollout.state import StateStore
 
 ENV_METRICS_DIR = "PROMETHEUS_MULTIPROC_DIR"  # prometheus-client reads it from the environment

@@ -18,6 +18,7 @@ from cutover.request.access_log import AccessLog, Meter
 from cutover.request.body import BadRequest, BodyTooLarge, ClientDisconnected
 from cutover.request.breaker import CircuitBreaker
 from cutover.request.clients import UNIDENTIFIED, ClientId, ClientIdentifier
+from cutover.request.fast_path import FastPath
 from cutover.request.forwarder import Forwarder
 from cutover.request.lifecycle import DeprecationGate, Refusal, build_gates, iso, send_refusal
 from cutover.request.metrics import Metrics
@@ -101,6 +102,7 @@ class CutoverApp:
         self.identifier = identifier
         self.access_log = access_log
         self.clock = clock
+        self.fast_path = FastPath(self)  # the protocol's, for what needs only relaying
 
     async def startup(self) -> None:
         if self.access_log is not None:
@@ -115,6 +117,7 @@ class CutoverApp:
                 self.warn_kept(gate)
 
     async def shutdown(self) -> None:
+        self.fast_path.close()
         if self.shadower is not None:
             await self.shadower.aclose()
         for upstream in self.upstreams.values():
@@ -165,6 +168,15 @@ class CutoverApp:
             scope["path"], scope["method"], scope["headers"], scope.get("client"),
             scope.get("query_string", b""),
         )  # fmt: skip
+        gated = self.gate(scope, decision)
+        if gated is not None:
+            await send_refusal(send, gated)
+            return decision, True
+        return decision, False
+
+    def gate(self, scope: Scope, decision: Decision) -> Refusal | None:
+        """A request its migration sends to a deprecated ``from``: through the migration's
+        deprecation gate (counted, perhaps refused or sent to ``to``); None: served."""
         migration = decision.migration
         if (
             migration is not None
@@ -173,11 +185,8 @@ class CutoverApp:
             and decision.reason in GATED_REASONS
             and (gate := self.gates.get(migration.name)) is not None
         ):
-            gated = self.through_gate(gate, scope, decision, migration)
-            if gated is not None:
-                await send_refusal(send, gated)
-                return decision, True
-        return decision, False
+            return self.through_gate(gate, scope, decision, migration)
+        return None
 
     async def websocket(self, scope: Scope, send: Send) -> None:
         client = scope.get("extensions", {}).get(TUNNEL)

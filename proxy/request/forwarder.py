@@ -72,12 +72,12 @@ class Forwarder:
         self.fallback_statuses = self.replay.statuses  # read on every answer from new
         self.base_urls = {name: backend.url for name, backend in settings.backends.items()}
         self.hops = Hops(settings)
-        self._backend_headers = {
+        self.backend_headers = {
             name: [(BACKEND_HEADER, name.encode("ascii"))] for name in settings.backends
         }
 
     def response_extras(self, decision: Decision) -> RawHeaders:
-        extra = self._backend_headers[decision.backend]
+        extra = self.backend_headers[decision.backend]
         migration = decision.migration
         if (
             migration is not None
@@ -92,24 +92,31 @@ class Forwarder:
             extra = [*extra, (b"set-cookie", decision.set_cookie)]
         return extra
 
+    def admit(self, decision: Decision, method: str) -> CircuitBreaker | None:
+        """The breaker that admitted the request (its outcome is owed to it), or None: none
+        was asked, or the open breaker sent the request to its migration's ``from``."""
+        breaker = self.breakers.get(decision.backend)
+        fallback = decision.fallback_backend()
+        if (
+            breaker is None
+            or fallback is None
+            or decision.reason == "override"
+            or (decision.reason == "pin" and self.replay.pin_holds(decision.route, method))
+        ):
+            return None
+        if breaker.allow():
+            return breaker
+        decision.backend, decision.reason = fallback, "breaker"
+        return None
+
     async def forward(self, scope: Scope, receive: Receive, send: Send, decision: Decision) -> None:
         method = scope["method"]
         length, has_body = request_length(scope["headers"])
         limit = self.limits.max_request_body
         if limit is not None and length is not None and length > limit:
             raise BodyTooLarge
-        admitted = False
-        breaker = self.breakers.get(decision.backend)
-        fallback = decision.fallback_backend()
-        if (
-            breaker is not None
-            and fallback is not None
-            and decision.reason != "override"
-            and not (decision.reason == "pin" and self.replay.pin_holds(decision.route, method))
-        ):
-            admitted = breaker.allow()
-            if not admitted:
-                decision.backend, decision.reason = fallback, "breaker"
+        breaker = self.admit(decision, method)
+        admitted = breaker is not None
         upstream_headers = self.hops.request_headers(scope)
         mirror = None
         if decision.shadow is not None:
@@ -184,7 +191,7 @@ class Forwarder:
                 mirror.failed()
             backend = decision.backend
             await send_overloaded(
-                send, backend, retry_after(self.limits), self._backend_headers[backend]
+                send, backend, retry_after(self.limits), self.backend_headers[backend]
             )
             return
         if isinstance(outcome, UpstreamError):
@@ -192,7 +199,7 @@ class Forwarder:
                 mirror.failed()
             backend = decision.backend
             await send_upstream_failure(
-                send, outcome, backend, scope.get("path"), self._backend_headers[backend]
+                send, outcome, backend, scope.get("path"), self.backend_headers[backend]
             )
             return
         await self.respond(outcome, decision, scope, receive, send, stream, mirror)

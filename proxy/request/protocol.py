@@ -291,10 +291,3 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             )
         )
         self.transport.close()
-
-
-def configure(max_url: int, max_head: int) -> type[BoundedHttpToolsProtocol]:
-    """Set this process's bounds; returns the class for uvicorn's ``http`` option."""
-    BoundedHttpToolsProtocol.max_url = max_url
-    BoundedHttpToolsProtocol.max_head = max_head
-    return BoundedHttpToolsProtocol

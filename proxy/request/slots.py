@@ -17,8 +17,20 @@ class Overloaded(Exception):
         self.backend = backend
 
 
-def backend_slots(limits: LimitsConfig, backends: Iterable[str]) -> dict[str, asyncio.Semaphore]:
-    return {name: asyncio.Semaphore(limits.max_concurrent_per_backend) for name in backends}
+class Slot(asyncio.Semaphore):
+    """One backend's places: a semaphore a callback can also take a place of."""
+
+    def take(self) -> bool:
+        """Take a free place without suspending; False when none is free (or requests are
+        waiting for one: they come first). What ``acquire`` does when it need not wait."""
+        if self.locked():
+            return False
+        self._value -= 1
+        return True
+
+
+def backend_slots(limits: LimitsConfig, backends: Iterable[str]) -> dict[str, Slot]:
+    return {name: Slot(limits.max_concurrent_per_backend) for name in backends}
 
 
 async def wait_for_slot(slot: asyncio.Semaphore, timeout: float) -> bool:

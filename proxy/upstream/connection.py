@@ -78,6 +78,9 @@ class Connection(asyncio.Protocol):
         if self._fresh_parser:
             self._parser = HttpResponseParser(self)
             self._fresh_parser = False
+        response = self.response
+        if response is not None and response.status:
+            response.fed()  # this read ended inside the answer's body: more is to come
 
     def eof_received(self) -> bool:
         return False  # close our side too; connection_lost follows
@@ -189,6 +192,14 @@ class Connection(asyncio.Protocol):
             response.fail(error)
         self.close()  # with the exchange unfinished: aborted
         self.response = None
+
+    def abandon(self) -> None:
+        """Drop the exchange without a word to it (it has moved on: a replay, a client that
+        left): the connection is aborted, whatever of the answer is still coming."""
+        self.response = None
+        if self.transport is not None and not self.closed:
+            self.transport.abort()
+        self.closed = True
 
     def close(self) -> None:
         """With an exchange unfinished, at once (its pending writes dropped: nothing of it

@@ -55,6 +55,28 @@ class Http1Upstream:
         self._timeouts = timeouts
         self._ca_file = ca_file
         self._pool: ConnectionPool | None = None
+        # What a request target is appended to: the URL's own path (base_url + raw path).
+        self._base_path = base_url[len(self._origin) :].encode("latin-1")
+        self.read_timeout = timeouts.read
+
+    @property
+    def pool(self) -> ConnectionPool:
+        """The keep-alive pool (the request path's fast exchanges take its connections)."""
+        assert self._pool is not None, "start() was not awaited"
+        return self._pool
+
+    def bodiless_head(self, method: bytes, target: bytes, headers: RawHeaders) -> bytes:
+        """The head of a request without a body (and without framing headers: the fast path
+        takes no request that has them) for ``target``, the client's raw path and query;
+        ``request_head`` with a body of None, without the URL built and taken apart."""
+        fields = self._origin_fields
+        if headers and headers[0][0] == b"host":
+            fields = self._other_host_fields
+        lines = [method, b" ", self._base_path + target, b" HTTP/1.1\r\n", fields]
+        for name, value in headers:
+            lines += (name, b": ", value, b"\r\n")
+        lines.append(b"\r\n")
+        return b"".join(lines)
 
     async def start(self) -> None:
         tls = None

@@ -32,6 +32,11 @@ class ConnectionPool:
         self._sweep: asyncio.TimerHandle | None = None
 
     async def acquire(self) -> Connection:
+        connection = self.take_idle()
+        return connection if connection is not None else await self._connect()
+
+    def take_idle(self) -> Connection | None:
+        """The most recently used idle connection still fresh, or None (then ``acquire``)."""
         idle = self._idle
         if idle:
             now = self.loop.time()
@@ -41,7 +46,7 @@ class ConnectionPool:
                     connection.reused = True
                     return connection
                 connection.close()
-        return await self._connect()
+        return None
 
     def release(self, connection: Connection) -> None:
         if self._closed or self._retired or connection.closed:

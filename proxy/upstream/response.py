@@ -70,6 +70,9 @@ class Http1Response:
         self.done = True
         self.wake()
 
+    def fed(self) -> None:
+        """A read ended with the body unfinished: the reader wakes on the chunks already."""
+
     def fail(self, error: UpstreamError) -> None:
         if not self.done:
             self._error = error

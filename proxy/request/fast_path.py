@@ -1,0 +1,187 @@
+"""The fast path: requests that need nothing but routing and relaying are answered from the
+downstream protocol's callbacks (``fast_protocol.py``), without uvicorn's ASGI cycle, by a
+``FastExchange`` each.
+
+Taken: a bodiless GET or HEAD over HTTP/1.1, its target a path without percent-escapes,
+neither an upgrade nor behind an unanswered request on its connection, when every backend is
+served by Cutover's own HTTP/1.1 client. Then, after the same refusal rules and the same
+split as the full path, the request leaves the fast path when it is refused, sampled for the
+dual run (any request of a migration or route with ``shadow``), or its Host makes it
+unforwardable: the full path (``app.py``, ``forwarder.py``) answers those, with nothing of
+them done twice. Everything else a request meets on the full path it meets here, in the same
+functions: the trusted proxies, the request id, the cohorts and the weight, the deprecation
+gate and the usage count, the header rules both ways, the breaker, the slots, the replay,
+the metrics and the access log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from time import perf_counter
+from typing import TYPE_CHECKING, Any, Protocol
+
+from cutover.request.body import BadRequest
+from cutover.request.fast_exchange import FastExchange
+from cutover.request.lifecycle import Refusal
+from cutover.request.peers import TRUSTED_PEER
+from cutover.request.refusals import refuse
+from cutover.request.request_id import adopt_request_id
+from cutover.request.slots import Overloaded, Slot, wait_for_slot
+from cutover.request.splitter import Decision, Splitter
+from cutover.types import Scope
+from cutover.upstream.base import UpstreamError, UpstreamTimeout
+from cutover.upstream.http1 import Http1Upstream
+
+if TYPE_CHECKING:
+    from cutover.config import Settings
+    from cutover.request.access_log import AccessLog
+    from cutover.request.forwarder import Forwarder
+    from cutover.request.metrics import Metrics
+
+# The methods taken (a request with a body goes the full path), by their bytes.
+FAST_METHODS = {b"GET": "GET", b"HEAD": "HEAD"}
+TICK = 0.1  # seconds between two sweeps of the exchanges in flight, for their timeouts
+
+
+class FastApp(Protocol):
+    """What the fast path reads of the proxy's app (``CutoverApp``), at every request: a
+    reload replaces its parts."""
+
+    settings: Settings
+    splitter: Splitter
+    forwarder: Forwarder
+    metrics: Metrics
+    access_log: AccessLog | None
+
+    def gate(self, scope: Scope, decision: Decision) -> Refusal | None: ...
+
+
+class FastPath:
+    def __init__(self, app: FastApp) -> None:
+        self.app = app
+        self.forwarder = app.forwarder
+        self.metrics = app.metrics
+        self.access_log = app.access_log
+        self.inflight: set[FastExchange] = set()
+        self.tick = 0
+        self.taken = 0  # requests the fast path answered (tests and benchmarks read it)
+        self._sweep: asyncio.TimerHandle | None = None
+        self._adopted: Forwarder | None = None
+        self.enabled = False
+        self.read_timeout = 0.0
+        self._read_ticks = 0
+        self._total_ticks: int | None = None
+
+    def _adopt(self, forwarder: Forwarder) -> None:
+        """What a config decides for the fast path: whether it runs, its timeouts in ticks."""
+        self._adopted = forwarder
+        self.enabled = all(isinstance(u, Http1Upstream) for u in forwarder.upstreams.values())
+        timeouts = self.app.settings.timeouts
+        self.read_timeout = timeouts.read
+        # One tick more than the timeout: a timeout never fires early, at most 0.2 s late.
+        self._read_ticks = math.ceil(timeouts.read / TICK) + 1
+        total = timeouts.total
+        self._total_ticks = None if total is None else math.ceil(total / TICK) + 1
+
+    def begin(self, protocol: Any, scope: Scope, method: bytes) -> FastExchange | None:
+        """Take the request whose head ``protocol`` just parsed (``scope`` complete), or
+        None: the full path answers it (nothing of it was done)."""
+        app = self.app
+        forwarder = self.forwarder = app.forwarder
+        if forwarder is not self._adopted:
+            self._adopt(forwarder)
+        if not self.enabled or refuse(scope) is not None:
+            return None
+        peers = forwarder.hops.peers
+        if peers is not None:
+            peers.resolve(scope)
+        decision = app.splitter.decide(scope["path"], scope["method"], scope["headers"],
+                                       scope["client"], scope["query_string"])  # fmt: skip
+        if decision.shadow is not None:
+            return self._decline(scope)
+        request_id = adopt_request_id(scope)
+        try:
+            headers = forwarder.hops.request_headers(scope)
+        except BadRequest:
+            return self._decline(scope)
+        self.metrics = app.metrics
+        self.access_log = app.access_log
+        exchange = FastExchange(self, protocol, scope, decision, headers, request_id, method)
+        self.taken += 1
+        refusal = app.gate(scope, decision)
+        if refusal is not None:
+            exchange.refused(refusal)
+        else:
+            exchange.start()
+        return exchange
+
+    def _decline(self, scope: Scope) -> None:
+        peer = scope.pop(TRUSTED_PEER, None)
+        if peer is not None:  # the full path resolves the client again, from the peer
+            scope["client"] = peer
+        return None
+
+    # -- timeouts -----------------------------------------------------------------
+
+    def watch(self, exchange: FastExchange) -> None:
+        self.inflight.add(exchange)
+        if self._sweep is None:
+            self._sweep = asyncio.get_running_loop().call_later(TICK, self.sweep)
+
+    def sweep(self) -> None:
+        """Every ``TICK`` while exchanges are in flight: those past a timeout expire."""
+        self.tick = tick = self.tick + 1
+        read, total = self._read_ticks, self._total_ticks
+        for exchange in list(self.inflight):
+            waiting = exchange.observed or exchange.connection is not None
+            if waiting and tick - exchange.seen > read:
+                seconds = f"{self.read_timeout:g}"
+                expire(exchange, UpstreamTimeout(f"no answer from the backend in {seconds} s"))
+            elif total is not None and not exchange.observed and tick - exchange.since > total:
+                expire(exchange, UpstreamTimeout("timeouts.total"))
+        self._sweep = (
+            asyncio.get_running_loop().call_later(TICK, self.sweep) if self.inflight else None
+        )
+
+    def later(self, exchange: FastExchange, upstream: Http1Upstream, slot: Slot) -> None:
+        """The exchange goes on once a slot is free and a connection is made (a task: the
+        one wait of the fast path, kept among the server's tasks, which the drain awaits)."""
+        task = asyncio.get_running_loop().create_task(send_later(exchange, upstream, slot))
+        exchange.task = task
+        tasks = exchange.protocol.tasks
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    def close(self) -> None:
+        if self._sweep is not None:
+            self._sweep.cancel()
+            self._sweep = None
+
+
+def expire(exchange: FastExchange, error: UpstreamTimeout) -> None:
+    """Past a timeout: the backend is given up on."""
+    if exchange.connection is not None:
+        exchange.connection.fail(error)  # which calls the exchange's fail()
+    elif exchange.task is not None:
+        exchange.task.cancel()
+        exchange.task = None
+        exchange.no_answer(error)
+
+
+async def send_later(exchange: FastExchange, upstream: Http1Upstream, slot: Slot) -> None:
+    if exchange.slot is None:
+        if not await wait_for_slot(slot, exchange.fast.forwarder.limits.queue_timeout):
+            exchange.task = None
+            exchange.no_answer(Overloaded(exchange.backend))
+            return
+        exchange.slot = slot
+        exchange.sent_at = perf_counter()
+    try:
+        connection = await upstream.pool.acquire()
+    except UpstreamError as exc:
+        exchange.task = None
+        exchange.no_answer(exc)
+        return
+    exchange.task = None
+    exchange.send(upstream, connection)
