@@ -101,7 +101,9 @@ GOAL_MANY_MIGRATIONS_RATIO = 0.95  # 200 migrations against one, req/s
 GOAL_REDIS_RATIO = 0.97  # state.backend redis against file, req/s
 GOAL_LIFECYCLE_RATIO = 0.95  # cohorts, deprecation and the usage count against none, req/s
 GOAL_ACCESS_LOG_RATIO = 0.90  # the access log on against off, req/s
-GOAL_ADDED_P50_MS = 0.35
+GOAL_ADDED_P50_MS = 0.15  # issue 17 (it was 0.35)
+GOAL_CEILING_RATIO = 0.50  # issue 17: cutover against the Python ceiling, req/s
+GOAL_P99_VS_NGINX = 3.0  # issue 17: cutover's p99 against nginx's, at the high count
 GOAL_RSS_MB = 80.0
 GOAL_STREAM_GROWTH_MB = 10.0
 
@@ -796,6 +798,7 @@ def ratio_checks(rows: list[Summary], conns: list[int]) -> list[Check]:
     ceiling_hi = find(rows, "python-ceiling", high)
     vs_ceiling = cut_hi.rps / ceiling_hi.rps if cut_hi and ceiling_hi else None
     added = cut_lo.p50_ms - dir_lo.p50_ms if cut_lo and dir_lo else None
+    p99_vs_nginx = cut_hi.p99_ms / ngx_hi.p99_ms if cut_hi and ngx_hi and ngx_hi.p99_ms else None
     many = find(rows, "cutover-200", high)
     vs_one = many.rps / cut_hi.rps if many and cut_hi else None
     many_vs_ref = many.rps / ref_hi.rps if many and ref_hi else None
@@ -865,8 +868,15 @@ def ratio_checks(rows: list[Summary], conns: list[int]) -> list[Check]:
             f"cutover / python-ceiling req/s @{conns_label(high)}",
             vs_ceiling,
             "",
-            "(issue 17: >= 0.50)",
-            None,
+            f">= {GOAL_CEILING_RATIO:.2f}",
+            None if vs_ceiling is None else vs_ceiling >= GOAL_CEILING_RATIO,
+        ),
+        Check(
+            f"cutover / nginx p99 @{conns_label(high)}",
+            p99_vs_nginx,
+            "",
+            f"<= {GOAL_P99_VS_NGINX:.1f}",
+            None if p99_vs_nginx is None else p99_vs_nginx <= GOAL_P99_VS_NGINX,
         ),
         Check(
             f"added p50 @{conns_label(low)}, cutover - direct",

@@ -25,6 +25,7 @@ from cutover.ops.gateway import Gateway
 from cutover.ops.listener import AppListener, Listeners
 from cutover.ops.tls import ServingTls
 from cutover.request.app import RESPONSE_ABANDONED
+from cutover.request.fast_exchange import FastExchange
 from cutover.request.fast_protocol import configure
 from cutover.request.ws_tunnel import ClientEnd
 
@@ -204,9 +205,16 @@ class DrainingServer(uvicorn.Server):
         finished: list[float] = []
         for task in in_flight:
             task.add_done_callback(lambda _: finished.append(time.monotonic()))
+        # The fast path's requests have no task: their connections close once answered
+        # (uvicorn waits for the connections), so they are counted, not timed.
+        fast = sum(
+            1 for connection in self.server_state.connections
+            if isinstance(cycle := getattr(connection, "cycle", None), FastExchange)
+            and not cycle.response_complete and cycle.task is None
+        )  # fmt: skip
         logger.info(
             "draining: stopped accepting connections; %d request(s) in flight, grace %gs",
-            len(in_flight), grace,
+            len(in_flight) + fast, grace,
         )  # fmt: skip
         await super().shutdown(sockets=sockets)
         if self.force_exit:
@@ -228,7 +236,7 @@ class DrainingServer(uvicorn.Server):
         else:
             logger.info(
                 "drained %d request(s) in %.2fs; shutdown took %.2fs",
-                len(in_flight), drained, total,
+                len(in_flight) + fast, drained, total,
             )  # fmt: skip
 
 

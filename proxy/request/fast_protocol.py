@@ -61,7 +61,10 @@ class FastHttpProtocol(BoundedHttpToolsProtocol):
             or self.parser.get_http_version() != "1.1"
         ):
             return False
-        return all(name != b"content-length" for name, _ in self.headers)
+        for name, _ in self.headers:  # noqa: SIM110 - a loop: no generator per request
+            if name == b"content-length":
+                return False
+        return True
 
     def resume_writing(self) -> None:
         super().resume_writing()

@@ -23,7 +23,7 @@ class Slot(asyncio.Semaphore):
     def take(self) -> bool:
         """Take a free place without suspending; False when none is free (or requests are
         waiting for one: they come first). What ``acquire`` does when it need not wait."""
-        if self.locked():
+        if self._value <= 0 or self._waiters:  # locked(), without its generator
             return False
         self._value -= 1
         return True
