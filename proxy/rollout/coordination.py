@@ -13,7 +13,8 @@ import asyncio
 import contextlib
 import fcntl
 import os
-from collections.abc import AsyncIterator, Iterator
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from pathlib import Path
 from typing import Protocol
@@ -63,12 +64,11 @@ class Coordination:
         """The state lock without blocking the event loop: one holder per process at a
         time (an asyncio lock), the flock itself taken in a thread."""
         async with self._local:
-            acquiring = asyncio.ensure_future(asyncio.to_thread(self._acquire))
+            handoff = _Handoff(self._acquire)
             try:
-                fd = await asyncio.shield(acquiring)
-            except asyncio.CancelledError:
-                # The thread may still get the lock: release it then, or no one else can.
-                acquiring.add_done_callback(_close_acquired)
+                fd = await asyncio.to_thread(handoff.acquire)
+            except BaseException:
+                handoff.abandon()  # the thread may still get the lock: it lets go then
                 raise
             try:
                 yield
@@ -116,6 +116,32 @@ class Coordination:
             self._leader_fd = None
 
 
-def _close_acquired(future: asyncio.Future[int]) -> None:
-    if not future.cancelled() and future.exception() is None:
-        os.close(future.result())
+class _Handoff:
+    """The flock a thread takes for a waiter that may give up first (cancelled, or its loop
+    stopping): whichever of the two comes second closes the descriptor. A lock got for no
+    one is let go by the thread itself, not by a callback on the event loop: a stopping
+    loop cancels every task left and drops a thread's late result."""
+
+    def __init__(self, acquire: Callable[[], int]) -> None:
+        self._acquire = acquire
+        self._guard = threading.Lock()  # held only to hand over: never while waiting
+        self._fd: int | None = None
+        self._abandoned = False
+
+    def acquire(self) -> int:
+        """In the thread: the descriptor, or OSError; closed at once if abandoned."""
+        fd = self._acquire()
+        with self._guard:
+            if not self._abandoned:
+                self._fd = fd
+                return fd
+        os.close(fd)
+        raise OSError("the state lock was got for a waiter that gave up")
+
+    def abandon(self) -> None:
+        """On the loop: the waiter gives up; the lock is let go if already got."""
+        with self._guard:
+            self._abandoned = True
+            fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
