@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.metrics_core import Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from cutover.request.metric_counts import DURATION_LABELS, REQUEST_LABELS, RequestCounts
 from cutover.vocabulary import BreakerState, Phase
 
 # Roughly ×1.5 steps from 1 ms to 30 s: fine enough for p95 ratios, few enough series.
@@ -23,6 +24,11 @@ LATENCY_BUCKETS = (
 )  # fmt: skip
 CODE_CLASSES = ("1xx", "1xx", "2xx", "3xx", "4xx", "5xx")
 ERROR = "error"
+REQUESTS_HELP = (
+    "Requests answered, by migration (none: outside every migration), backend, route, status "
+    "class (error: no upstream response) and the cohort that decided (weight: none did)."
+)
+DURATION_HELP = "Time from sending a request to the backend to its response headers."
 ROLLBACK_REASONS = ("error_rate", "latency", "memory", "shadow", "operator")
 
 
@@ -39,21 +45,18 @@ class Metrics:
         self.registry = registry if registry is not None else CollectorRegistry()
         self.multiprocess_dir = multiprocess_dir
         r = self.registry
-        self.requests = Counter(
-            "cutover_requests",
-            "Requests answered, by migration (none: outside every migration), backend, route, "
-            "status class (error: no upstream response) and the cohort that decided (weight: "
-            "none did).",
-            ["migration", "backend", "route", "code", "cohort"],
-            registry=r,
-        )
-        self.request_duration = Histogram(
-            "cutover_request_duration_seconds",
-            "Time from sending a request to the backend to its response headers.",
-            ["migration", "backend", "route"],
-            buckets=LATENCY_BUCKETS,
-            registry=r,
-        )
+        # One process counts its requests in plain numbers (metric_counts.py); workers count
+        # them in prometheus-client's files, for the exposition to sum them.
+        self.counts: RequestCounts | None = None
+        if multiprocess_dir is None:
+            self.counts = RequestCounts(LATENCY_BUCKETS, REQUESTS_HELP, DURATION_HELP)
+            r.register(self.counts)  # type: ignore[arg-type]  # a collector: it has collect()
+        else:
+            self.requests = Counter("cutover_requests", REQUESTS_HELP, REQUEST_LABELS,
+                                    registry=r)  # fmt: skip
+            self.request_duration = Histogram("cutover_request_duration_seconds", DURATION_HELP,
+                                              DURATION_LABELS, buckets=LATENCY_BUCKETS,
+                                              registry=r)  # fmt: skip
         self.upstream_errors = Counter(
             "cutover_upstream_errors",
             "Requests for which the backend gave no usable response, by kind.",
@@ -235,6 +238,11 @@ class Metrics:
     ) -> None:
         """One answered request; ``code`` is a status class or ``error``, ``cohort`` the
         label of the cohort that sent it (``weight``: none did)."""
+        counts = self.counts
+        if counts is not None:
+            counts.add((migration, backend, route, code, cohort), (migration, backend, route),
+                       seconds)  # fmt: skip
+            return
         key = (migration, backend, route, code, cohort)
         children = self._children.get(key)
         if children is None:

@@ -39,7 +39,8 @@ def test_the_sampler_keeps_an_hour_and_reads_the_live_counters() -> None:
     metrics = Metrics(CollectorRegistry())
     sampler = Sampler(metrics, lambda: {"m": 25.0}, every=10.0, kept_for=30.0)
     assert sampler.take(read_counters(metrics), 0.0) is None  # the first one is a baseline
-    metrics.requests.labels("m", "new", "r", "2xx", "weight").inc(40)
+    for _ in range(40):
+        metrics.observe("m", "new", "r", "2xx", 0.002)
     sample = sampler.take(read_counters(metrics), 10.0)
     assert sample is not None and sample.weights == {"m": 25.0}
     assert sample.traffic[KEY].rps == 4.0
