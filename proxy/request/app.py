@@ -28,7 +28,7 @@ from cutover.request.refusals import ALLOWED_METHODS, REFUSAL_TITLES, refuse
 from cutover.request.relay import UpstreamBodyError
 from cutover.request.request_id import adopt_request_id, stamping
 from cutover.request.splitter import Decision, MigrationRule, Splitter
-from cutover.request.usage import UsageRecorder
+from cutover.request.usage import UsageRecorder, user_agent
 from cutover.request.ws_forwarder import OpenSockets, WebSocketForwarder
 from cutover.request.ws_handoff import TUNNEL
 from cutover.request.ws_handshake import asks_for_websocket, handshake_problem
@@ -70,6 +70,7 @@ async def run_lifespan(
 # The decisions a brownout or a sunset applies to, and the usage report counts: what the
 # migration itself sends to its from. Not the override header (a tester's choice), nor a pin.
 GATED_REASONS = frozenset({"weight", "cohort"})
+DEPRECATED = Lifecycle.DEPRECATED  # read on every gated request: no enum lookup
 
 
 class CutoverApp:
@@ -246,7 +247,7 @@ class CutoverApp:
         refusal = None
         brownout = False
         client: ClientId | None = None
-        if state.lifecycle != Lifecycle.DEPRECATED:
+        if state.lifecycle != DEPRECATED:
             if state.lifecycle == Lifecycle.SUNSET:
                 if gate.after_sunset == AfterSunset.ROUTE_TO_NEW:
                     self.metrics.lifecycle_outcome("sunset", gate.migration, "routed_to_new")
@@ -270,9 +271,9 @@ class CutoverApp:
                     refusal = None if gate.dry_run else state.refusal
         if self.recorder is not None:
             client = client if client is not None else self.identify(scope)
-            user_agent = next((v for n, v in scope["headers"] if n == b"user-agent"), None)
             self.recorder.record(gate.migration, client, scope["method"], gate.prefix,
-                                 user_agent, brownout, now, scope["path"])  # fmt: skip
+                                 user_agent(scope["headers"]), brownout, now,
+                                 scope["path"])  # fmt: skip
         return refusal
 
     def resolve_client(self, scope: Scope) -> None:

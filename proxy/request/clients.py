@@ -19,6 +19,7 @@ from cutover.vocabulary import ClientIdentity
 MAX_VALUE = 256  # bytes of a header value kept as an identity
 HINT_MIN = 12  # a secret's last four characters are shown only when it has at least this many
 DIGEST_SIZE = 16  # bytes: 32 hex digits
+KNOWN_KEPT = 4096  # header values whose identity is remembered
 _PRINTABLE = re.compile(rb"[\x20-\x7e]+")
 
 
@@ -44,13 +45,31 @@ class ClientIdentifier:
         self.header = header.lower().encode("latin-1")
         secret = config.hash_key.get_secret_value() if config.hash_key is not None else ""
         self._key = hash_key_bytes(secret) if secret else b""
+        self._by_address = self.kind == ClientIdentity.CLIENT_IP
+        self._by_header = self.kind == ClientIdentity.HEADER
+        # A header's value → its identity, for the last KNOWN_KEPT values: clients are few and
+        # call often. Never a secret's (api_key, bearer): those are hashed and forgotten.
+        self._known: dict[bytes, ClientId] = {}
 
     def identify(self, headers: RawHeaders, client: tuple[str, int] | None) -> ClientId:
-        if self.kind == ClientIdentity.CLIENT_IP:
+        if self._by_address:
             return ClientId(client[0], None) if client is not None else UNIDENTIFIED
-        value = next((value for name, value in headers if name == self.header), None)
+        wanted, value = self.header, None
+        for name, field in headers:
+            if name == wanted:
+                value = field
+                break
         if value is None:
             return UNIDENTIFIED
+        if self._by_header:
+            known = self._known.get(value)
+            if known is None:
+                known = self.named(value)
+                if len(value) <= MAX_VALUE:
+                    if len(self._known) >= KNOWN_KEPT:
+                        self._known.clear()
+                    self._known[value] = known
+            return known
         if self.kind == ClientIdentity.BEARER:
             scheme, _, credentials = value.strip().partition(b" ")
             if scheme.lower() != b"bearer":
@@ -59,11 +78,15 @@ class ClientIdentifier:
         value = value.strip()
         if not value:
             return UNIDENTIFIED
-        if self.kind == ClientIdentity.HEADER:
-            if len(value) > MAX_VALUE or not _PRINTABLE.fullmatch(value):
-                return UNIDENTIFIED
-            return ClientId(value.decode("ascii"), None)
         return self.hashed(value)
+
+    @staticmethod
+    def named(value: bytes) -> ClientId:
+        """The identity a header's own value makes (``identify: header:NAME``)."""
+        value = value.strip()
+        if not value or len(value) > MAX_VALUE or not _PRINTABLE.fullmatch(value):
+            return UNIDENTIFIED
+        return ClientId(value.decode("ascii"), None)
 
     def hashed(self, secret: bytes) -> ClientId:
         digest = blake2b(secret, key=self._key, digest_size=DIGEST_SIZE).hexdigest()

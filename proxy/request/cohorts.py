@@ -32,6 +32,7 @@ _V4_MAPPED = bytes(10) + b"\xff\xff"
 ValueMatcher = Callable[[bytes], bool]
 Values = dict[bytes, list[bytes]]
 NO_VALUES: Values = {}
+ADDRESSES_KEPT = 4096  # client hosts whose parsed address a migration's cohorts keep
 
 
 def value_matcher(value: str | RegexConfig) -> ValueMatcher:
@@ -151,6 +152,20 @@ class CohortRequest:
     sticky: bytes | None
 
 
+# Where choose() finds what a cohort of each kind tests: the values of its query, header and
+# cookie names, the client's address, the sticky key.
+_NETWORK, _USERS = -1, -2
+_SOURCE = {CohortKind.QUERY: 0, CohortKind.HEADER: 1, CohortKind.COOKIE: 2,
+           CohortKind.NETWORK: _NETWORK, CohortKind.USERS_FILE: _USERS}  # fmt: skip
+
+
+def tested(cohort: Cohort) -> tuple[Network, ...] | frozenset[bytes] | tuple[object, ...]:
+    """What choose() tests a request against: a cohort's networks, users or matchers."""
+    if cohort.kind == CohortKind.NETWORK:
+        return cohort.networks
+    return cohort.users if cohort.kind == CohortKind.USERS_FILE else cohort.matchers
+
+
 class Cohorts:
     """A migration's cohorts, in config order, and what of a request they read."""
 
@@ -164,6 +179,27 @@ class Cohorts:
         self.header_names = names(CohortKind.HEADER)
         self.cookie_names = names(CohortKind.COOKIE)
         self.reads_address = any(c.kind == CohortKind.NETWORK for c in self.cohorts)
+        # The header names the scan stops at: one set probe for every other header.
+        self._watched = self.header_names | ({b"cookie"} if self.cookie_names else set())
+        # Each cohort as (cohort, where its values are, its test): choose() does what
+        # Cohort.matches does, without an enum or a request object per request.
+        self._plan = tuple((c, _SOURCE[c.kind], tested(c)) for c in self.cohorts)
+        self._addresses: dict[str, Address | None] = {}  # by client host: parsed once
+
+    def address(self, client: tuple[str, int] | None) -> Address | None:
+        """``client_address(client)``, remembered for the last ``ADDRESSES_KEPT`` hosts."""
+        if client is None:
+            return None
+        host = client[0]
+        addresses = self._addresses
+        try:
+            return addresses[host]
+        except KeyError:
+            pass
+        if len(addresses) >= ADDRESSES_KEPT:
+            addresses.clear()
+        address = addresses[host] = client_address(client)
+        return address
 
     def choose(
         self,
@@ -173,24 +209,44 @@ class Cohorts:
         sticky: bytes | None,
     ) -> Cohort | None:
         """The first cohort the request is in (None: the weight decides)."""
-        found_headers: Values = NO_VALUES
-        cookies: Values = NO_VALUES
-        header_names, cookie_names = self.header_names, self.cookie_names
-        if header_names or cookie_names:
-            found_headers, cookies = {}, {}
+        found_headers: Values | None = None
+        cookies: Values | None = None
+        header_names, cookie_names, watched = self.header_names, self.cookie_names, self._watched
+        if watched:
             for name, value in headers:
+                if name not in watched:
+                    continue
                 if name in header_names:
+                    if found_headers is None:
+                        found_headers = {}
                     found_headers.setdefault(name, []).append(value)
                 if cookie_names and name == b"cookie":
+                    if cookies is None:
+                        cookies = {}
                     cookie_values(value, cookie_names, cookies)
-        request = CohortRequest(
-            query=query_values(query, self.query_names) if self.query_names and query else {},
-            headers=found_headers,
-            cookies=cookies,
-            address=client_address(client) if self.reads_address else None,
-            sticky=sticky,
-        )
-        for cohort in self.cohorts:
-            if cohort.matches(request):
-                return cohort
+        query_found = query_values(query, self.query_names) if self.query_names and query else None
+        address = self.address(client) if self.reads_address else None
+        found_by_source = (query_found, found_headers, cookies)
+        for cohort, source, test in self._plan:
+            if source == _NETWORK:
+                if address is not None:
+                    size, value = address
+                    for n_size, net, mask in test:
+                        if size == n_size and value & mask == net:
+                            return cohort
+            elif source == _USERS:
+                if sticky is not None and sticky in test:
+                    return cohort
+            else:
+                found = found_by_source[source]
+                if found is None:  # none of its names in the request: only no names matches
+                    if not test:
+                        return cohort
+                    continue
+                for name, match in test:  # every name has a value that matches
+                    values = found.get(name)
+                    if not values or not any(map(match, values)):
+                        break
+                else:
+                    return cohort
         return None

@@ -30,6 +30,9 @@ HOP_BY_HOP = frozenset(
 # Host comes from the backend URL, Expect was answered by the server already.
 _REQUEST_DROPPED = HOP_BY_HOP | {b"host", b"expect", b"x-forwarded-proto", b"x-forwarded-host"}
 _TRUSTED_KEPT = frozenset({b"x-forwarded-proto", b"x-forwarded-host"})  # a trusted peer's
+# Every request header the scan does more with than pass on.
+_REQUEST_READ = _REQUEST_DROPPED | {b"x-forwarded-for", b"forwarded", b"via"}
+_RFC7239, _X_FORWARDED = ForwardedHeader.RFC7239, ForwardedHeader.X_FORWARDED
 
 PSEUDONYM = b"cutover"
 BACKEND_HEADER = b"x-cutover-backend"
@@ -51,6 +54,23 @@ def host_problem(hosts: list[bytes], http_version: str) -> str | None:
     if not _HOST_RE.match(hosts[0]):
         return "the Host header is not a host[:port]"
     return None
+
+
+_VALID_HOSTS: set[bytes] = set()  # Host values that matched _HOST_RE: a few, sent often
+_VALID_HOSTS_KEPT = 1024
+
+
+def valid_host(host: bytes) -> bool:
+    """Whether a Host value is a host[:port] (``host_problem``'s test), remembered."""
+    if host in _VALID_HOSTS:
+        return True
+    if not _HOST_RE.match(host):
+        return False
+    if len(host) <= 255:  # a DNS name's most, and a port: longer ones are not kept
+        if len(_VALID_HOSTS) >= _VALID_HOSTS_KEPT:
+            _VALID_HOSTS.clear()
+        _VALID_HOSTS.add(host)
+    return True
 
 
 def connection_tokens(headers: RawHeaders) -> frozenset[bytes]:
@@ -83,53 +103,67 @@ def upstream_request_headers(
     trusted peer its X-Forwarded-Proto/-Host are kept and its Forwarded is appended to;
     from any other peer they are Cutover's own, and its Forwarded is replaced. The
     vocabulary ``forwarded`` does not name is not sent at all."""
-    dropped = _REQUEST_DROPPED
-    if any(name == b"connection" for name, _ in headers):
-        dropped = dropped | connection_tokens(headers)
-    out: RawHeaders = []
-    hosts: list[bytes] = []
-    forwarded_for = via = chain = None
-    kept: dict[bytes, bytes] = {}
-    for name, value in headers:
-        if name in dropped:
-            if name == b"host":
-                hosts.append(value)
-            elif trusted and name in _TRUSTED_KEPT:
-                kept.setdefault(name, value)
-            continue
-        if name == b"x-forwarded-for":
-            forwarded_for = value if forwarded_for is None else forwarded_for + b", " + value
-            continue
-        if name == b"forwarded":
-            chain = value if chain is None else chain + b", " + value
-            continue
-        if name == b"via":
-            via = value if via is None else via + b", " + value
-            continue
-        out.append((name, value))
-
-    problem = host_problem(hosts, http_version)
-    if problem is not None:
-        raise BadRequest(problem)
-    host = hosts[0] if hosts else None
-    if forwarded != ForwardedHeader.RFC7239:
+    dropped, read = _REQUEST_DROPPED, _REQUEST_READ
+    while True:
+        out: RawHeaders = []
+        append = out.append
+        hosts: list[bytes] = []
+        forwarded_for = via = chain = None
+        kept: dict[bytes, bytes] = {}
+        connection: list[bytes] = []
+        for item in headers:
+            name = item[0]
+            if name not in read:  # most headers: passed on as they are
+                append(item)
+                continue
+            value = item[1]
+            if name in dropped:
+                if name == b"host":
+                    hosts.append(value)
+                elif name == b"connection":
+                    connection.append(value)
+                elif trusted and name in _TRUSTED_KEPT:
+                    kept.setdefault(name, value)
+            elif name == b"x-forwarded-for":
+                forwarded_for = value if forwarded_for is None else forwarded_for + b", " + value
+            elif name == b"forwarded":
+                chain = value if chain is None else chain + b", " + value
+            elif name == b"via":
+                via = value if via is None else via + b", " + value
+        if connection and dropped is _REQUEST_DROPPED:
+            # What the client's Connection names is dropped too: the scan again, without them.
+            named = connection_tokens([(b"connection", v) for v in connection]) - dropped
+            if named:
+                dropped, read = dropped | named, read | named
+                continue
+        break
+    if len(hosts) == 1 and valid_host(hosts[0]):
+        host: bytes | None = hosts[0]
+    else:
+        problem = host_problem(hosts, http_version)
+        if problem is not None:
+            raise BadRequest(problem)
+        host = hosts[0] if hosts else None
+    if forwarded != _RFC7239:
         if client_host is not None:
             client = client_host.encode("latin-1")
             forwarded_for = client if forwarded_for is None else forwarded_for + b", " + client
         if forwarded_for is not None:
             out.append((b"x-forwarded-for", forwarded_for))
-        out.append((b"x-forwarded-proto", kept.get(b"x-forwarded-proto", scheme.encode())))
-        host_seen = kept.get(b"x-forwarded-host", host)
+        proto = kept.get(b"x-forwarded-proto") if kept else None
+        out.append((b"x-forwarded-proto", proto if proto is not None else scheme.encode()))
+        host_seen = kept.get(b"x-forwarded-host", host) if kept else host
         if host_seen is not None:
             out.append((b"x-forwarded-host", host_seen))
-    if forwarded != ForwardedHeader.X_FORWARDED:
+    if forwarded != _X_FORWARDED:
         element = forwarded_element(client_host, scheme, host)
         out.append((b"forwarded", chain + b", " + element if trusted and chain else element))
-    hop = via_value(http_version)
+    hop = _VIA.get(http_version) or via_value(http_version)
     out.append((b"via", hop if via is None else via + b", " + hop))
     return out
 
 
+_VIA = {version: via_value(version) for version in ("1.0", "1.1")}
 _RESPONSE_VIA = via_value("1.1")
 _CONNECTION_OPTIONS = frozenset({b"keep-alive", b"close", b""})
 
@@ -144,20 +178,24 @@ def client_response_headers(
     ``Via`` appended, then ``extra`` (backend name, deprecation, cookies) added; with
     ``locations`` (and the request's ``scope``), Location and Content-Location rewritten."""
     dropped = _RESPONSE_DROPPED
+    named: set[bytes] = set()
     out: RawHeaders = []
+    append = out.append
     for name, value in raw:
         name = name.lower()
-        if name == b"connection":
+        if name in dropped:
             # Usually just "keep-alive" or "close"; anything else it names is hop-by-hop too.
-            named = {token.strip().lower() for token in value.split(b",")} - _CONNECTION_OPTIONS
-            if named:
-                dropped = dropped | named
-        elif locations is not None and name in LOCATION_HEADERS:
+            if name == b"connection" and value.strip().lower() not in _CONNECTION_OPTIONS:
+                named.update(token.strip().lower() for token in value.split(b","))
+            continue
+        if locations is not None and name in LOCATION_HEADERS:
             value = locations.rewrite(value, scope)  # type: ignore[arg-type]
-        out.append((name, value))
-    out = [(name, value) for name, value in out if name not in dropped]
+        append((name, value))
+    named -= _CONNECTION_OPTIONS
+    if named:  # it may name a field that came before it
+        out = [(name, value) for name, value in out if name not in named]
     out.append((b"via", _RESPONSE_VIA))
-    out.extend(extra)
+    out += extra
     return out
 
 

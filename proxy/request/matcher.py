@@ -85,27 +85,27 @@ class PrefixTable(Generic[T]):
             self._table.setdefault(key, []).append((below_only, rule))
         self._depth = max((key.count("/") for key in self._table if key != "/"), default=0)
         self._has_root = "/" in self._table
-        # Longest key first: the first rule a scan finds is the most specific.
+        # Longest key first: the first rule a scan finds is the most specific. Each entry:
+        # what a path below the key starts with ("" for the root: every path), the key a
+        # path equal to it matches (None: below only), the rule's methods and the rule.
         self._scan = (
-            sorted(((segment_key(r.prefix), r) for r in rules), key=lambda e: -len(e[0][0]))
+            [(("" if key == "/" else key + "/"), None if below_only else key, r.methods, r)
+             for (key, below_only), r in sorted(((segment_key(r.prefix), r) for r in rules),
+                                                key=lambda e: -len(e[0][0]))]
             if (len(rules) <= SCAN_BELOW if scan is None else scan)
             else None
-        )
+        )  # fmt: skip
         self.rules = rules
 
     def __len__(self) -> int:
         return len(self.rules)
 
     def lookup(self, path: str, method: str) -> Rule[T] | None:
-        if self._scan is not None:
-            for (key, below_only), rule in self._scan:
-                if rule.methods is not None and method not in rule.methods:
-                    continue
-                if key == "/":
-                    return rule
-                if path.startswith(key) and (
-                    path[len(key) : len(key) + 1] == "/"
-                    or (len(path) == len(key) and not below_only)
+        scan = self._scan
+        if scan is not None:
+            for below, key, methods, rule in scan:
+                if (methods is None or method in methods) and (
+                    path.startswith(below) or path == key
                 ):
                     return rule
             return None

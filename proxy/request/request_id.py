@@ -37,15 +37,19 @@ def adopt_request_id(scope: Scope) -> bytes:
     headers = scope["headers"]
     found: bytes | None = None
     count = 0
+    wanted = REQUEST_ID_HEADER
     for name, value in headers:
-        if name == REQUEST_ID_HEADER:
+        if name == wanted:
             found = value
             count += 1
     if count == 1 and is_valid(found):  # type: ignore[arg-type]  # count 1: found is set
         return found  # type: ignore[return-value]
     request_id = new_request_id()
-    kept = [item for item in headers if item[0] != REQUEST_ID_HEADER] if count else list(headers)
-    kept.append((REQUEST_ID_HEADER, request_id))
+    if count:
+        kept = [item for item in headers if item[0] != wanted]
+        kept.append((wanted, request_id))
+    else:
+        kept = [*headers, (wanted, request_id)]
     scope["headers"] = kept
     return request_id
 

@@ -202,35 +202,50 @@ class Splitter:
     ) -> Decision:
         """``query``: the raw query string, read only by a migration with query cohorts."""
         found = self.table.lookup(path, method)
-        migration = found.value if found is not None else None
-        kind = migration.sticky_kind if migration is not None else "none"
-        sticky_name = migration.sticky_name if migration is not None else b""
+        if found is None:
+            migration, kind, sticky_name = None, "none", b""
+        else:
+            migration = found.value
+            kind, sticky_name = migration.sticky_kind, migration.sticky_name
         override = sticky = None
-        want_header = kind == "header"
-        want_cookie = kind == "cookie"
-        for name, value in headers:
-            if name == self.override_header:
-                override = value
-            elif want_header and name == sticky_name:
-                sticky = value
-            elif want_cookie and name == b"cookie" and sticky is None:
-                sticky = cookie_value(value, sticky_name)
+        override_header = self.override_header
+        # One loop per sticky kind: the header scan tests only what this request's key needs.
+        if kind == "header":
+            for name, value in headers:
+                if name == override_header:
+                    override = value
+                elif name == sticky_name:
+                    sticky = value
+        elif kind == "cookie":
+            for name, value in headers:
+                if name == override_header:
+                    override = value
+                elif name == b"cookie" and sticky is None:
+                    sticky = cookie_value(value, sticky_name)
+        else:
+            for name, value in headers:
+                if name == override_header:
+                    override = value
 
         set_cookie = None
         sent = sticky  # the client's own key (a users file lists those, never a fresh one)
-        if want_cookie and sticky is None:
+        if kind == "cookie" and sticky is None:
             sticky = secrets.token_urlsafe(16).encode("ascii")
             set_cookie = sticky_name + b"=" + sticky + b"; Path=/; HttpOnly; SameSite=Lax"
         elif kind == "client_ip" and client is not None:
             sticky = client[0].encode("latin-1")
 
-        rule = self.route_for(path)
-        route = rule.name if rule is not None else DEFAULT_ROUTE
-        deprecation = rule.deprecation if rule is not None else True
-        shadow = rule.shadow if rule is not None else None
-        if shadow is None and migration is not None:
-            shadow = migration.shadow
-        label = migration.name if migration is not None else NO_MIGRATION
+        rule = self.route_for(path) if self.rules else None
+        if rule is None:
+            route, deprecation, shadow = DEFAULT_ROUTE, True, None
+        else:
+            route, deprecation, shadow = rule.name, rule.deprecation, rule.shadow
+        if migration is None:
+            label = NO_MIGRATION
+        else:
+            label = migration.name
+            if shadow is None:
+                shadow = migration.shadow
 
         if override is not None and override in self.overrides and self.may_override(client):
             backend = self.overrides[override]

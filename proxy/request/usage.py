@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from cutover.request.clients import ClientId
+from cutover.types import RawHeaders
 
 MAX_KEYS = 100_000
 MAX_CLIENTS = 10_000
@@ -94,6 +95,14 @@ class CountsDeprecated(Protocol):
     def __call__(self, migration: str) -> None: ...
 
 
+def user_agent(headers: RawHeaders) -> bytes | None:
+    """A request's first User-Agent (lowercased ASGI names), as the usage count keeps it."""
+    for name, value in headers:
+        if name == b"user-agent":
+            return value
+    return None
+
+
 class UsageRecorder:
     def __init__(
         self,
@@ -131,33 +140,38 @@ class UsageRecorder:
     ) -> None:
         if self.counted is not None:
             self.counted(migration)
-        day = self._day_of(now)
+        day = self._day[1] if self._day[0] == now // 86400 else self._day_of(now)
         agent = None if user_agent is None else user_agent[:MAX_USER_AGENT].decode("latin-1")
         known = self._clients.get(migration)
         if known is None:
             known = self._clients[migration] = set()
-        if client.key not in known:
+        who = client.key
+        if who not in known:
             if len(known) >= self.max_clients:
                 client = ClientId(OVERFLOW, None)
+                who = OVERFLOW
             else:
-                known.add(client.key)
-        key = (migration, client.key, method, prefix, day)
-        row = self._rows.get(key)
-        if row is None and len(self._rows) >= self.max_keys:
+                known.add(who)
+        rows = self._rows
+        key = (migration, who, method, prefix, day)
+        row = rows.get(key)
+        if row is None and len(rows) >= self.max_keys:
             self.overflowed += 1
             key = (migration, OVERFLOW, method, prefix, day)
-            row = self._rows.get(key)
+            row = rows.get(key)
             client, agent = ClientId(OVERFLOW, None), None
         if row is None:
-            self._rows[key] = UsageRow(migration, client.key, method, prefix, day, 1,
-                                       int(brownout), now, now, agent, client.hint)  # fmt: skip
+            rows[key] = UsageRow(migration, client.key, method, prefix, day, 1, int(brownout),
+                                 now, now, agent, client.hint)  # fmt: skip
         else:
             row.count += 1
             row.brownouts += brownout
             if now >= row.last_seen:
                 row.last_seen = now
                 row.user_agent = agent or row.user_agent
-        self._notice(migration, client, method, prefix, path, agent, now)
+        last = self._logged.get((migration, client.key))
+        if last is None or now - last >= self.log_interval:  # else: logged within the hour
+            self._notice(migration, client, method, prefix, path, agent, now)
 
     def _notice(
         self, migration: str, client: ClientId, method: str, prefix: str, path: str,

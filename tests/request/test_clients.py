@@ -8,7 +8,7 @@ from hashlib import blake2b
 import pytest
 
 from cutover.config import ClientsConfig
-from cutover.request.clients import UNIDENTIFIED, ClientId, ClientIdentifier
+from cutover.request.clients import KNOWN_KEPT, UNIDENTIFIED, ClientId, ClientIdentifier
 from cutover.types import RawHeaders
 
 KEY = "a-hash-key-of-32-characters-0123"
@@ -87,3 +87,13 @@ def test_a_key_longer_than_blake2b_takes_is_hashed_down() -> None:
     long_key = "k" * 100
     client = identifier("bearer", long_key).identify([(b"authorization", b"Bearer tok")], None)
     assert client.key.startswith("h:")
+
+
+def test_a_header_value_seen_again_is_the_same_client_and_few_values_are_kept() -> None:
+    clients = identifier("header:X-Client-Id")
+    first = [clients.identify([(b"x-client-id", b"app-%d" % i)], None) for i in range(3)]
+    for i in range(KNOWN_KEPT + 10):  # more distinct values than are kept
+        clients.identify([(b"x-client-id", b"one-off-%d" % i)], None)
+    again = [clients.identify([(b"x-client-id", b"app-%d" % i)], None) for i in range(3)]
+    assert again == first == [ClientId(f"app-{i}", None) for i in range(3)]
+    assert len(clients._known) <= KNOWN_KEPT

@@ -10,7 +10,13 @@ import pytest
 
 from cutover.config import CohortConfig
 from cutover.config.cohorts import MAX_SUBJECT
-from cutover.request.cohorts import Cohort, Cohorts, client_address, query_values
+from cutover.request.cohorts import (
+    ADDRESSES_KEPT,
+    Cohort,
+    Cohorts,
+    client_address,
+    query_values,
+)
 
 CLIENT = ("203.0.113.7", 5000)
 
@@ -117,6 +123,16 @@ def test_cookie_cohorts_read_every_cookie_header_and_pair() -> None:
 def test_network_cohorts_use_the_client_address(address: str, expected: str | None) -> None:
     group = cohorts({"network": ["10.20.0.0/16", "2001:db8::/32"], "backend": "new"})
     assert chosen(group, client=(address, 1)) == expected
+
+
+def test_a_client_seen_again_is_matched_the_same_and_few_addresses_are_kept() -> None:
+    group = cohorts({"network": ["10.20.0.0/16"], "backend": "new"})
+    for _ in range(2):  # the second time from what was kept
+        assert [chosen(group, client=(a, 1)) for a in ("10.20.0.1", "10.9.0.1", "x")] == [
+            "0", None, None,
+        ]  # fmt: skip
+    outside = [chosen(group, client=(f"10.{i >> 8}.{i & 255}.1", 1)) for i in range(6000)]
+    assert outside.count("0") == 256 and len(group._addresses) <= ADDRESSES_KEPT  # 10.20.x.1
 
 
 def test_no_client_address_is_in_no_network() -> None:

@@ -5,6 +5,7 @@ the proxy's own problem+json answers included, with the access log off (always o
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 
 import httpx
@@ -16,12 +17,14 @@ from cutover.request.request_id import (
     REQUEST_ID_HEADER,
     adopt_request_id,
     is_valid,
+    new_request_id,
     stamping,
 )
 from cutover.types import Message
 from tests.conftest import LEGACY_URL
 
 MADE = re.compile(r"[0-9a-f]{32}")
+DRAWN = 256  # ids each side of a fork makes
 
 
 @pytest.mark.parametrize(
@@ -124,3 +127,19 @@ def test_problem_answers_carry_the_id(upstreams: respx.MockRouter, proxy) -> Non
         (405, "r-405"), (413, "r-413"), (502, "r-502"),
     ]  # fmt: skip
     assert all(a.headers["content-type"] == "application/problem+json" for a in answers)
+
+
+def test_a_forked_worker_never_hands_out_its_parents_ids() -> None:
+    new_request_id()  # the parent has ids ready to hand out
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - the child's side
+        os.write(write, b"".join(new_request_id() for _ in range(DRAWN)))
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as pipe:
+        drawn = pipe.read()
+    os.waitpid(child, 0)
+    theirs = {drawn[at : at + 32] for at in range(0, len(drawn), 32)}
+    ours = {new_request_id() for _ in range(DRAWN)}
+    assert len(theirs) == DRAWN and not theirs & ours
