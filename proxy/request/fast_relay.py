@@ -113,12 +113,11 @@ class Relay:
 
     def flush(self, force: bool) -> None:
         """What the backend sent since, to the client; unless ``force``, not while the
-        client's socket is full: the backend is paused until it drains (``resume``)."""
+        client's socket is full (``resume`` writes it): meanwhile the backend is read on
+        until the connection's high-water mark pauses it, so the client's socket never
+        waits for the backend when it drains."""
         upstream = self.upstream_transport
         if not force and self.protocol.flow.write_paused:
-            if not self.paused and upstream is not None:
-                self.paused = True
-                upstream.pause_reading()
             return
         chunks = self.chunks
         if chunks:
