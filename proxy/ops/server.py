@@ -207,14 +207,14 @@ class DrainingServer(uvicorn.Server):
             task.add_done_callback(lambda _: finished.append(time.monotonic()))
         # The fast path's requests have no task: their connections close once answered
         # (uvicorn waits for the connections), so they are counted, not timed.
-        fast = sum(
-            1 for connection in self.server_state.connections
+        fast = [
+            cycle for connection in self.server_state.connections
             if isinstance(cycle := getattr(connection, "cycle", None), FastExchange)
             and not cycle.response_complete and cycle.task is None
-        )  # fmt: skip
+        ]  # fmt: skip
         logger.info(
             "draining: stopped accepting connections; %d request(s) in flight, grace %gs",
-            len(in_flight) + fast, grace,
+            len(in_flight) + len(fast), grace,
         )  # fmt: skip
         await super().shutdown(sockets=sockets)
         if self.force_exit:
@@ -224,19 +224,19 @@ class DrainingServer(uvicorn.Server):
             )
             return
         # uvicorn cancels the requests still running when the grace runs out.
-        cut = sum(1 for task in in_flight if task.cancelling())
+        cut = sum(1 for task in in_flight if task.cancelling()) + sum(e.cut for e in fast)
         drained = (max(finished) - started) if finished else 0.0
         total = time.monotonic() - started
         if cut:
             logger.warning(
                 "drain cut short after %.2fs: %d request(s) finished, %d cut off when the "
                 "%gs grace ran out; shutdown took %.2fs",
-                drained, len(in_flight) - cut, cut, grace, total,
+                drained, len(in_flight) + len(fast) - cut, cut, grace, total,
             )  # fmt: skip
         else:
             logger.info(
                 "drained %d request(s) in %.2fs; shutdown took %.2fs",
-                len(in_flight) + fast, drained, total,
+                len(in_flight) + len(fast), drained, total,
             )  # fmt: skip
 
 

@@ -20,7 +20,7 @@ from cutover.request.splitter import Decision
 from cutover.types import RawHeaders, Scope
 from cutover.upstream.base import UpstreamError, UpstreamReset
 from cutover.upstream.connection import Connection
-from cutover.upstream.http1 import Http1Upstream
+from cutover.upstream.http1 import IDEMPOTENT, Http1Upstream
 
 if TYPE_CHECKING:
     from cutover.request.access_log import AccessLog
@@ -46,53 +46,53 @@ class FastState(Protocol):
 
 class FastExchange(Relay):
     __slots__ = (
-        "admitted", "backend", "body", "breaker", "connection", "decision", "disconnected",
-        "fallback", "fast", "method", "more_body", "observed", "replay", "response_complete",
-        "scope", "seen", "sent_at", "since", "slot", "started", "target", "task",
-        "upstream_headers", "wall",
+        "admitted", "awaiting", "backend", "body", "breaker", "connection", "cut", "decision",
+        "disconnected", "fallback", "fast", "length", "method", "more_body", "observed",
+        "replay", "request_body", "response_complete", "scope", "seen", "sent_at", "since",
+        "slot", "started", "target", "task", "upstream_headers", "wall",
     )  # fmt: skip
 
     def __init__(
         self, fast: FastState, protocol: Any, scope: Scope, decision: Decision,
-        upstream_headers: RawHeaders, request_id: bytes, method: bytes,
+        upstream_headers: RawHeaders, request_id: bytes, method: bytes, length: int,
     ) -> None:  # fmt: skip
         self.fast, self.protocol, self.transport = fast, protocol, protocol.transport
         self.scope, self.decision, self.method = scope, decision, method
         self.upstream_headers, self.request_id = upstream_headers, request_id
         query = scope["query_string"]
         self.target = scope["raw_path"] + b"?" + query if query else scope["raw_path"]
-        self.head_only = method == b"HEAD"
-        self.keep_alive = protocol.parser.should_keep_alive()
+        self.head_only, self.keep_alive = method == b"HEAD", protocol.parser.should_keep_alive()
         self.started = perf_counter()
         self.wall = time()
         # What uvicorn's protocol reads and sets on its request's cycle.
         self.response_complete = self.disconnected = False
-        self.more_body, self.body = True, b""
+        self.more_body, self.body = True, bytearray() if length > 0 else b""
+        self.length, self.awaiting, self.request_body = length, False, None
         self.reset_response()
         # The exchange's own; ``named``: the backend the answer names (for the access log).
         self.backend = decision.backend
-        self.connection = self.breaker = self.fallback = self.slot = self.task = self.named = None
-        self.upstream_transport = None
+        self.connection = self.breaker = self.fallback = self.slot = self.task = None
+        self.named = self.upstream_transport = None
         self.admitted = self.replay = self.streaming = self.chunked = self.observed = False
-        self.sent = self.seen = self.since = 0
-        self.sent_at = 0.0
-
-    # -- the protocol's side ------------------------------------------------------
+        self.cut = False  # cut off at shutdown (FastPath.close)
+        self.sent, self.seen, self.since, self.sent_at = 0, 0, 0, 0.0
 
     @property
     def message_event(self) -> FastExchange:
         return self  # uvicorn calls message_event.set() on news: the body's end, a disconnect
 
     def set(self) -> None:
-        if self.disconnected and not self.response_complete:
-            self._client_left()
+        if self.disconnected:
+            if not self.response_complete:
+                self._client_left()
+        elif self.awaiting and not self.more_body:  # the body is in: on to the backend
+            self.awaiting = False
+            self.start()
 
     def resume(self) -> None:
         """The client's socket drained: a paused stream goes on."""
         if self.streaming and not self.response_complete:
             self.flush(False)
-
-    # -- the request --------------------------------------------------------------
 
     def start(self) -> None:
         forwarder = self.fast.forwarder
@@ -100,15 +100,18 @@ class FastExchange(Relay):
         self.since = self.seen = self.fast.tick
         self.breaker = forwarder.admit(decision, self.scope["method"])
         self.admitted = self.breaker is not None
+        length = self.length
+        if length >= 0:
+            self.request_body = bytes(self.body)
         self.fallback = decision.fallback_backend()
         self.replay = self.fallback is not None and forwarder.replay.can_replay(
-            decision.route, decision.reason, self.scope["method"], None, False
+            decision.route, decision.reason, self.scope["method"], max(length, 0), length > 0
         )
         self.fast.watch(self)
         self._go()
 
     def refused(self, refusal: Refusal) -> None:
-        self._finish_with(made(send_refusal(answer := Answer(), refusal), answer))
+        self.finish_with(made(send_refusal(answer := Answer(), refusal), answer))
 
     def _go(self) -> None:
         forwarder = self.fast.forwarder
@@ -132,13 +135,12 @@ class FastExchange(Relay):
         self.upstream_transport = connection.transport
         self.seen = self.fast.tick
         try:
-            connection.write(upstream.bodiless_head(self.method, self.target, headers))
+            connection.write(upstream.whole_request(self.method, self.target, headers,
+                                                    self.request_body))  # fmt: skip
         except UpstreamReset as exc:
             self.fail(exc)
             return
         connection.request_sent = True
-
-    # -- the connection's side ----------------------------------------------------
 
     def wake(self) -> None:
         if not self.observed:
@@ -150,8 +152,7 @@ class FastExchange(Relay):
         self.seen = self.fast.tick
 
     def fed(self) -> None:
-        """A read ended inside the answer's body: what came so far goes out (an answer that
-        is whole within the read of its head goes in one write, from ``finish``)."""
+        """A read ended inside the answer's body: what came so far goes out now."""
         if not self.observed:
             return
         if self.streaming:
@@ -185,13 +186,14 @@ class FastExchange(Relay):
                 self.transport.close()
                 self._end()
                 return
-            self._finish_with(self._failure(error))
+            self.finish_with(self._failure(error))
             return
         if (
             not self.status
             and isinstance(error, UpstreamReset)
             and connection is not None
             and connection.reused
+            and self.scope["method"] in IDEMPOTENT
         ):
             # Its idle connections are suspect too; once more, on a new one (as Http1Upstream).
             upstream: Http1Upstream = self.fast.forwarder.upstreams[self.backend]  # type: ignore[assignment]
@@ -236,13 +238,12 @@ class FastExchange(Relay):
             if self.replay:
                 self._retarget()
                 return
-        self._finish_with(self._failure(error))
+        self.finish_with(self._failure(error))
 
     def _failure(self, error: UpstreamError | Overloaded) -> Answer:
-        forwarder, backend = self.fast.forwarder, self.backend
-        retry = retry_after(forwarder.limits)
-        named = forwarder.backend_headers[backend]
-        return failure_answer(error, backend, self.scope["path"], named, retry)
+        named = self.fast.forwarder.backend_headers[self.backend]
+        retry = retry_after(self.fast.forwarder.limits)
+        return failure_answer(error, self.backend, self.scope["path"], named, retry)
 
     def _retarget(self) -> None:
         """On to the migration's ``from`` after its ``to`` failed (``fallback``)."""
@@ -261,7 +262,7 @@ class FastExchange(Relay):
         extras = forwarder.response_extras(self.decision)
         return forwarder.hops.response_headers(self.backend, self.headers, extras, self.scope)
 
-    def _finish_with(self, answer: Answer) -> None:
+    def finish_with(self, answer: Answer) -> None:
         self.write_answer(answer)
         self._end()
 

@@ -2,16 +2,17 @@
 downstream protocol's callbacks (``fast_protocol.py``), without uvicorn's ASGI cycle, by a
 ``FastExchange`` each.
 
-Taken: a bodiless GET or HEAD over HTTP/1.1, its target a path without percent-escapes,
-neither an upgrade nor behind an unanswered request on its connection, when every backend is
-served by Cutover's own HTTP/1.1 client. Then, after the same refusal rules and the same
-split as the full path, the request leaves the fast path when it is refused, sampled for the
-dual run (any request of a migration or route with ``shadow``), or its Host makes it
-unforwardable: the full path (``app.py``, ``forwarder.py``) answers those, with nothing of
-them done twice. Everything else a request meets on the full path it meets here, in the same
-functions: the trusted proxies, the request id, the cohorts and the weight, the deprecation
-gate and the usage count, the header rules both ways, the breaker, the slots, the replay,
-the metrics and the access log.
+Taken: a request over HTTP/1.1 without a body or with one of at most ``SMALL_BODY`` bytes by
+Content-Length (read whole, then sent with its head), its target a path without percent-
+escapes, neither an upgrade nor ``Expect`` nor behind an unanswered request on its
+connection, when every backend is served by Cutover's own HTTP/1.1 client. Then, after the
+same refusal rules and the same split as the full path, the request leaves the fast path
+when it is refused, sampled for the dual run (any request of a migration or route with
+``shadow``), or its Host makes it unforwardable: the full path (``app.py``,
+``forwarder.py``) answers those, with nothing of them done twice. Everything else a request
+meets on the full path it meets here, in the same functions: the trusted proxies, the
+request id, the cohorts and the weight, the deprecation gate and the usage count, the header
+rules both ways, the breaker, the slots, the replay, the metrics and the access log.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from cutover.request.body import BadRequest
 from cutover.request.fast_exchange import FastExchange
+from cutover.request.fast_relay import Answer
 from cutover.request.lifecycle import Refusal
 from cutover.request.peers import TRUSTED_PEER
 from cutover.request.refusals import refuse
@@ -30,7 +32,7 @@ from cutover.request.request_id import adopt_request_id
 from cutover.request.slots import Overloaded, Slot, wait_for_slot
 from cutover.request.splitter import Decision, Splitter
 from cutover.types import Scope
-from cutover.upstream.base import UpstreamError, UpstreamTimeout
+from cutover.upstream.base import UpstreamError, UpstreamReset, UpstreamTimeout
 from cutover.upstream.http1 import Http1Upstream
 
 if TYPE_CHECKING:
@@ -39,8 +41,12 @@ if TYPE_CHECKING:
     from cutover.request.forwarder import Forwarder
     from cutover.request.metrics import Metrics
 
-# The methods taken (a request with a body goes the full path), by their bytes.
-FAST_METHODS = {b"GET": "GET", b"HEAD": "HEAD"}
+# The methods taken, by their bytes (CONNECT and TRACE are refused, by the full path).
+FAST_METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")}
+NO_LENGTH = -1  # a request without Content-Length
+# Bodies up to this size (by Content-Length) are read whole and sent with the head; a larger
+# one streams, on the full path.
+SMALL_BODY = 64 * 1024
 TICK = 0.1  # seconds between two sweeps of the exchanges in flight, for their timeouts
 
 
@@ -84,14 +90,21 @@ class FastPath:
         total = timeouts.total
         self._total_ticks = None if total is None else math.ceil(total / TICK) + 1
 
-    def begin(self, protocol: Any, scope: Scope, method: bytes) -> FastExchange | None:
-        """Take the request whose head ``protocol`` just parsed (``scope`` complete), or
-        None: the full path answers it (nothing of it was done)."""
+    def begin(self, protocol: Any, scope: Scope, method: bytes, length: int) -> FastExchange | None:
+        """Take the request whose head ``protocol`` just parsed (``scope`` complete; its
+        Content-Length or ``NO_LENGTH``), or None: the full path answers it (nothing of it
+        was done). A request with a body goes upstream once the body is in."""
         app = self.app
         forwarder = self.forwarder = app.forwarder
         if forwarder is not self._adopted:
             self._adopt(forwarder)
-        if not self.enabled or refuse(scope) is not None:
+        limit = forwarder.limits.max_request_body
+        if (
+            not self.enabled
+            or length > SMALL_BODY
+            or (limit is not None and length > limit)  # the full path answers 413
+            or refuse(scope) is not None
+        ):
             return None
         peers = forwarder.hops.peers
         if peers is not None:
@@ -107,11 +120,14 @@ class FastPath:
             return self._decline(scope)
         self.metrics = app.metrics
         self.access_log = app.access_log
-        exchange = FastExchange(self, protocol, scope, decision, headers, request_id, method)
+        exchange = FastExchange(self, protocol, scope, decision, headers, request_id, method,
+                                length)  # fmt: skip
         self.taken += 1
         refusal = app.gate(scope, decision)
         if refusal is not None:
-            exchange.refused(refusal)
+            exchange.refused(refusal)  # what comes of its body is not read into it
+        elif length > 0:
+            exchange.awaiting = True  # started by set(), at the body's end
         else:
             exchange.start()
         return exchange
@@ -154,9 +170,25 @@ class FastPath:
         task.add_done_callback(tasks.discard)
 
     def close(self) -> None:
+        """At shutdown, after the drain: what is still in flight is cut off as uvicorn cuts
+        its requests when the grace runs out (500 when nothing was sent, else the connection
+        closed), each marked ``cut``."""
         if self._sweep is not None:
             self._sweep.cancel()
             self._sweep = None
+        for exchange in list(self.inflight):
+            exchange.cut = True
+            if exchange.streaming:
+                exchange.fail(UpstreamReset("cut off at shutdown"))
+                continue
+            connection, exchange.connection = exchange.connection, None
+            if connection is not None:
+                connection.abandon()
+            if exchange.task is not None:
+                exchange.task.cancel()
+                exchange.task = None
+            exchange.keep_alive = False
+            exchange.finish_with(grace_cut())
 
 
 def expire(exchange: FastExchange, error: UpstreamTimeout) -> None:
@@ -185,3 +217,11 @@ async def send_later(exchange: FastExchange, upstream: Http1Upstream, slot: Slot
         return
     exchange.task = None
     exchange.send(upstream, connection)
+
+
+def grace_cut() -> Answer:
+    """uvicorn's answer to a request it cancels before its response started."""
+    answer = Answer()
+    answer.status, answer.body = 500, b"Internal Server Error"
+    answer.headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", b"21")]
+    return answer

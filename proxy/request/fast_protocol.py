@@ -1,11 +1,12 @@
 """The proxy listener's protocol: ``BoundedHttpToolsProtocol`` (every framing rule, every
 bound, the refusals) with the fast path in front of uvicorn's ASGI cycle.
 
-At the end of each request head, a request the fast path can take (``fast_path.py``: a
-bodiless GET or HEAD over HTTP/1.1, nothing pipelined before it) is handed to it, and its
-``FastExchange`` stands where uvicorn's cycle would: the parser callbacks, a disconnect, the
-drain and pipelining see it as they see a cycle. Everything else, and what the fast path
-declines after routing, goes on to uvicorn's cycle and the app, as before.
+At the end of each request head, a request the fast path can take (``fast_path.py``: over
+HTTP/1.1, without a body or a small one by Content-Length, nothing pipelined before it) is
+handed to it, and its ``FastExchange`` stands where uvicorn's cycle would: the parser
+callbacks (a body included), a disconnect, the drain and pipelining see it as a cycle.
+Everything else, and what the fast path declines after routing, goes on to uvicorn's cycle
+and the app, as before.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from cutover.request.fast_exchange import FastExchange
-from cutover.request.fast_path import FAST_METHODS, FastPath
+from cutover.request.fast_path import FAST_METHODS, NO_LENGTH, FastPath
 from cutover.request.protocol import BoundedHttpToolsProtocol
 
 
@@ -25,7 +26,8 @@ class FastHttpProtocol(BoundedHttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         fast = self.fast_path
-        if fast is not None and self._fast_eligible():
+        length = None if fast is None else self._fast_length()
+        if length is not None:
             method = self.parser.get_method()
             name = FAST_METHODS.get(method)
             path, _, query = self.url.partition(b"?")
@@ -41,14 +43,16 @@ class FastHttpProtocol(BoundedHttpToolsProtocol):
                 scope["path"] = path.decode("ascii")
                 scope["raw_path"] = path
                 scope["query_string"] = query
-                exchange = fast.begin(self, scope, method)
+                exchange = fast.begin(self, scope, method, length)  # type: ignore[union-attr]
                 if exchange is not None:
                     self._in_head = False
                     self.cycle = exchange  # type: ignore[assignment]  # a cycle to uvicorn
                     return
         super().on_headers_complete()
 
-    def _fast_eligible(self) -> bool:
+    def _fast_length(self) -> int | None:
+        """The request's Content-Length (``NO_LENGTH``: it has none) when the fast path may
+        take it, else None."""
         cycle = self.cycle
         if (
             self._codings is not None
@@ -60,11 +64,14 @@ class FastHttpProtocol(BoundedHttpToolsProtocol):
             or self.parser.should_upgrade()
             or self.parser.get_http_version() != "1.1"
         ):
-            return False
-        for name, _ in self.headers:  # noqa: SIM110 - a loop: no generator per request
+            return None
+        length = NO_LENGTH
+        for name, value in self.headers:
             if name == b"content-length":
-                return False
-        return True
+                if length != NO_LENGTH or not value.isdigit():
+                    return None  # the full path answers it (400)
+                length = int(value)
+        return length
 
     def resume_writing(self) -> None:
         super().resume_writing()

@@ -22,7 +22,13 @@ from cutover.config import TimeoutsConfig
 from cutover.types import RawHeaders
 from cutover.upstream.base import RequestBody, UpstreamReset
 from cutover.upstream.connection import Connection
-from cutover.upstream.framing import LAST_CHUNK, encode_chunk, origin_fields, request_head
+from cutover.upstream.framing import (
+    FRAMING_HEADERS,
+    LAST_CHUNK,
+    encode_chunk,
+    origin_fields,
+    request_head,
+)
 from cutover.upstream.pool import ConnectionPool
 from cutover.upstream.response import Http1Response
 from cutover.upstream.tls import client_context
@@ -30,7 +36,7 @@ from cutover.upstream.tls import client_context
 # A request that failed on a reused connection before any answer is retried once on a new
 # one, when repeating it is safe (RFC 9110 §9.2.2): the server may have closed the idle
 # connection just as it was picked.
-_IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
+IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 # Bodies up to this size are written together with the head, in one send.
 _JOIN_BODY = 16 * 1024
 
@@ -65,17 +71,23 @@ class Http1Upstream:
         assert self._pool is not None, "start() was not awaited"
         return self._pool
 
-    def bodiless_head(self, method: bytes, target: bytes, headers: RawHeaders) -> bytes:
-        """The head of a request without a body (and without framing headers: the fast path
-        takes no request that has them) for ``target``, the client's raw path and query;
-        ``request_head`` with a body of None, without the URL built and taken apart."""
+    def whole_request(
+        self, method: bytes, target: bytes, headers: RawHeaders, body: bytes | None
+    ) -> bytes:
+        """A request read whole, for ``target`` (the client's raw path and query): its head,
+        with ``content-length`` when it had one (``body`` None: it had none), then ``body``.
+        What ``request_head`` makes of a whole body, without the URL built and taken apart."""
         fields = self._origin_fields
         if headers and headers[0][0] == b"host":
             fields = self._other_host_fields
         lines = [method, b" ", self._base_path + target, b" HTTP/1.1\r\n", fields]
         for name, value in headers:
-            lines += (name, b": ", value, b"\r\n")
-        lines.append(b"\r\n")
+            if name not in FRAMING_HEADERS:
+                lines += (name, b": ", value, b"\r\n")
+        if body is None:
+            lines.append(b"\r\n")
+        else:
+            lines += (b"content-length: %d\r\n\r\n" % len(body), body)
         return b"".join(lines)
 
     async def start(self) -> None:
@@ -119,7 +131,7 @@ class Http1Upstream:
                     return response  # it answered, then stopped reading the upload
                 connection.close()
                 replayable = body is None or isinstance(body, bytes)
-                if connection.reused and replayable and method in _IDEMPOTENT:
+                if connection.reused and replayable and method in IDEMPOTENT:
                     # The backend closed its idle connections; the others are suspect too.
                     pool.drop_idle()
                     continue  # on a new connection, so at most once

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import socket
 import time
 from collections.abc import Iterator
@@ -27,12 +28,15 @@ BIG = bytes(range(256)) * 20_000  # 5 MB, streamed
 
 async def backend(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     """Answers by path: /chunked, /length, /empty (204), /big (chunked, 5 MB), /silent
-    (never), /fail (503); every answer names the backend's port."""
+    (never), /fail (503), /echo (the request as it came); every answer names the backend's
+    port."""
     port = writer.get_extra_info("sockname")[1]
     try:
         while head := await reader.readuntil(b"\r\n\r\n"):
             target = head.split(b" ", 2)[1]
             name = str(port).encode()
+            length = re.search(rb"\r\ncontent-length: *(\d+)", head, re.IGNORECASE)
+            body = await reader.readexactly(int(length[1])) if length else b""
             if target.startswith(b"/silent"):
                 await reader.read()  # until the proxy gives up on us
                 return
@@ -48,6 +52,9 @@ async def backend(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) ->
                     writer.write(b"%x\r\n%b\r\n" % (len(piece), piece))
                     await writer.drain()
                 writer.write(b"0\r\n\r\n")
+            elif target.startswith(b"/echo"):
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%b"
+                             % (len(head + body), head + body))  # fmt: skip
             elif target.startswith(b"/fail"):
                 writer.write(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 4\r\n\r\nfail")
             else:
@@ -182,3 +189,22 @@ def test_pipelined_requests_are_answered_in_order() -> None:
         sock.sendall(get("/length?1") + get("/chunked?2") + get("/empty?3"))
         statuses = [read_reply(sock, buffer)[0] for _ in range(3)]
         assert statuses == [200, 200, 204]
+
+
+def test_a_small_body_goes_with_its_head_as_the_client_framed_it() -> None:
+    with proxy() as (url, app, _):
+        sock, buffer = connect(url), bytearray()
+        body = b'{"strategy": "momentum"}'
+        head = (b"POST /echo HTTP/1.1\r\nHost: client.example\r\nX-User-Id: u1\r\n"
+                b"Content-Length: %d\r\n\r\n" % len(body))  # fmt: skip
+        sock.sendall(head[:20])  # the head and the body in pieces, as a slow client sends them
+        time.sleep(0.05)
+        sock.sendall(head[20:] + body[:5])
+        time.sleep(0.05)
+        sock.sendall(body[5:])
+        status, _, seen = read_reply(sock, buffer)
+        assert status == 200 and seen.endswith(b"\r\n\r\n" + body)
+        assert seen.lower().count(b"content-length: %d\r\n" % len(body)) == 1
+        sock.sendall(get("/length"))
+        assert read_reply(sock, buffer)[0] == 200  # the connection goes on
+        assert app.fast_path.taken == 2
