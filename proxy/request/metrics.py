@@ -1,7 +1,9 @@
 """Cutover's Prometheus metrics, on a registry the app owns (tests build a fresh one).
 
-Observing a request is two child lookups in a dict this class keeps (prometheus-client's
-``labels()`` takes a lock on every call) plus the counter and histogram updates.
+In one process the series the request path updates (requests and their durations, upstream
+errors, deprecated, brownout and sunset requests) are plain numbers in dicts, exposed by
+collectors at scrape time (metric_counts.py); with ``--workers N`` they are prometheus-client's
+series, their children kept in dicts here (``labels()`` takes a lock on every call).
 """
 
 from __future__ import annotations
@@ -14,7 +16,12 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.metrics_core import Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from cutover.request.metric_counts import DURATION_LABELS, REQUEST_LABELS, RequestCounts
+from cutover.request.metric_counts import (
+    DURATION_LABELS,
+    REQUEST_LABELS,
+    RequestCounts,
+    hot_counter,
+)
 from cutover.vocabulary import BreakerState, Phase
 
 # Roughly ×1.5 steps from 1 ms to 30 s: fine enough for p95 ratios, few enough series.
@@ -47,22 +54,22 @@ class Metrics:
         r = self.registry
         # One process counts its requests in plain numbers (metric_counts.py); workers count
         # them in prometheus-client's files, for the exposition to sum them.
+        plain = multiprocess_dir is None
         self.counts: RequestCounts | None = None
-        if multiprocess_dir is None:
+        if plain:
             self.counts = RequestCounts(LATENCY_BUCKETS, REQUESTS_HELP, DURATION_HELP)
-            r.register(self.counts)  # type: ignore[arg-type]  # a collector: it has collect()
+            r.register(self.counts)
         else:
             self.requests = Counter("cutover_requests", REQUESTS_HELP, REQUEST_LABELS,
                                     registry=r)  # fmt: skip
             self.request_duration = Histogram("cutover_request_duration_seconds", DURATION_HELP,
                                               DURATION_LABELS, buckets=LATENCY_BUCKETS,
                                               registry=r)  # fmt: skip
-        self.upstream_errors = Counter(
-            "cutover_upstream_errors",
+        self.upstream_errors = hot_counter(
+            r, "cutover_upstream_errors",
             "Requests for which the backend gave no usable response, by kind.",
-            ["backend", "kind"],
-            registry=r,
-        )
+            ("backend", "kind"), plain=plain,
+        )  # fmt: skip
         self.split_weight = Gauge(
             "cutover_split_weight", "Percent of a migration's traffic sent to its to backend.",
             ["migration"],
@@ -167,32 +174,29 @@ class Metrics:
             "Admin API calls refused for a missing or wrong token.",
             registry=r,
         )
-        self.deprecated_requests = Counter(
-            "cutover_deprecated_requests",
+        self.deprecated_requests = hot_counter(
+            r, "cutover_deprecated_requests",
             "Requests a migration with a deprecation sent to its from backend (the usage "
             "report names the clients).",
-            ["migration"], registry=r,
+            ("migration",), plain=plain,
         )  # fmt: skip
-        self._deprecated_children: dict[str, Counter] = {}
-        self.brownout_requests = Counter(
-            "cutover_brownout_requests",
+        self.brownout_requests = hot_counter(
+            r, "cutover_brownout_requests",
             "Requests a brownout window met, by migration and outcome (refused; dry_run: would "
             "have been refused; exempt: an exempt client, served).",
-            ["migration", "outcome"], registry=r,
+            ("migration", "outcome"), plain=plain,
         )  # fmt: skip
-        self.sunset_requests = Counter(
-            "cutover_sunset_requests",
+        self.sunset_requests = hot_counter(
+            r, "cutover_sunset_requests",
             "Requests for a migration's from after its sunset, by outcome (gone: 410; "
             "routed_to_new; served: after_sunset keep).",
-            ["migration", "outcome"], registry=r,
+            ("migration", "outcome"), plain=plain,
         )  # fmt: skip
         self.access_log_dropped = Counter(
             "cutover_access_log_dropped", "Access log lines dropped: the queue was full, or "
             "writing failed.", registry=r,
         )  # fmt: skip
         self._children: dict[tuple[str, str, str, str, str], tuple[Counter, Histogram]] = {}
-        self._lifecycle_children: dict[tuple[str, str, str], Counter] = {}
-        self._error_children: dict[tuple[str, str], Counter] = {}
 
     def collect(self) -> Iterable[Metric]:
         """Every metric family, summed over the workers in multiprocess mode."""
@@ -255,29 +259,17 @@ class Metrics:
         children[1].observe(seconds)
 
     def deprecated_request(self, migration: str) -> None:
-        child = self._deprecated_children.get(migration)
-        if child is None:
-            child = self.deprecated_requests.labels(migration)
-            self._deprecated_children[migration] = child
-        child.inc()
+        self.deprecated_requests.inc((migration,))
 
     def upstream_error(self, backend: str, kind: str) -> None:
-        key = (backend, kind)
-        child = self._error_children.get(key)
-        if child is None:
-            child = self._error_children[key] = self.upstream_errors.labels(backend, kind)
-        child.inc()
+        self.upstream_errors.inc((backend, kind))
 
     def lifecycle_outcome(
         self, which: Literal["brownout", "sunset"], migration: str, outcome: str
     ) -> None:
         """One request a brownout (``which`` "brownout") or a sunset ("sunset") decided."""
-        key = (which, migration, outcome)
-        child = self._lifecycle_children.get(key)
-        if child is None:
-            counter = self.brownout_requests if which == "brownout" else self.sunset_requests
-            child = self._lifecycle_children[key] = counter.labels(migration, outcome)
-        child.inc()
+        counter = self.brownout_requests if which == "brownout" else self.sunset_requests
+        counter.inc((migration, outcome))
 
     def set_phase(self, migration: str, phase: Phase) -> None:
         for name in Phase:
