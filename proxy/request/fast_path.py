@@ -26,7 +26,6 @@ from cutover.request.body import BadRequest
 from cutover.request.fast_exchange import FastExchange
 from cutover.request.fast_relay import Answer
 from cutover.request.lifecycle import Refusal
-from cutover.request.peers import TRUSTED_PEER
 from cutover.request.refusals import refuse
 from cutover.request.request_id import adopt_request_id
 from cutover.request.slots import Overloaded, Slot, wait_for_slot
@@ -112,12 +111,12 @@ class FastPath:
         decision = app.splitter.decide(scope["path"], scope["method"], scope["headers"],
                                        scope["client"], scope["query_string"])  # fmt: skip
         if decision.shadow is not None:
-            return self._decline(scope)
+            return None
         request_id = adopt_request_id(scope)
         try:
             headers = forwarder.hops.request_headers(scope)
         except BadRequest:
-            return self._decline(scope)
+            return None
         self.metrics = app.metrics
         self.access_log = app.access_log
         exchange = FastExchange(self, protocol, scope, decision, headers, request_id, method,
@@ -131,12 +130,6 @@ class FastPath:
         else:
             exchange.start()
         return exchange
-
-    def _decline(self, scope: Scope) -> None:
-        peer = scope.pop(TRUSTED_PEER, None)
-        if peer is not None:  # the full path resolves the client again, from the peer
-            scope["client"] = peer
-        return None
 
     # -- timeouts -----------------------------------------------------------------
 

@@ -49,7 +49,10 @@ class TrustedProxies:
 
     def resolve(self, scope: Scope) -> None:
         """From a trusted peer: ``scope["client"]`` the client its headers name, the peer
-        under ``TRUSTED_PEER``. Anything else is left as it is."""
+        under ``TRUSTED_PEER``. Anything else is left as it is, and so is a scope resolved
+        already (the fast path resolves a request it may then leave to the full path)."""
+        if TRUSTED_PEER in scope:
+            return
         peer = scope.get("client")
         if peer is None or not self.trusted_host(peer[0]):
             return
