@@ -64,12 +64,10 @@ class FastExchange(Relay):
         self.head_only, self.keep_alive = method == b"HEAD", protocol.parser.should_keep_alive()
         self.started = perf_counter()
         self.wall = time()
-        # What uvicorn's protocol reads and sets on its request's cycle.
         self.response_complete = self.disconnected = False
         self.more_body, self.body = True, bytearray() if length > 0 else b""
         self.length, self.awaiting, self.request_body = length, False, None
         self.reset_response()
-        # The exchange's own; ``named``: the backend the answer names (for the access log).
         self.backend = decision.backend
         self.connection = self.breaker = self.fallback = self.slot = self.task = None
         self.named = self.upstream_transport = None
@@ -152,8 +150,8 @@ class FastExchange(Relay):
         self.seen = self.fast.tick
 
     def fed(self) -> None:
-        """A read ended inside the answer's body: what came so far goes out now."""
-        if not self.observed:
+        """A read ended inside the body: what came goes out (the head waits for body bytes)."""
+        if not self.observed or not (self.streaming or self.chunks):
             return
         if self.streaming:
             self.flush(False)
@@ -186,6 +184,9 @@ class FastExchange(Relay):
                 self.transport.close()
                 self._end()
                 return
+            if self.replay:  # nothing went to the client yet: from answers instead
+                self._retarget()
+                return
             self.finish_with(self._failure(error))
             return
         if (
@@ -195,7 +196,6 @@ class FastExchange(Relay):
             and connection.reused
             and self.scope["method"] in IDEMPOTENT
         ):
-            # Its idle connections are suspect too; once more, on a new one (as Http1Upstream).
             upstream: Http1Upstream = self.fast.forwarder.upstreams[self.backend]  # type: ignore[assignment]
             upstream.pool.drop_idle()
             self.reset_response()
