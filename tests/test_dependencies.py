@@ -36,6 +36,7 @@ from uvicorn.server import ServerState
 from uvicorn.supervisors import Multiprocess
 
 import cutover
+from cutover.config import LimitsConfig
 from cutover.ops.server import UNFINISHED_RESPONSE, server_config
 from cutover.request.app import RESPONSE_ABANDONED
 from cutover.request.fast_protocol import configure
@@ -71,12 +72,19 @@ RELIED_ON: dict[type, dict[str, tuple[str, ...] | None]] = {
         "resume_writing": (),
         **dict.fromkeys(("parser", "pipeline", "expect_100_continue", "root_path"), None),
         "flow": None,
+        # proxy/request/client_deadlines.py, and on_response_complete in place of uvicorn's
+        "connection_made": ("transport",),
+        "connection_lost": ("exc",),
+        "on_message_complete": (),
+        "_start_asgi_task": ("cycle", "app"),
+        "timeout_keep_alive": None,
     },
     # proxy/request/fast_exchange.py stands where uvicorn's cycle would: what the protocol
     # reads and sets of it
     RequestResponseCycle: dict.fromkeys(
         (
             "response_complete",
+            "response_started",
             "more_body",
             "body",
             "message_event",
@@ -86,7 +94,7 @@ RELIED_ON: dict[type, dict[str, tuple[str, ...] | None]] = {
         ),
         None,
     ),
-    FlowControl: {"write_paused": None},
+    FlowControl: {"write_paused": None, "read_paused": None, "resume_reading": ()},
     # proxy/ops/server.py
     uvicorn.Server: {
         "__init__": ("config",),
@@ -370,7 +378,7 @@ def cutover_config(app: Any, **overrides: Any) -> uvicorn.Config:
     """proxy/ops/server.py's uvicorn config (its logging filters, its protocol) around ``app``."""
     return server_config(
         app, log_level="warning", loop="asyncio", lifespan="off",
-        http=configure(8 * 1024, 64 * 1024), **overrides,
+        http=configure(LimitsConfig()), **overrides,
     )  # fmt: skip
 
 

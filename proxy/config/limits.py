@@ -27,6 +27,11 @@ class LimitsConfig(SectionConfig):
     # The request head: a longer target gets 414, larger headers 431.
     max_url_bytes: int = Field(8 * 1024, ge=256)
     max_header_bytes: int = Field(64 * 1024, ge=1024)
+    # A client's request head must arrive whole within header_timeout of its first byte, and
+    # its body must not pause longer than body_timeout between two reads: else 408 and the
+    # connection closes (as nginx's client_header_timeout and client_body_timeout).
+    header_timeout: PositiveSeconds = 10.0
+    body_timeout: PositiveSeconds = 30.0
 
 
 class ShutdownConfig(SectionConfig):

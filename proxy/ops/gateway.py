@@ -26,6 +26,7 @@ from cutover.ops.reload import Reloader, describe, reloadable
 from cutover.ops.state_backend import open_state
 from cutover.ops.usage import UsageService
 from cutover.request.clients import ClientIdentifier
+from cutover.request.fast_protocol import configure
 from cutover.request.forwarder import Forwarder
 from cutover.request.lifecycle import build_gates
 from cutover.request.metrics import Metrics
@@ -268,6 +269,7 @@ class Gateway:
         proxy.websockets = websockets  # the open sockets stay as they are
         proxy.shadower, proxy.breakers, proxy.gates = shadower, breakers, build_gates(settings)
         proxy.identifier = ClientIdentifier(settings.clients)
+        configure(settings.limits)  # the request head's bounds, the clients' deadlines
         try:
             await self.usage.start()  # a migration may have a deprecation now
         except UsageStoreError as exc:

@@ -107,13 +107,13 @@ def uvicorn_config(settings: Settings, *, log_level: str = "info") -> uvicorn.Co
     return server_config(
         create_app(settings), host=settings.listen.host, port=settings.listen.port,
         log_level=log_level, timeout_keep_alive=settings.listen.keep_alive,
-        http=head_bounds(settings),
+        http=listener_protocol(settings),
     )  # fmt: skip
 
 
-def head_bounds(settings: Settings) -> type:
-    """uvicorn's ``http`` protocol with this config's bounds on the request head."""
-    return configure(settings.limits.max_url_bytes, settings.limits.max_header_bytes)
+def listener_protocol(settings: Settings) -> type:
+    """uvicorn's ``http`` protocol with this config's bounds and deadlines for clients."""
+    return configure(settings.limits)
 
 
 def admin_listener(
@@ -122,7 +122,7 @@ def admin_listener(
     """The admin API on ``sock``, with the proxy listener's protocol options."""
     config = server_config(
         gateway.admin, log_level=log_level, log_config=None, lifespan="off", ws="none",
-        http=head_bounds(settings), timeout_keep_alive=settings.listen.keep_alive,
+        http=listener_protocol(settings), timeout_keep_alive=settings.listen.keep_alive,
     )  # fmt: skip
     return AppListener(sock, config)
 
@@ -279,7 +279,7 @@ def serve(settings: Settings, *, config_path: str | Path | None, log_level: str 
     admin = admin_listener(gateway, admin_socket, settings, log_level=log_level)
     config = server_config(
         Listeners(gateway, admin, tls), log_level=log_level,
-        http=head_bounds(settings),
+        http=listener_protocol(settings),
         timeout_keep_alive=settings.listen.keep_alive,
         timeout_graceful_shutdown=settings.shutdown.grace,
         **tls_options(tls),

@@ -100,7 +100,7 @@ class WorkerApp:
 
     def __call__(self) -> Listeners:
         settings = load_settings(self.config_path)
-        configure(settings.limits.max_url_bytes, settings.limits.max_header_bytes)
+        configure(settings.limits)
         gateway = Gateway(settings, config_path=self.config_path, multiprocess_dir=self.metrics_dir)
         admin = admin_listener(gateway, self.admin_socket, settings, log_level=self.log_level)
         return Listeners(gateway, admin, self.tls)
@@ -126,7 +126,7 @@ def serve_workers(
         factory=True,
         workers=workers,
         log_level=log_level,
-        http=configure(settings.limits.max_url_bytes, settings.limits.max_header_bytes),
+        http=configure(settings.limits),
         timeout_keep_alive=settings.listen.keep_alive,
         timeout_graceful_shutdown=settings.shutdown.grace,
         **tls_options(tls),

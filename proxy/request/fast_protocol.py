@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from cutover.config import LimitsConfig
 from cutover.request.fast_exchange import FastExchange
 from cutover.request.fast_path import FAST_METHODS, NO_LENGTH, FastPath
 from cutover.request.protocol import BoundedHttpToolsProtocol
@@ -45,7 +46,7 @@ class FastHttpProtocol(BoundedHttpToolsProtocol):
                 scope["query_string"] = query
                 exchange = fast.begin(self, scope, method, length)  # type: ignore[union-attr]
                 if exchange is not None:
-                    self._in_head = False
+                    self._head_read()
                     self.cycle = exchange  # type: ignore[assignment]  # a cycle to uvicorn
                     return
         super().on_headers_complete()
@@ -80,8 +81,11 @@ class FastHttpProtocol(BoundedHttpToolsProtocol):
             cycle.resume()
 
 
-def configure(max_url: int, max_head: int) -> type[FastHttpProtocol]:
-    """Set this process's bounds on the request head; the class for uvicorn's ``http``."""
-    BoundedHttpToolsProtocol.max_url = max_url
-    BoundedHttpToolsProtocol.max_head = max_head
+def configure(limits: LimitsConfig) -> type[FastHttpProtocol]:
+    """Set this process's bounds on the request head and its deadlines for clients; the class
+    for uvicorn's ``http``."""
+    BoundedHttpToolsProtocol.max_url = limits.max_url_bytes
+    BoundedHttpToolsProtocol.max_head = limits.max_header_bytes
+    BoundedHttpToolsProtocol.header_timeout = limits.header_timeout
+    BoundedHttpToolsProtocol.body_timeout = limits.body_timeout
     return FastHttpProtocol

@@ -80,6 +80,11 @@ class Relay:
         "streaming", "transport", "until_eof", "upstream_transport",
     )  # fmt: skip
 
+    @property
+    def response_started(self) -> bool:
+        """Whether the client has had the answer's head and not all of it (uvicorn's cycle's)."""
+        return self.streaming
+
     def reset_response(self) -> None:
         self.status = self.head_bytes = self.buffered = 0
         self.headers: RawHeaders = []

@@ -23,16 +23,18 @@ proxy enforces before a request reaches the app (README.md, "Request framing").
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Awaitable, Callable
 from typing import Any, NoReturn
 
 import httptools
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from cutover.request.client_deadlines import ClientDeadlines
+from cutover.request.framing_rules import close_delimited, transfer_coding_problem
 from cutover.request.ws_handoff import hand_over
 
 REFUSALS = {
     400: b"HTTP/1.1 400 Bad Request\r\n",
+    408: b"HTTP/1.1 408 Request Timeout\r\n",
     414: b"HTTP/1.1 414 URI Too Long\r\n",
     431: b"HTTP/1.1 431 Request Header Fields Too Large\r\n",
     501: b"HTTP/1.1 501 Not Implemented\r\n",
@@ -42,61 +44,15 @@ REFUSALS = {
 # the body of a request httptools flagged as an upgrade (and skipped the body of).
 _LENGTH_HEAD = b"POST / HTTP/1.1\r\ncontent-length: %d\r\n\r\n"
 _CHUNKED_HEAD = b"POST / HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n"
-_NO_BODY_STATUSES = (204, 304)
 
 
 class Refused(Exception):
     """The request cannot be forwarded; raised inside a parser callback."""
 
 
-def transfer_coding_problem(values: list[bytes], http_version: str) -> tuple[int, str] | None:
-    """(status, reason) when a request's Transfer-Encoding field values make it unforwardable,
-    else None. Codings are case-insensitive; empty list elements are ignored (RFC 9110 §5.6.1)."""
-    if http_version == "1.0":
-        return 400, "Transfer-Encoding in an HTTP/1.0 request (RFC 9112 §6.1)"
-    codings = [coding.strip(b" \t").lower() for value in values for coding in value.split(b",")]
-    codings = [coding for coding in codings if coding]
-    if not codings or codings[-1] != b"chunked" or b"chunked" in codings[:-1]:
-        return 400, "the request's Transfer-Encoding must end in chunked, once"
-    if len(codings) > 1:
-        others = b", ".join(codings[:-1]).decode("latin-1")
-        return 501, f"the transfer coding {others} is not implemented (only chunked is)"
-    return None
-
-
-def close_delimited(cycle: RequestResponseCycle) -> Callable[[Any], Awaitable[None]]:
-    """``cycle.send`` for an HTTP/1.0 request: a response without Content-Length goes out with
-    neither Content-Length nor chunked (which 1.0 does not have, RFC 9112 §6.1), its end marked
-    by closing the connection (uvicorn never keeps a 1.0 connection: ``connection: close``)."""
-    send = cycle.send
-    delimited = False
-
-    async def send_to_http10(message: Any) -> None:
-        nonlocal delimited
-        kind = message["type"]
-        if kind == "http.response.start" and not cycle.response_started:
-            names = {name.lower() for name, _ in message.get("headers", ())}
-            delimited = (
-                b"content-length" not in names
-                and b"transfer-encoding" not in names
-                and cycle.scope["method"] != "HEAD"
-                and message["status"] not in _NO_BODY_STATUSES
-            )
-            if delimited:
-                cycle.chunked_encoding = False  # uvicorn then adds no transfer-encoding
-                cycle.keep_alive = False
-        elif delimited and kind == "http.response.body":
-            # uvicorn writes a body without chunked as counted down from Content-Length:
-            # allow exactly this piece.
-            cycle.expected_content_length = len(message.get("body", b""))
-        await send(message)
-
-    return send_to_http10
-
-
-class BoundedHttpToolsProtocol(HttpToolsProtocol):
+class BoundedHttpToolsProtocol(ClientDeadlines, HttpToolsProtocol):
     """uvicorn's ``http`` option. A module-level class so worker processes can import it;
-    ``configure`` sets the bounds in each process."""
+    ``configure`` sets the bounds and the client's deadlines in each process."""
 
     max_url = 8 * 1024
     max_head = 64 * 1024
@@ -119,6 +75,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._in_head = True
+        self._head_began = self._last_read  # parsed in the read that brought its first byte
+        self._wake_by(self._last_read + self.header_timeout)
         self._head_bytes = 0
         self._refusal = 400
         self._reason = None
@@ -154,7 +112,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
-        self._in_head = False
+        self._head_read()
         if self._reframing:
             self._reframing = False
             return
@@ -186,12 +144,33 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         # it is forwarded as an ordinary request, Upgrade removed as hop-by-hop.
         return self._upgrade_body is None and super()._should_upgrade()
 
+    def _head_read(self) -> None:
+        self._in_head = False
+        self._in_body = True  # until on_message_complete, at once for a request without one
+        self._wake_by(self._last_read + self.body_timeout)
+
+    def on_message_complete(self) -> None:
+        self._in_body = False
+        super().on_message_complete()
+
     # -- connection ---------------------------------------------------------------
+
+    def connection_made(self, transport: Any) -> None:
+        super().connection_made(transport)
+        self._start_deadlines()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_deadlines()
+        super().connection_lost(exc)
+
+    def _time_out(self, status: int, reason: str) -> None:
+        self._refusal = status
+        self.send_400_response(reason)
 
     def data_received(self, data: bytes) -> None:
         if self._ignore_input:
             return
-        self._unset_keepalive_if_required()
+        self._last_read = self.loop.time()
         continuing = self._in_head  # a head held by httptools until complete: count it
         size = len(data)
         cycle = self.cycle
@@ -249,8 +228,18 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         return rest
 
     def on_response_complete(self) -> None:
+        # uvicorn's, with the connection's one timer for its keep-alive (client_deadlines.py).
         last = not self.pipeline
-        super().on_response_complete()
+        self.server_state.total_requests += 1
+        if self.transport.is_closing():
+            return
+        self.flow.resume_reading()
+        if self.pipeline:
+            cycle, app = self.pipeline.pop()
+            self._start_asgi_task(cycle, app)
+        else:
+            self._idle_since = self.loop.time()
+            self._wake_by(self._idle_since + self.timeout_keep_alive)
         if last and self._pending_refusal is not None and not self.transport.is_closing():
             self._write_refusal(*self._pending_refusal)
 
@@ -264,6 +253,12 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         if cycle is not None and not cycle.response_complete:
             if cycle.more_body:
                 # The error is in this request's body: it must not reach the backend.
+                if cycle.response_started:  # the backend answered already: no refusal after it
+                    self._ignore_input = True
+                    cycle.disconnected = True
+                    cycle.message_event.set()
+                    self.transport.close()
+                    return
                 queued = [entry for entry in self.pipeline if entry[0] is cycle]
                 for entry in queued:
                     self.pipeline.remove(entry)

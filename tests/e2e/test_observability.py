@@ -1398,8 +1398,15 @@ def test_prometheus_sees_every_fault_and_every_panel_has_data(stack: Stack) -> N
     stack.write_config(stack.config)
     rollback_by(stack, "latency", guard.max_latency_ratio)
 
-    # 3. new leaks 2 MiB a request (after `restart` took a new baseline).
+    # 3. new leaks 2 MiB a request (after `restart` took a new baseline). Allocating that
+    # much also slows it: on a loaded machine its latency ratio may cross first. The fault
+    # under test is memory, so the latency check is loosened for this step.
     restart_rollout(stack, prometheus)
+    leaky = json.loads(json.dumps(stack.config))
+    leaky["guard"]["max_latency_ratio"] = 1000.0
+    stack.write_config(leaky)
+    wait_status(stack, "the loosened latency check",
+                lambda s: s["checks"]["latency"].get("threshold") == 1000.0)  # fmt: skip
     wait_status(stack, "memory passing again", lambda s: s["checks"]["memory"]["result"] == "pass")
     injected = time.time()
     stack.faults.set(leak_kb_per_request=2048)

@@ -10,6 +10,7 @@ import os
 import signal
 import socket
 import ssl
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -91,6 +92,24 @@ def test_messages_flow_both_ways_as_the_backend_sent_them(setup: Setup) -> None:
     handshake = setup.backends["new"].handshakes[-1]
     assert handshake["X-Forwarded-For"] == "127.0.0.1"
     assert "cutover" in handshake["Via"]
+
+
+def test_a_quiet_session_outlives_every_http_deadline(tmp_path: Path) -> None:
+    """The HTTP connection's deadlines (keep-alive, head, body) end at the handover: a
+    session quiet for longer than all of them stays open."""
+    quiet = 0.4
+    with ws_backends("legacy", "new") as backends:
+        setup = Setup(tmp_path, backends, listen={"keep_alive": quiet},
+                      limits={"header_timeout": quiet, "body_timeout": quiet})  # fmt: skip
+        try:
+            with setup.connect() as ws:
+                ws.send("before")
+                assert ws.recv(timeout=5) == "before"
+                time.sleep(quiet * 4)  # the client's silence, the behaviour under test
+                ws.send("after")
+                assert ws.recv(timeout=5) == "after"
+        finally:
+            setup.proxy.close()
 
 
 def test_fragments_pass_as_fragments(setup: Setup) -> None:

@@ -14,6 +14,7 @@ import asyncio
 import logging
 import os
 import signal
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -613,3 +614,36 @@ def test_a_reload_never_cuts_a_response_in_flight(
     finally:
         finish.set()
     assert received == CHUNKS * len(CHUNK)
+
+
+def test_a_reload_changes_the_bounds_on_a_request_head_and_the_clients_deadlines(
+    upstreams: dict[str, Upstream], started: list[ProxyProcess], tmp_path: Path
+) -> None:
+    """``limits`` are the protocol's too: after a reload a head the old bound let through
+    gets 431, and a half-sent head gets 408 within the new header_timeout."""
+    ports = ProxyPorts.pick()
+    base = config_for(ports, tmp_path, upstreams["one"].url, upstreams["two"].url)
+    proxy, path = start(started, tmp_path, ports, base)
+    padded = {"X-Padding": "a" * 3000}
+    assert fresh_get(proxy.url, "/who").status_code == 200
+    with httpx.Client(base_url=proxy.url, timeout=5.0, trust_env=False) as client:
+        assert client.get("/who", headers=padded).status_code == 200
+
+    limits = {"max_header_bytes": 2048, "header_timeout": 0.3}
+    write_config(path, {**base, "limits": limits})
+    os.kill(proxy.pid, signal.SIGHUP)
+
+    def refused() -> bool:
+        with httpx.Client(base_url=proxy.url, timeout=5.0, trust_env=False) as client:
+            return client.get("/who", headers=padded).status_code == 431
+
+    wait_until(refused, DEADLINE, "the reloaded bound on the head", proxy)
+    with socket.create_connection(("127.0.0.1", ports.listen), timeout=5.0) as sock:
+        began = time.monotonic()
+        sock.sendall(b"GET /who HTTP/1.1\r\nHost: example\r\n")
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+        waited = time.monotonic() - began
+    assert answer.startswith(b"HTTP/1.1 408 ")
+    assert waited < 5.0  # the 10 s default would not have answered yet
