@@ -85,6 +85,7 @@ RELIED_ON: dict[type, dict[str, tuple[str, ...] | None]] = {
         (
             "response_complete",
             "response_started",
+            "waiting_for_100_continue",  # client_deadlines.py: no body owed before the 100
             "more_body",
             "body",
             "message_event",

@@ -65,13 +65,14 @@ class ClientDeadlines:
 
     def _owed(self, now: float) -> tuple[Owed, float] | None:
         """What the client owes and by when; None while nothing is (an answer is pending)."""
-        if self._in_body:
-            if not self.flow.read_paused:
-                return Owed.BODY, self._last_read + self.body_timeout
-            # Paused by the proxy (a full buffer, a request pipelined behind another): the
-            # client cannot send, so its clock restarts at every look until reading resumes.
-            self._last_read = now
         cycle = self.cycle
+        if self._in_body:
+            if not self.flow.read_paused and not getattr(cycle, "waiting_for_100_continue", False):
+                return Owed.BODY, self._last_read + self.body_timeout
+            # Paused by the proxy (a full buffer, a request pipelined behind another), or an
+            # Expect: 100-continue not answered yet: the client may not send, so its clock
+            # restarts at every look until it may.
+            self._last_read = now
         if self.pipeline or (cycle is not None and not cycle.response_complete):
             return None
         if self._in_head:
