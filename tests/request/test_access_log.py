@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import random
 import re
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -20,6 +21,7 @@ from starlette.testclient import TestClient
 
 from cutover.config import AccessLogConfig, ConfigError
 from cutover.ops.assembly import create_app
+from cutover.request import access_format
 from cutover.request.access_log import AccessLog, Meter
 from tests.clocks import Clock
 from tests.conftest import LEGACY_URL, NEW_URL, make_settings
@@ -227,3 +229,47 @@ def test_a_websocket_session_has_a_line_at_its_end() -> None:
     assert '"GET /ws HTTP/1.1" 101 2048 ' in line
     assert "duration_ms=2500.000" in line
     assert 'backend=new fallback=false request_id="ws-1" close_code=1000' in line
+
+
+def test_json_lines_are_json_with_every_field_as_it_came() -> None:
+    """Seeded random entries, hostile characters included, each formatted twice (the second
+    time from the quoted values kept): every line parses, and every field reads back."""
+    rng = random.Random(17)
+    alphabet = ["a", '"', "\\", "\x00", "\x1f", "é", "\u2028", "/", " ", "\x7f", "😀"]
+
+    def text(most: int) -> str:
+        return "".join(rng.choice(alphabet) for _ in range(rng.randint(0, most)))
+
+    def raw(most: int) -> bytes:
+        return bytes(rng.randrange(256) for _ in range(rng.randint(0, most)))
+
+    for _ in range(2000):
+        entry = (
+            1.8e9 + rng.random() * 1e5, rng.random(), rng.choice([0, 200, 502]),
+            rng.randrange(10**9), rng.choice(["GET", text(5)]), raw(20),
+            rng.choice([b"", raw(10)]), rng.choice([None, "10.0.0.1", text(8)]),
+            rng.choice(["1.1", "1.0", "2"]), rng.choice([None, b"wrk", raw(15)]), None,
+            rng.choice([None, "m", text(6)]), rng.choice([None, "weight", text(4)]),
+            rng.random() < 0.5, raw(32), rng.choice([None, b"new", raw(6)]),
+            rng.choice([None, 1000]),
+        )  # fmt: skip
+        (when, client, method, target, protocol, status, sent, _, migration, cohort, backend,
+         fallback, request_id, user_agent, _, close_code) = access_format.fields(entry)  # fmt: skip
+        first, again = access_format.json_line(entry), access_format.json_line(entry)
+        for line in (first, again):
+            parsed = json.loads(line)
+            assert line.endswith("}\n") and "\n" not in line[:-1]
+            assert (parsed["client"], parsed["method"], parsed["target"]) == (
+                client,
+                method,
+                target,
+            )
+            assert (parsed["protocol"], parsed["status"], parsed["bytes_sent"]) == (
+                protocol, status, sent)  # fmt: skip
+            assert (parsed["migration"], parsed["cohort"], parsed["backend"]) == (
+                migration, cohort, backend)  # fmt: skip
+            assert (parsed["fallback"], parsed["request_id"]) == (fallback, request_id)
+            assert parsed["user_agent"] == user_agent
+            assert parsed.get("close_code") == close_code
+            assert parsed["time"] == datetime.fromtimestamp(when, UTC).strftime(
+                "%Y-%m-%dT%H:%M:%S.") + f"{int((when - int(when)) * 1000):03d}Z"  # fmt: skip
