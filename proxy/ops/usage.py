@@ -91,13 +91,12 @@ class UsageService:
                 flusher.writes != writes or now - counted_at >= RECOUNT_EVERY
             ):
                 counted_at, writes = now, flusher.writes
-                counts: dict[str, int] = {}
-                for config in self.settings().migration_list:
-                    if config.deprecation:
-                        count = await self.clients_since(config.name, WEEK)
-                        if count is not None:
-                            counts[config.name] = count
-                self.week_clients = counts
+                found = await self.clients_since(WEEK)  # one read for every migration
+                self.week_clients = {} if found is None else {
+                    config.name: found.get(config.name, 0)
+                    for config in self.settings().migration_list
+                    if config.deprecation
+                }  # fmt: skip
             await asyncio.sleep(COUNTED_EVERY)
 
     def clients_7d(self, migration: str) -> int | None:
@@ -138,12 +137,13 @@ class UsageService:
         rows = await asyncio.to_thread(store.rows_since, migration, self.clock() - seconds)
         return usage_document(migration, since, rows)
 
-    async def clients_since(self, migration: str, since_seconds: float) -> int | None:
-        """For the status page: None until the store is open, or when it cannot be read."""
+    async def clients_since(self, since_seconds: float) -> dict[str, int] | None:
+        """For the status page, by migration: None until the store is open, or when it
+        cannot be read."""
         if self.store is None:
             return None
         try:
-            return await asyncio.to_thread(self.store.clients_since, migration, since_seconds)
+            return await asyncio.to_thread(self.store.clients_since, since_seconds)
         except Exception as exc:
-            logger.warning("usage: clients of %s not counted: %s", migration, exc)
+            logger.warning("usage: clients not counted: %s", exc)
             return None

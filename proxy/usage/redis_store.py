@@ -117,9 +117,11 @@ class RedisUsageStore:
                     rows.append(row)
         return rows
 
-    def clients_since(self, migration: str, since_seconds: float) -> int:
-        rows = self.rows_since(migration, self.clock() - since_seconds)
-        return len({row.client for row in rows})
+    def clients_since(self, since_seconds: float) -> dict[str, int]:
+        clients: dict[str, set[str]] = {}
+        for row in self.rows_since(None, self.clock() - since_seconds):
+            clients.setdefault(row.migration, set()).add(row.client)
+        return {migration: len(names) for migration, names in clients.items()}
 
     def delete_before(self, day: str) -> int:
         """The hashes expire by themselves; this drops their index entries."""

@@ -90,10 +90,11 @@ class SqliteUsageStore:
             arguments = (since, migration)
         return [UsageRow(*row) for row in self._read(query, arguments)]
 
-    def clients_since(self, migration: str, since_seconds: float) -> int:
-        query = "SELECT count(DISTINCT client) FROM usage WHERE migration = ? AND last_seen >= ?"
-        rows = self._read(query, (migration, self.clock() - since_seconds))
-        return int(rows[0][0])
+    def clients_since(self, since_seconds: float) -> dict[str, int]:
+        query = ("SELECT migration, count(DISTINCT client) FROM usage WHERE last_seen >= ? "
+                 "GROUP BY migration")  # fmt: skip
+        rows = self._read(query, (self.clock() - since_seconds,))
+        return {str(migration): int(count) for migration, count in rows}  # type: ignore[call-overload]
 
     def delete_before(self, day: str) -> int:
         with self._lock:

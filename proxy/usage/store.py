@@ -29,8 +29,9 @@ class UsageStore(Protocol):
         """The rows (of ``migration``, or every one) with a call at or after Unix time
         ``since``."""
 
-    def clients_since(self, migration: str, since_seconds: float) -> int:
-        """How many clients called ``migration``'s ``from`` in the last ``since_seconds``."""
+    def clients_since(self, since_seconds: float) -> dict[str, int]:
+        """By migration, how many clients called its ``from`` in the last ``since_seconds``
+        (a migration without a call is not in it): one read for every migration."""
 
     def delete_before(self, day: str) -> int:
         """Drop the rows of days before ``day``; how many went."""

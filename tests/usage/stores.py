@@ -34,8 +34,9 @@ def counts_clients_since(store: UsageStore) -> None:
         row("a", last=DAY1 + 100), row("a", method="POST", last=DAY1 + 200),
         row("b", last=DAY1 + 300), row("stale", last=DAY1 - 10 * 86400),
     ])  # fmt: skip
-    assert store.clients_since("trade-engine", 7 * 86400) == 2
-    assert store.clients_since("strategies", 7 * 86400) == 0
+    store.write([row("c", migration="strategies", last=DAY1 + 400)])
+    assert store.clients_since(7 * 86400) == {"trade-engine": 2, "strategies": 1}
+    assert store.clients_since(86400 - 350) == {"strategies": 1}  # "a" and "b" are older
 
 
 def retention_drops_old_days(store: UsageStore) -> None:
