@@ -332,7 +332,12 @@ def test_what_the_subclasses_use_is_still_there(cls: type, base: type) -> None:
             and isinstance(target.func, ast.Name)
             and target.func.id == "super"
         ):
-            assert hasattr(base, node.attr), (
+            assert (
+                hasattr(base, node.attr)
+                or any(  # or a Cutover class between them
+                    node.attr in vars(c) for c in cutover_classes[1:]
+                )
+            ), (
                 f"{cls.__qualname__} calls super().{node.attr}, which uvicorn's "
                 f"{base.__qualname__} no longer has"
             )

@@ -97,7 +97,7 @@ class ClientDeadlines:
             transport.close()
         else:
             timeout = self.header_timeout if what is Owed.HEAD else self.body_timeout
-            self._time_out(408, f"the request {what} did not arrive within {timeout:g} s")
+            self._time_out(what, f"the request {what} did not arrive within {timeout:g} s")
 
-    def _time_out(self, status: int, reason: str) -> None:
-        raise NotImplementedError  # the protocol refuses the request (send_400_response)
+    def _time_out(self, what: Owed, reason: str) -> None:
+        raise NotImplementedError  # the protocol refuses the request (408)

@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from cutover.config import LimitsConfig
+from cutover.request.client_deadlines import Owed
 from cutover.request.fast_exchange import FastExchange
 from cutover.request.fast_path import FAST_METHODS, NO_LENGTH, FastPath
 from cutover.request.protocol import BoundedHttpToolsProtocol
@@ -73,6 +74,11 @@ class FastHttpProtocol(BoundedHttpToolsProtocol):
                     return None  # the full path answers it (400)
                 length = int(value)
         return length
+
+    def _time_out(self, what: Owed, reason: str) -> None:
+        if self.fast_path is not None:  # the proxy's listener (the admin's has none)
+            self.fast_path.metrics.client_timeout(what)
+        super()._time_out(what, reason)
 
     def resume_writing(self) -> None:
         super().resume_writing()

@@ -192,6 +192,12 @@ class Metrics:
             "routed_to_new; served: after_sunset keep).",
             ("migration", "outcome"), plain=plain,
         )  # fmt: skip
+        self.client_timeouts = Counter(
+            "cutover_client_timeouts",
+            "Requests refused with 408 because their client sent its head or its body (wait) "
+            "too slowly (limits.header_timeout, limits.body_timeout).",
+            ["wait"], registry=r,
+        )  # fmt: skip
         self.access_log_dropped = Counter(
             "cutover_access_log_dropped", "Access log lines dropped: the queue was full, or "
             "writing failed.", registry=r,
@@ -260,6 +266,9 @@ class Metrics:
 
     def deprecated_request(self, migration: str) -> None:
         self.deprecated_requests.inc((migration,))
+
+    def client_timeout(self, wait: str) -> None:
+        self.client_timeouts.labels(wait).inc()
 
     def upstream_error(self, backend: str, kind: str) -> None:
         self.upstream_errors.inc((backend, kind))

@@ -28,7 +28,7 @@ from typing import Any, NoReturn
 import httptools
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from cutover.request.client_deadlines import ClientDeadlines
+from cutover.request.client_deadlines import ClientDeadlines, Owed
 from cutover.request.framing_rules import close_delimited, transfer_coding_problem
 from cutover.request.ws_handoff import hand_over
 
@@ -163,8 +163,8 @@ class BoundedHttpToolsProtocol(ClientDeadlines, HttpToolsProtocol):
         self._stop_deadlines()
         super().connection_lost(exc)
 
-    def _time_out(self, status: int, reason: str) -> None:
-        self._refusal = status
+    def _time_out(self, what: Owed, reason: str) -> None:
+        self._refusal = 408
         self.send_400_response(reason)
 
     def data_received(self, data: bytes) -> None:

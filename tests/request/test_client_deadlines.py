@@ -14,6 +14,7 @@ import socket
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import pytest
 
@@ -37,6 +38,7 @@ class Recorder:
     def __init__(self) -> None:
         self.received: list[bytes] = []  # per backend connection, what came in
         self.requests = 0  # requests answered
+        self.timeouts: Any = None  # the proxy's count of 408s: timeouts("head" | "body")
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         seen = bytearray()
@@ -74,7 +76,12 @@ def proxy() -> Iterator[tuple[tuple[str, int], Recorder]]:
             listen={"keep_alive": KEEP_ALIVE},
             limits={"header_timeout": HEAD_TIMEOUT, "body_timeout": BODY_TIMEOUT},
         )
-        with serve_config(uvicorn_config(settings, log_level="warning")) as url:
+        config = uvicorn_config(settings, log_level="warning")
+        registry = config.app.metrics.registry
+        recorder.timeouts = lambda wait: registry.get_sample_value(
+            "cutover_client_timeouts_total", {"wait": wait}
+        )
+        with serve_config(config) as url:
             host, port = url.removeprefix("http://").split(":")
             yield (host, int(port)), recorder
 
@@ -135,6 +142,7 @@ def test_a_head_that_stops_halfway_gets_408_and_reaches_no_backend() -> None:
     assert b"connection: close" in data.lower()
     assert HEAD_TIMEOUT - SLACK <= elapsed < DEADLINE
     assert recorder.received == []
+    assert (recorder.timeouts("head"), recorder.timeouts("body")) == (1.0, None)
 
 
 def test_a_head_trickled_byte_by_byte_is_still_bounded_by_header_timeout() -> None:
@@ -164,6 +172,7 @@ def test_a_body_that_stops_gets_408_and_no_whole_request_reaches_a_backend(size:
     assert b"body" in data.split(b"\r\n\r\n", 1)[1]
     assert BODY_TIMEOUT - SLACK <= elapsed < DEADLINE
     assert recorder.requests == 0
+    assert (recorder.timeouts("head"), recorder.timeouts("body")) == (None, 1.0)
     # A streamed body had begun upstream: its backend connection was cut, never completed.
     assert all(len(got) < size for got in recorder.received)
 
