@@ -253,17 +253,14 @@ class BoundedHttpToolsProtocol(ClientDeadlines, HttpToolsProtocol):
         if cycle is not None and not cycle.response_complete:
             if cycle.more_body:
                 # The error is in this request's body: it must not reach the backend.
-                if cycle.response_started:  # the backend answered already: no refusal after it
-                    self._ignore_input = True
-                    cycle.disconnected = True
-                    cycle.message_event.set()
-                    self.transport.close()
-                    return
                 queued = [entry for entry in self.pipeline if entry[0] is cycle]
                 for entry in queued:
                     self.pipeline.remove(entry)
                 cycle.disconnected = True
                 cycle.message_event.set()
+                if cycle.response_started:  # the backend answered already: no refusal after it
+                    self.transport.close()
+                    return
                 waiting = waiting or bool(queued)
             else:
                 waiting = True
