@@ -66,6 +66,8 @@ RELIED_ON: dict[type, dict[str, tuple[str, ...] | None]] = {
         "cycle": None,  # DrainingServer.shutdown reads connection.cycle
         # proxy/request/ws_handoff.py: what a WebSocket handshake's handover reads
         **dict.fromkeys(("url", "scope", "headers", "scheme", "server", "client", "app"), None),
+        # on_message_begin, inlined: what uvicorn's builds the request's scope from
+        **dict.fromkeys(("asgi_version", "app_state"), None),
         **dict.fromkeys(("transport", "loop", "connections", "tasks", "server_state"), None),
         "ws_protocol_class": None,
         # proxy/request/fast_protocol.py: what the fast path reads, and the flow control

@@ -26,7 +26,6 @@ from cutover.request.body import BadRequest
 from cutover.request.fast_exchange import FastExchange
 from cutover.request.fast_relay import Answer
 from cutover.request.lifecycle import Refusal
-from cutover.request.refusals import refuse
 from cutover.request.request_id import adopt_request_id
 from cutover.request.slots import Overloaded, Slot, wait_for_slot
 from cutover.request.splitter import Decision, Splitter
@@ -92,7 +91,9 @@ class FastPath:
     def begin(self, protocol: Any, scope: Scope, method: bytes, length: int) -> FastExchange | None:
         """Take the request whose head ``protocol`` just parsed (``scope`` complete; its
         Content-Length or ``NO_LENGTH``), or None: the full path answers it (nothing of it
-        was done). A request with a body goes upstream once the body is in."""
+        was done). A request with a body goes upstream once the body is in. The protocol
+        offers only what ``refusals.refuse`` lets through (a method of ``FAST_METHODS``,
+        HTTP/1.1, an origin-form target), so it is not asked again here."""
         app = self.app
         forwarder = self.forwarder = app.forwarder
         if forwarder is not self._adopted:
@@ -102,7 +103,6 @@ class FastPath:
             not self.enabled
             or length > SMALL_BODY
             or (limit is not None and length > limit)  # the full path answers 413
-            or refuse(scope) is not None
         ):
             return None
         peers = forwarder.hops.peers

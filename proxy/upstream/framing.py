@@ -83,10 +83,15 @@ def close_delimited(status: int, headers: RawHeaders) -> bool:
     if status in BODILESS_STATUSES:
         return False
     for name, value in headers:
-        name = name.lower()
-        if name == b"content-length":
-            return False
-        if name == b"transfer-encoding" and value.rstrip().lower().endswith(b"chunked"):
+        size = len(name)  # only names of these two lengths are lowercased and compared
+        if size == 14:
+            if name.lower() == b"content-length":
+                return False
+        elif (
+            size == 17
+            and name.lower() == b"transfer-encoding"
+            and value.rstrip().lower().endswith(b"chunked")
+        ):
             return False
     return True
 
