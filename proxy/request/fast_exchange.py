@@ -13,6 +13,7 @@ from time import perf_counter, time
 from typing import TYPE_CHECKING, Any, Protocol
 
 from cutover.request.fast_relay import Answer, Relay, failure_answer, made
+from cutover.request.headers import client_response_headers, with_client_host
 from cutover.request.lifecycle import Refusal, send_refusal
 from cutover.request.metrics import ERROR, code_class
 from cutover.request.slots import Overloaded, Slot, retry_after
@@ -126,8 +127,9 @@ class FastExchange(Relay):
         self.fast.later(self, upstream, slot)
 
     def send(self, upstream: Http1Upstream, connection: Connection) -> None:
-        headers = self.fast.forwarder.hops.for_backend(self.backend, self.upstream_headers,
-                                                       self.scope)  # fmt: skip
+        headers = self.upstream_headers
+        if self.backend in self.fast.forwarder.hops.preserve_host:
+            headers = with_client_host(headers, self.scope)
         connection.begin(self)  # type: ignore[arg-type]  # the response's side, duck-typed
         self.connection = connection
         self.upstream_transport = connection.transport
@@ -260,7 +262,8 @@ class FastExchange(Relay):
         forwarder = self.fast.forwarder
         self.named = forwarder.backend_headers[self.backend][0][1]
         extras = forwarder.response_extras(self.decision)
-        return forwarder.hops.response_headers(self.backend, self.headers, extras, self.scope)
+        locations = forwarder.hops.locations.get(self.backend)
+        return client_response_headers(self.headers, extras, locations, self.scope)
 
     def finish_with(self, answer: Answer) -> None:
         self.write_answer(answer)

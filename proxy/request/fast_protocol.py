@@ -52,6 +52,16 @@ class FastHttpProtocol(BoundedHttpToolsProtocol):
                     return
         super().on_headers_complete()
 
+    def on_message_complete(self) -> None:
+        cycle = self.cycle
+        if type(cycle) is FastExchange:  # never an upgrade (_fast_length)
+            self._in_body = False
+            if not cycle.response_complete:
+                cycle.more_body = False
+                cycle.set()
+            return
+        super().on_message_complete()
+
     def _fast_length(self) -> int | None:
         """The request's Content-Length (``NO_LENGTH``: it has none) when the fast path may
         take it, else None."""
