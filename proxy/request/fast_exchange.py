@@ -1,10 +1,9 @@
 """One request on the fast path, in callbacks: the downstream protocol's (this is its
-``cycle``) and the upstream connection's (this is its response). No ASGI message, no timer,
-no task unless it must wait (for a slot, a new connection). Around the exchange, as the
-full path (``forwarder.py``) does: the breaker, the backend's slots, one retry on a new
-connection after a reused one was found closed, the replay on ``from`` when ``to`` fails,
-the metrics, the 502/504/503 problems, the access log; timeouts are ticks of the fast
-path's sweep. The answer's side is ``fast_relay.py``."""
+``cycle``) and the upstream connection's (its response); no ASGI message, no timer, no task
+unless it must wait (for a slot, a connection). As on the full path (``forwarder.py``): the
+breaker, the slots, one retry on a new connection after a reused one was found closed, the
+replay on ``from`` when ``to`` fails, the metrics, the 502/504/503 problems, the access log;
+timeouts are ticks of the fast path's sweep. The answer's side: ``fast_relay.py``."""
 
 from __future__ import annotations
 
@@ -13,7 +12,7 @@ from time import perf_counter, time
 from typing import TYPE_CHECKING, Any, Protocol
 
 from cutover.request.fast_relay import Answer, Relay, failure_answer, made
-from cutover.request.headers import client_response_headers, with_client_host
+from cutover.request.headers import client_response_headers
 from cutover.request.lifecycle import Refusal, send_refusal
 from cutover.request.metrics import ERROR, code_class
 from cutover.request.slots import Overloaded, Slot, retry_after
@@ -127,16 +126,14 @@ class FastExchange(Relay):
         self.fast.later(self, upstream, slot)
 
     def send(self, upstream: Http1Upstream, connection: Connection) -> None:
-        headers = self.upstream_headers
-        if self.backend in self.fast.forwarder.hops.preserve_host:
-            headers = with_client_host(headers, self.scope)
+        headers = self.fast.forwarder.hops.for_backend(self.backend, self.upstream_headers,
+                                                       self.scope)  # fmt: skip
         connection.begin(self)  # type: ignore[arg-type]  # the response's side, duck-typed
-        self.connection = connection
-        self.upstream_transport = connection.transport
+        self.connection, self.upstream_transport = connection, connection.transport
         self.seen = self.fast.tick
+        data = upstream.whole_request(self.method, self.target, headers, self.request_body)
         try:
-            connection.write(upstream.whole_request(self.method, self.target, headers,
-                                                    self.request_body))  # fmt: skip
+            connection.write_soon(data)
         except UpstreamReset as exc:
             self.fail(exc)
             return

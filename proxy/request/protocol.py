@@ -89,10 +89,8 @@ class BoundedHttpToolsProtocol(ClientDeadlines, HttpToolsProtocol):
             "state": self.app_state.copy(),
         }
         self._in_head = True
-        self._head_began = began = self._last_read  # parsed in the read of its first byte
-        deadline = began + self.header_timeout
-        if self._timer is None or self._due > deadline:
-            self._wake_by(deadline)
+        self._head_began = self._last_read  # parsed in the read that brought its first byte
+        self._wake_by(self._last_read + self.header_timeout)
         self._head_bytes = 0
         self._refusal = 400
         self._reason = None
@@ -163,9 +161,7 @@ class BoundedHttpToolsProtocol(ClientDeadlines, HttpToolsProtocol):
     def _head_read(self) -> None:
         self._in_head = False
         self._in_body = True  # until on_message_complete, at once for a request without one
-        deadline = self._last_read + self.body_timeout
-        if self._timer is None or self._due > deadline:
-            self._wake_by(deadline)
+        self._wake_by(self._last_read + self.body_timeout)
 
     def on_message_complete(self) -> None:
         self._in_body = False
@@ -256,10 +252,8 @@ class BoundedHttpToolsProtocol(ClientDeadlines, HttpToolsProtocol):
             cycle, app = self.pipeline.pop()
             self._start_asgi_task(cycle, app)
         else:
-            self._idle_since = now = self.loop.time()
-            deadline = now + self.timeout_keep_alive
-            if self._timer is None or self._due > deadline:
-                self._wake_by(deadline)
+            self._idle_since = self.loop.time()
+            self._wake_by(self._idle_since + self.timeout_keep_alive)
         if last and self._pending_refusal is not None and not self.transport.is_closing():
             self._write_refusal(*self._pending_refusal)
 

@@ -14,6 +14,7 @@ from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
 from cutover.upstream.base import UpstreamError, UpstreamProtocolError, UpstreamReset
 from cutover.upstream.framing import close_delimited, may_reuse
 from cutover.upstream.response import Http1Response
+from cutover.upstream.write_batch import WriteBatch
 
 # Response bytes buffered before the backend is asked to pause (flow control).
 HIGH_WATER = 256 * 1024
@@ -26,6 +27,7 @@ class ConnectionOwner(Protocol):
     """What a connection needs of the pool it belongs to."""
 
     loop: asyncio.AbstractEventLoop
+    batch: WriteBatch
 
     def release(self, connection: Connection) -> None: ...
 
@@ -174,6 +176,12 @@ class Connection(asyncio.Protocol):
         if self.closed or self.transport is None:
             raise UpstreamReset("the backend closed the connection")
         self.transport.write(data)
+
+    def write_soon(self, data: bytes) -> None:
+        """``write``, with the other requests of this turn of the loop (``WriteBatch``)."""
+        if self.closed or self.transport is None:
+            raise UpstreamReset("the backend closed the connection")
+        self._pool.batch.write(self.transport, data)
 
     async def drain(self) -> None:
         if not self._write_paused or self.closed:

@@ -11,6 +11,7 @@ from collections import deque
 from cutover.config import TimeoutsConfig
 from cutover.upstream.base import UpstreamConnectError, UpstreamTimeout
 from cutover.upstream.connection import Connection
+from cutover.upstream.write_batch import WriteBatch
 
 
 class ConnectionPool:
@@ -25,6 +26,7 @@ class ConnectionPool:
         self.connect_timeout = timeouts.connect
         self.idle_timeout = timeouts.pool_idle
         self.loop = asyncio.get_running_loop()
+        self.batch = WriteBatch(self.loop)  # what the fast path's requests are written by
         self._idle: deque[Connection] = deque()
         self._open: set[Connection] = set()
         self._closed = False
