@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.metrics_core import Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from cutover.request.client_deadlines import Owed
 from cutover.request.metric_counts import (
     DURATION_LABELS,
     REQUEST_LABELS,
@@ -198,6 +199,8 @@ class Metrics:
             "too slowly (limits.header_timeout, limits.body_timeout).",
             ["wait"], registry=r,
         )  # fmt: skip
+        for wait in (Owed.HEAD, Owed.BODY):  # at 0 from the start: a panel reads 0, not nothing
+            self.client_timeouts.labels(wait)
         self.access_log_dropped = Counter(
             "cutover_access_log_dropped", "Access log lines dropped: the queue was full, or "
             "writing failed.", registry=r,

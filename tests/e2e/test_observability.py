@@ -28,6 +28,7 @@ import math
 import os
 import re
 import shutil
+import socket
 import subprocess
 import time
 import warnings
@@ -77,6 +78,7 @@ NO_SERIES_IN_E2E = {
 }
 
 GUARD_WINDOW = 5  # seconds, the stack's guard.window
+CLIENT_HEADER_TIMEOUT = 1.0  # seconds, the stack's limits.header_timeout
 
 REQUIRED_PANELS = {
     "Weight by migration": "timeseries",
@@ -95,6 +97,7 @@ REQUIRED_PANELS = {
     "Circuit breaker by backend": "state-timeline",
     "Config reloads refused": "stat",
     "Scrape targets": "stat",
+    "Client timeouts (408)": "stat",
 }
 # The panels under the row repeated per migration (the rest are about every migration, or
 # about backends and the proxy).
@@ -1191,6 +1194,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                 },
             },
             "state": {"path": str(tmp / "state.json")},
+            # Short, so the test's slow client gets its 408 within a second.
+            "limits": {"header_timeout": CLIENT_HEADER_TIMEOUT},
         }
         config_path = tmp / "cutover.yaml"
         config_path.write_text(yaml.safe_dump(config, sort_keys=False))
@@ -1229,6 +1234,16 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         faults.close()
         legacy.stop()
         new.stop()
+
+
+def slow_client_answer(port: int) -> bytes:
+    """What the proxy answers a client that sends half a request head and then nothing."""
+    with socket.create_connection(("127.0.0.1", port), timeout=DEADLINE) as sock:
+        sock.sendall(b"GET /api/v1/items HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        answer = b""
+        while chunk := sock.recv(65536):  # the proxy closes the connection after its answer
+            answer += chunk
+    return answer
 
 
 def metrics_page(url: str) -> str:
@@ -1364,6 +1379,13 @@ def test_prometheus_sees_every_fault_and_every_panel_has_data(stack: Stack) -> N
         return len(up) == 3
 
     wait_until(targets_up, DEADLINE, "3 scrape targets up", *stack.processes)
+
+    # A client that never finishes its request head gets 408; Prometheus counts it.
+    assert slow_client_answer(proxy.ports.listen).startswith(b"HTTP/1.1 408 ")
+    wait_until(
+        lambda: prometheus.query('cutover_client_timeouts_total{wait="head"} >= 1'),
+        DEADLINE, "Prometheus to count the 408", *stack.processes,
+    )  # fmt: skip
 
     # The guard's checks pass through PromQL and promote 10 -> 50.
     status = wait_status(stack, "a promotion", lambda s: s["weight"] >= 50)
