@@ -4,8 +4,8 @@ Writing to a loopback or LAN socket wakes the backend's process, and waking a sl
 costs the writer several microseconds (in a virtual machine, an interprocessor interrupt).
 Written one by one, spread out by the work on each request, nearly every write finds the
 backend asleep again; written together once the loop has run the callbacks of every read
-it polled, one wake serves the lot (bench/README.md, "writes together"). No request waits
-longer than that turn: a connection that was alone in it is written at once after it."""
+it polled, one wake serves the lot (bench/README.md, "requests to a backend written
+together"). No request waits longer than that turn: one alone in it is written at its end."""
 
 from __future__ import annotations
 
