@@ -12,7 +12,6 @@ from time import perf_counter, time
 from typing import TYPE_CHECKING, Any, Protocol
 
 from cutover.request.fast_relay import Answer, Relay, failure_answer, made
-from cutover.request.headers import client_response_headers
 from cutover.request.lifecycle import Refusal, send_refusal
 from cutover.request.metrics import ERROR, code_class
 from cutover.request.slots import Overloaded, Slot, retry_after
@@ -259,8 +258,7 @@ class FastExchange(Relay):
         forwarder = self.fast.forwarder
         self.named = forwarder.backend_headers[self.backend][0][1]
         extras = forwarder.response_extras(self.decision)
-        locations = forwarder.hops.locations.get(self.backend)
-        return client_response_headers(self.headers, extras, locations, self.scope)
+        return forwarder.hops.response_headers(self.backend, self.headers, extras, self.scope)
 
     def finish_with(self, answer: Answer) -> None:
         self.write_answer(answer)

@@ -88,6 +88,7 @@ def via_value(http_version: str) -> bytes:
 
 def upstream_request_headers(
     headers: RawHeaders,
+    *,
     client_host: str | None,
     scheme: str,
     http_version: str,

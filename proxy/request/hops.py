@@ -35,9 +35,13 @@ class Hops:
         if not trusted:
             peer = scope.get("client")
         return upstream_request_headers(
-            scope["headers"], peer[0] if peer else None, scope.get("scheme", "http"),
-            scope.get("http_version", "1.1"), trusted, self.forwarded,
-        )  # fmt: skip
+            scope["headers"],
+            client_host=peer[0] if peer else None,
+            scheme=scope.get("scheme", "http"),
+            http_version=scope.get("http_version", "1.1"),
+            trusted=trusted,
+            forwarded=self.forwarded,
+        )
 
     def for_backend(self, backend: str, headers: RawHeaders, scope: Scope) -> RawHeaders:
         if backend in self.preserve_host:
