@@ -87,12 +87,6 @@ def _local_second(second: int) -> str:
     return time.strftime("%d/%b/%Y:%H:%M:%S %z", time.localtime(second))
 
 
-def iso_time(when: float) -> str:
-    """UTC, to the millisecond: 2026-12-01T19:23:27.123Z."""
-    whole = int(when)
-    return f"{_utc_second(whole)}.{int((when - whole) * 1000):03d}Z"
-
-
 # What repeats from line to line (methods, migrations, cohorts, backends, client addresses,
 # user agents) is quoted once. Bounded: a stream of distinct values is only not remembered.
 # No lock: a dict's get and set are atomic, and two writer threads racing quote a value twice.
@@ -111,6 +105,41 @@ def _word(value: str | bytes | None) -> str:
     return found
 
 
+# A JSON line's start: its time (UTC, to the millisecond: 2026-12-01T19:23:27.123Z) between
+# the keys around it. The requests of a burst share each millisecond.
+_STAMPS: dict[int, str] = {}
+# A line's routing fields (migration, cohort, backend, fallback): one of few combinations.
+# Both bounded as ``_QUOTED`` is.
+_ROUTINGS: dict[tuple[str | None, str | None, bytes | None, bool], str] = {}
+
+
+def _stamp(when: float) -> str:
+    whole = int(when)
+    milli = int((when - whole) * 1000)
+    key = whole * 1000 + milli
+    found = _STAMPS.get(key)
+    if found is None:
+        if len(_STAMPS) >= _QUOTED_MAX:
+            _STAMPS.clear()
+        found = _STAMPS[key] = f'{{"time":"{_utc_second(whole)}.{milli:03d}Z","client":'
+    return found
+
+
+def _routing(
+    migration: str | None, cohort: str | None, backend: bytes | None, fallback: bool
+) -> str:
+    key = (migration, cohort, backend, fallback)
+    found = _ROUTINGS.get(key)
+    if found is None:
+        found = (
+            f',"migration":{_word(migration)},"cohort":{_word(cohort)},'
+            f'"backend":{_word(backend)},"fallback":{"true" if fallback else "false"},'
+        )
+        if len(_ROUTINGS) < _QUOTED_MAX:
+            _ROUTINGS[key] = found
+    return found
+
+
 def json_line(entry: Entry) -> str:
     (started, duration, status, sent, method, raw_path, query, client, version, user_agent,
      _, migration, cohort, fallback, request_id, backend, close_code) = entry  # fmt: skip
@@ -119,11 +148,10 @@ def json_line(entry: Entry) -> str:
     close = "" if close_code is None else f',"close_code":{close_code}'
     # By hand rather than json.dumps of a dict: a quarter of the time, the same JSON.
     return (
-        f'{{"time":"{iso_time(started)}","client":{_word(client)},"method":{_word(method)},'
+        f'{_stamp(started)}{_word(client)},"method":{_word(method)},'
         f'"target":{quoted(target.decode("latin-1"))},"protocol":{protocol},'
-        f'"status":{status},"bytes_sent":{sent},"duration_ms":{duration * 1000:.3f},'
-        f'"migration":{_word(migration)},"cohort":{_word(cohort)},"backend":{_word(backend)},'
-        f'"fallback":{"true" if fallback else "false"},'
+        f'"status":{status},"bytes_sent":{sent},"duration_ms":{duration * 1000:.3f}'
+        f"{_routing(migration, cohort, backend, fallback)}"
         f'"request_id":{quoted(request_id.decode("latin-1"))},'
         f'"user_agent":{_word(user_agent)}{close}}}\n'
     )
