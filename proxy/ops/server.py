@@ -25,7 +25,7 @@ from cutover.ops.gateway import Gateway
 from cutover.ops.listener import AppListener, Listeners
 from cutover.ops.tls import ServingTls
 from cutover.request.app import RESPONSE_ABANDONED
-from cutover.request.fast_exchange import FastExchange
+from cutover.request.fast_path import fast_in_flight, note_answers
 from cutover.request.fast_protocol import configure
 from cutover.request.ws_tunnel import ClientEnd
 
@@ -205,18 +205,14 @@ class DrainingServer(uvicorn.Server):
         finished: list[float] = []
         for task in in_flight:
             task.add_done_callback(lambda _: finished.append(time.monotonic()))
-        # The fast path's requests have no task: their connections close once answered
-        # (uvicorn waits for the connections), so they are counted, not timed.
-        fast = [
-            cycle for connection in self.server_state.connections
-            if isinstance(cycle := getattr(connection, "cycle", None), FastExchange)
-            and not cycle.response_complete and cycle.task is None
-        ]  # fmt: skip
+        fast = fast_in_flight(self.server_state.connections)  # they have no task
+        noting = asyncio.create_task(note_answers(fast, finished))
         logger.info(
             "draining: stopped accepting connections; %d request(s) in flight, grace %gs",
             len(in_flight) + len(fast), grace,
         )  # fmt: skip
         await super().shutdown(sockets=sockets)
+        noting.cancel()
         if self.force_exit:
             unfinished = sum(1 for task in in_flight if not task.done())
             logger.warning(

@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import asyncio
 import math
-from time import perf_counter
+from collections.abc import Iterable
+from time import monotonic, perf_counter
 from typing import TYPE_CHECKING, Any, Protocol
 
 from cutover.request.body import BadRequest
@@ -46,6 +47,7 @@ NO_LENGTH = -1  # a request without Content-Length
 # one streams, on the full path.
 SMALL_BODY = 64 * 1024
 TICK = 0.1  # seconds between two sweeps of the exchanges in flight, for their timeouts
+ANSWERED_POLL = 0.01  # seconds between two looks at the exchanges a drain waits for
 
 
 class FastApp(Protocol):
@@ -210,6 +212,33 @@ async def send_later(exchange: FastExchange, upstream: Http1Upstream, slot: Slot
         return
     exchange.task = None
     exchange.send(upstream, connection)
+
+
+def fast_in_flight(connections: Iterable[Any]) -> list[FastExchange]:
+    """The exchanges on ``connections`` (uvicorn's protocols) not yet answered, but for
+    those waiting in a task (``later``): what a drain waits for beside the server's tasks."""
+    return [
+        cycle for connection in connections
+        if type(cycle := getattr(connection, "cycle", None)) is FastExchange
+        and not cycle.response_complete and cycle.task is None
+    ]  # fmt: skip
+
+
+async def note_answers(exchanges: list[FastExchange], finished: list[float]) -> None:
+    """While a drain waits for ``exchanges``: the time (``time.monotonic``) each is answered
+    or cut off, to within ``ANSWERED_POLL``, appended to ``finished``. They have no task to
+    call back when done, and the request path is not asked to tell."""
+    waiting = exchanges
+    while waiting:
+        await asyncio.sleep(ANSWERED_POLL)
+        now = monotonic()
+        still = []
+        for exchange in waiting:
+            if exchange.response_complete:
+                finished.append(now)
+            else:
+                still.append(exchange)
+        waiting = still
 
 
 def grace_cut() -> Answer:

@@ -216,6 +216,30 @@ def test_requests_in_flight_finish_and_new_connections_are_refused(
     assert harness.state_path.read_bytes() == state_before
 
 
+def test_the_drain_log_times_the_fast_paths_requests(harness: Harness) -> None:
+    """3 requests the fast path carries (nothing sends them to the full path), held 1.5 s
+    by new when SIGTERM comes: the drain's log counts them and times them, to the last one
+    answered, as it times the full path's requests."""
+    proxy = harness.start()
+    harness.backends.faults.set(extra_latency_ms=1500)
+    calls = [call_in_thread(proxy.url, i) for i in range(3)]
+    in_flight(proxy, harness.backends, 3)
+
+    sent = time.monotonic()
+    code, _ = terminate(proxy, signal.SIGTERM, within=1.5 + EXIT_MARGIN + 2.0)
+    assert code == 0, proxy.describe()
+    for thread, _ in calls:
+        thread.join(5.0)
+    assert [(call.status, call.backend) for _, call in calls] == [(200, "new")] * 3, calls
+    answered = max(call.done_at or 0.0 for _, call in calls) - sent
+    stderr = proxy.stderr()
+    assert "draining: stopped accepting connections; 3 request(s) in flight" in stderr, stderr
+    drained = re.search(r"drained 3 request\(s\) in ([\d.]+)s", stderr)
+    assert drained, stderr
+    # From the drain's start to the last answer: after the signal, before the client had it.
+    assert 1.0 <= float(drained[1]) <= answered + 0.05, (drained[0], answered)
+
+
 def test_grace_expiry_cuts_the_request_and_exits_0(harness: Harness) -> None:
     """With ``shutdown.grace: 1`` and a request the backend holds 5 s, SIGTERM ends the
     process about 1 s later with exit code 0. The client does not hang: uvicorn cancels the
