@@ -211,8 +211,10 @@ class DrainingServer(uvicorn.Server):
             "draining: stopped accepting connections; %d request(s) in flight, grace %gs",
             len(in_flight) + len(fast), grace,
         )  # fmt: skip
-        await super().shutdown(sockets=sockets)
-        noting.cancel()
+        try:
+            await super().shutdown(sockets=sockets)
+        finally:
+            noting.cancel()
         if self.force_exit:
             unfinished = sum(1 for task in in_flight if not task.done())
             logger.warning(
