@@ -230,7 +230,10 @@ def test_the_console_in_chromium(proxy: ProxyProcess, browser: Any, artifacts: P
         assert driver.current_url == f"{admin}/console/signin"
         driver.find_element(By.ID, "token").send_keys("not-the-token")
         driver.find_element(By.ID, "signin").click()
-        assert "not valid" in driver.find_element(By.ID, "signin-error").text
+        refused = wait_until(
+            lambda: driver.find_elements(By.ID, "signin-error"), 10, "the refusal", proxy
+        )
+        assert "not valid" in refused[0].text
         shot("signin-refused")
 
         # The admin token signs in: both migrations, progressing.
@@ -337,6 +340,9 @@ def test_the_console_in_chromium(proxy: ProxyProcess, browser: Any, artifacts: P
 
         # The view token: no action, and its own forged POST is refused.
         driver.find_element(By.CSS_SELECTOR, "form.signout button").click()
+        signin = f"{admin}/console/signin"
+        wait_until(lambda: driver.current_url == signin, 10, "the sign-in page", proxy)
+        wait_until(lambda: driver.find_elements(By.ID, "token"), 10, "the token field", proxy)
         driver.find_element(By.ID, "token").send_keys(VIEW_TOKEN)
         driver.find_element(By.ID, "signin").click()
         wait_until(lambda: driver.current_url == f"{admin}/", 10, "the overview", proxy)
