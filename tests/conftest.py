@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+import functools
 import logging
 import os
+import ssl
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,29 @@ def _hermetic_environment() -> Iterator[None]:
         for name in list(os.environ):
             if name.startswith("CUTOVER_") or name == "NEW_BACKEND_ADMIN_TOKEN":
                 patch.delenv(name)
+        yield
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_default_tls_context() -> Iterator[None]:
+    """Every httpx client the tests make builds its default TLS context anew, loading the CA
+    bundle: about 60 ms a client, and the tests make thousands (a poll, a request on a new
+    connection). The default context is built once and shared; a client given its own
+    ``verify`` (a test CA) still gets exactly that."""
+    transports = httpx._transports.default  # where both transports call it
+    build = transports.create_ssl_context
+
+    @functools.cache
+    def default_context(trust_env: bool) -> ssl.SSLContext:
+        return build(True, None, trust_env)
+
+    def create_ssl_context(verify: Any = True, cert: Any = None, trust_env: bool = True) -> Any:
+        if verify is True and cert is None:
+            return default_context(trust_env)
+        return build(verify, cert, trust_env)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(transports, "create_ssl_context", create_ssl_context)
         yield
 
 
