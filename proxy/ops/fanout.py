@@ -4,6 +4,7 @@ state another worker saved (``Rollout.sync``) is applied, not announced: that wo
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 
@@ -81,7 +82,8 @@ class TransitionFanout:
             await self.webhook.aclose()
             self.webhook = None
         if url and self.webhook is None:
-            self.webhook = Webhook(url, transport=self.side_transport)
+            # A thread: its HTTP client loads a CA bundle (tens of ms).
+            self.webhook = await asyncio.to_thread(Webhook, url, transport=self.side_transport)
 
     async def aclose(self) -> None:
         if self.webhook is not None:

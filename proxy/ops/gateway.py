@@ -240,7 +240,8 @@ class Gateway:
                 async with self.coordination.locked():
                     await self.migrations.reconfigure(settings)
             if restart_guard:
-                guard = self.guards.build(settings)
+                # A thread: its HTTP clients load CA bundles (tens of ms each).
+                guard = await asyncio.to_thread(self.guards.build, settings)
         except BaseException:
             # Nothing was switched: close what was built for the new config.
             if upstreams is not old_upstreams:
@@ -259,7 +260,10 @@ class Gateway:
         if settings.breaker != old.breaker or set(targets) != set(breakers):
             breakers = build_breakers(settings, self.metrics)
         forwarder = Forwarder(settings, upstreams, self.metrics, shadower, breakers)
-        websockets = WebSocketForwarder(settings, self.metrics, breakers, proxy.sockets)
+        # A thread: an https:// backend's TLS context loads a CA bundle.
+        websockets = await asyncio.to_thread(
+            WebSocketForwarder, settings, self.metrics, breakers, proxy.sockets
+        )
         # No await between these: a request sees either the old or the new parts.
         if shadower is not None:
             shadower.upstreams = upstreams

@@ -14,6 +14,7 @@ headers, HTTP/2, proxies from the environment.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -93,7 +94,7 @@ class Http1Upstream:
     async def start(self) -> None:
         tls = None
         if self._tls:
-            tls = client_context(self._ca_file)
+            tls = await asyncio.to_thread(client_context, self._ca_file)  # loads a CA bundle
         self._pool = ConnectionPool(self._host, self._port, tls, self._timeouts)
 
     async def send(

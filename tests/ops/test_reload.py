@@ -647,3 +647,45 @@ def test_a_reload_changes_the_bounds_on_a_request_head_and_the_clients_deadlines
         waited = time.monotonic() - began
     assert answer.startswith(b"HTTP/1.1 408 ")
     assert waited < 5.0  # the 10 s default would not have answered yet
+
+
+def test_a_reload_loads_no_ca_bundle_on_the_event_loop(
+    client: TestClient, gateway: Gateway, config_path: Path, monkeypatch
+) -> None:
+    """A reload that rebuilds the guard (its Prometheus client, a scraper per backend), the
+    webhook's client and an https:// backend's TLS: each loads a CA bundle, tens of
+    milliseconds in which, on the event loop, no request would be served. (Here the HTTP
+    clients have the test's transport, so make no TLS context of their own.)"""
+    import ssl
+
+    made: list[bool] = []  # per TLS context made: on the event loop?
+
+    def watched(make: Any) -> Any:
+        def making(*args: Any, **kwargs: Any) -> Any:
+            try:
+                asyncio.get_running_loop()
+                made.append(True)
+            except RuntimeError:
+                made.append(False)
+            return make(*args, **kwargs)
+
+        return making
+
+    transports = httpx._transports.default  # the httpx clients' (the test suite's cache)
+    monkeypatch.setattr(ssl, "create_default_context", watched(ssl.create_default_context))
+    monkeypatch.setattr(transports, "create_ssl_context", watched(transports.create_ssl_context))
+    ops.write_config(
+        config_path,
+        backends={
+            "legacy": {"url": ops.LEGACY_URL, "metrics_url": f"{ops.LEGACY_URL}/metrics"},
+            "new": {"url": "https://new.test", "metrics_url": "https://new.test/metrics"},
+        },
+        guard={"interval": 60, "webhook": "http://hooks.test/other", "source": "prometheus",
+               "prometheus": {"url": "http://prometheus.test:9090"}},
+    )  # fmt: skip
+    assert reload(client, gateway) is True
+    assert gateway.fanout.webhook is not None
+    assert gateway.fanout.webhook.url == "http://hooks.test/other"
+    # The two scrapers' and the https:// backend's for WebSockets, at least.
+    assert len(made) >= 3, made
+    assert not any(made), made
