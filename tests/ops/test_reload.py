@@ -15,6 +15,7 @@ import logging
 import os
 import signal
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Iterator
@@ -656,8 +657,6 @@ def test_a_reload_loads_no_ca_bundle_on_the_event_loop(
     webhook's client and an https:// backend's TLS: each loads a CA bundle, tens of
     milliseconds in which, on the event loop, no request would be served. (Here the HTTP
     clients have the test's transport, so make no TLS context of their own.)"""
-    import ssl
-
     made: list[bool] = []  # per TLS context made: on the event loop?
 
     def watched(make: Any) -> Any:
