@@ -235,6 +235,15 @@ class Gateway:
                 or settings.shadowing != old.shadowing
             ):
                 shadower = build_shadower(settings, upstreams, self.metrics)  # opens a file
+            breakers = proxy.breakers
+            targets = [m.target for m in settings.migration_list]
+            if settings.breaker != old.breaker or set(targets) != set(breakers):
+                breakers = build_breakers(settings, self.metrics)
+            forwarder = Forwarder(settings, upstreams, self.metrics, shadower, breakers)
+            # A thread: an https:// backend's TLS context loads a CA bundle (which may fail).
+            websockets = await asyncio.to_thread(
+                WebSocketForwarder, settings, self.metrics, breakers, proxy.sockets
+            )
             # After what may fail to open: the migrations are not put back if a later step fails.
             if settings.migration_list != old.migration_list:
                 async with self.coordination.locked():
@@ -255,15 +264,6 @@ class Gateway:
         splitter = Splitter(settings)
         for rollout in self.migrations:
             splitter.set_weight(rollout.name, rollout.weight)
-        breakers = proxy.breakers
-        targets = [m.target for m in settings.migration_list]
-        if settings.breaker != old.breaker or set(targets) != set(breakers):
-            breakers = build_breakers(settings, self.metrics)
-        forwarder = Forwarder(settings, upstreams, self.metrics, shadower, breakers)
-        # A thread: an https:// backend's TLS context loads a CA bundle.
-        websockets = await asyncio.to_thread(
-            WebSocketForwarder, settings, self.metrics, breakers, proxy.sockets
-        )
         # No await between these: a request sees either the old or the new parts.
         if shadower is not None:
             shadower.upstreams = upstreams

@@ -29,6 +29,7 @@ from pydantic import SecretStr
 from starlette.testclient import TestClient
 
 from cutover.config import Settings
+from cutover.ops import gateway as gateway_module
 from cutover.ops.gateway import Gateway
 from cutover.ops.reload import Reloader, reloadable
 from cutover.request.metrics import Metrics
@@ -514,6 +515,60 @@ def test_a_reload_that_fails_to_apply_adds_no_migration(
         assert gateway.proxy.shadower is None
     saved = gateway.migrations.book.store.load()
     assert saved is not None and list(saved) == ["trade-engine"]
+
+
+def test_a_reload_whose_websocket_origins_fail_keeps_everything_as_it_was(
+    tmp_path: Path, router, monkeypatch, caplog
+) -> None:
+    """The last part built, an https:// backend's TLS context for WebSockets, fails (its CA
+    bundle became unreadable after the config was checked): the running config stays, the
+    migration the new config adds is not started (it comes before them), and the backends
+    built for the new config are closed rather than left open."""
+    caplog.set_level("ERROR", logger="cutover.gateway")
+    path = tmp_path / "cutover.yaml"
+    ops.write_migrations(path, ops.TRADE_ENGINE)
+    monkeypatch.setenv("CUTOVER_ADMIN_TOKEN", ops.TOKEN)
+    gateway = ops.make_gateway(path, router)
+    closed: list[str] = []  # what the failed reload built and closed again
+
+    def unreadable(settings: Settings, *args: Any) -> Any:
+        raise ssl.SSLError("[X509] no certificate or crl found")
+
+    with TestClient(ops.ByPort(gateway)) as client:
+        running, guard = gateway.proxy.settings, gateway.guards.guard
+        old_upstreams = list(gateway.proxy.upstreams.values())
+        build_upstreams = gateway_module.build_upstreams
+
+        def building(settings: Settings, transport: Any) -> Any:
+            made = build_upstreams(settings, transport)
+            for name, upstream in made.items():
+                upstream.aclose = noting(upstream.aclose, closed, f"backend {name}")
+            return made
+
+        monkeypatch.setattr(gateway_module, "build_upstreams", building)
+        monkeypatch.setattr(gateway_module, "WebSocketForwarder", unreadable)
+        ops.write_migrations(
+            path, ops.TRADE_ENGINE, ops.STRATEGIES,
+            backends={"legacy": {"url": ops.LEGACY_URL}, "new": {"url": "https://new.test"}},
+        )  # fmt: skip
+        assert reload(client, gateway) is False
+        assert "no certificate or crl found" in caplog.text
+        assert gateway.proxy.settings is running
+        assert list(gateway.proxy.upstreams.values()) == old_upstreams
+        assert phases(gateway) == {"trade-engine": ("progressing", 10)}
+        assert sorted(closed) == ["backend legacy", "backend new"]
+        assert gateway.guards.guard is guard  # the new one was never built
+        assert served(client, "GET", "/api/v1/strategies/7") == {"legacy"}
+    saved = gateway.migrations.book.store.load()
+    assert saved is not None and list(saved) == ["trade-engine"]
+
+
+def noting(close: Any, closed: list[str], what: str) -> Any:
+    async def closing() -> None:
+        closed.append(what)
+        await close()
+
+    return closing
 
 
 # --------------------------------------------------------------------------- end to end
