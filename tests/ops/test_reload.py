@@ -520,10 +520,10 @@ def test_a_reload_that_fails_to_apply_adds_no_migration(
 def test_a_reload_whose_websocket_origins_fail_keeps_everything_as_it_was(
     tmp_path: Path, router, monkeypatch, caplog
 ) -> None:
-    """The last part built, an https:// backend's TLS context for WebSockets, fails (its CA
-    bundle became unreadable after the config was checked): the running config stays, the
-    migration the new config adds is not started (it comes before them), and the backends
-    built for the new config are closed rather than left open."""
+    """Building an https:// backend's TLS context for WebSockets fails (its CA bundle became
+    unreadable after the config was checked): the running config stays, the migration the
+    new config adds is not started (migrations are reconfigured only once that part is
+    built), and the backends built for the new config are closed rather than left open."""
     caplog.set_level("ERROR", logger="cutover.gateway")
     path = tmp_path / "cutover.yaml"
     ops.write_migrations(path, ops.TRADE_ENGINE)
